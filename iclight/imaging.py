@@ -1,0 +1,171 @@
+"""Image I/O and the pixel conventions of IC-Light (all exact, to keep parity)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import constants as C
+
+ImageLike = str | os.PathLike | Image.Image | np.ndarray
+
+
+class ImageInputError(ValueError):
+    """An input image that cannot be used; the message names the input."""
+
+
+def load_image(source: ImageLike, name: str = "image") -> np.ndarray:
+    """Any image Pillow opens, EXIF-oriented, first frame, as an RGB uint8 array."""
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source, name)
+    if isinstance(source, Image.Image):
+        return np.asarray(_pil_to_rgb(source))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                img.seek(0)
+                return np.asarray(_pil_to_rgb(img))
+    except FileNotFoundError as e:
+        raise ImageInputError(f"{name}: file not found: {source}") from e
+    except UnidentifiedImageError as e:
+        raise ImageInputError(f"{name}: not an image file that Pillow can open") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageInputError(f"{name}: image too large ({e})") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageInputError(f"{name}: image file is damaged or truncated ({e})") from e
+
+
+def load_alpha(source: ImageLike) -> np.ndarray | None:
+    """The image's own alpha channel as floats in [0, 1], or None when it has none."""
+    img = source if isinstance(source, Image.Image) else None
+    if isinstance(source, np.ndarray):
+        return source[..., 3].astype(np.float32) / 255.0 if source.ndim == 3 and source.shape[2] == 4 else None
+    if img is None:
+        with Image.open(source) as opened:
+            return load_alpha(ImageOps.exif_transpose(opened))
+    if "A" not in img.getbands() and "transparency" not in img.info:
+        return None
+    alpha = np.asarray(img.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
+    return alpha if alpha.min() < 1.0 else None
+
+
+def _pil_to_rgb(img: Image.Image) -> Image.Image:
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits rather than let Pillow clip at 255.
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0
+        img = Image.fromarray(np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # Pillow warns when a transparent palette goes straight to RGB
+    return img.convert("RGB")
+
+
+def _array_to_rgb(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ImageInputError(f"{name}: expected an HxW, HxWx3 or HxWx4 array, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating):
+            arr = np.clip(arr * 255.0, 0, 255)
+        arr = arr.astype(np.uint8)
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.LANCZOS))
+
+
+def resize_and_center_crop(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    scale = max(width / w, height / h)
+    rw, rh = int(round(w * scale)), int(round(h * scale))
+    resized = Image.fromarray(image).resize((rw, rh), Image.LANCZOS)
+    box = ((rw - width) / 2, (rh - height) / 2, (rw + width) / 2, (rh + height) / 2)
+    return np.asarray(resized.crop(box))
+
+
+def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """uint8 HWC images to a float NCHW batch; /127 so that the grey 127 is exactly 0."""
+    batch = torch.from_numpy(np.stack(images, axis=0)).float() / 127.0 - 1.0
+    return batch.movedim(-1, 1)
+
+
+def to_uint8(images: torch.Tensor) -> list[np.ndarray]:
+    """Decoded images in [-1, 1] to uint8 HWC (the rule used between the passes)."""
+    y = images.movedim(1, -1) * 127.5 + 127.5
+    y = y.detach().float().cpu().numpy().clip(0, 255).astype(np.uint8)
+    return list(y)
+
+
+def to_unit(images: torch.Tensor) -> list[np.ndarray]:
+    """Decoded images in [-1, 1] to float HWC in [0, 1] (final results)."""
+    y = images.movedim(1, -1) * 0.5 + 0.5
+    return list(y.detach().float().cpu().numpy().clip(0, 1).astype(np.float32))
+
+
+def unit_to_uint8(image: np.ndarray) -> np.ndarray:
+    return (image * 255.0).clip(0, 255).astype(np.uint8)
+
+
+def signed_to_uint8(image: np.ndarray) -> np.ndarray:
+    return (image * 127.5 + 127.5).clip(0, 255).astype(np.uint8)
+
+
+def light_background(light_source: str, width: int, height: int, uploaded: np.ndarray | None) -> np.ndarray:
+    """The image that conditions the UNet for a light source (before resizing)."""
+    if light_source == C.BACKGROUND_IMAGE:
+        return _require(uploaded, light_source)
+    if light_source == C.FLIPPED_BACKGROUND_IMAGE:
+        return np.ascontiguousarray(np.fliplr(_require(uploaded, light_source)))
+    if light_source == C.AMBIENT:
+        return np.zeros((height, width, 3), dtype=np.uint8) + C.AMBIENT_GREY
+    ramps = {
+        C.LEFT_LIGHT: (C.LIGHT_BRIGHT, C.LIGHT_DARK, False),
+        C.RIGHT_LIGHT: (C.LIGHT_DARK, C.LIGHT_BRIGHT, False),
+        C.TOP_LIGHT: (C.LIGHT_BRIGHT, C.LIGHT_DARK, True),
+        C.BOTTOM_LIGHT: (C.LIGHT_DARK, C.LIGHT_BRIGHT, True),
+    }
+    if light_source not in ramps:
+        raise ValueError(f"light_source: unknown value {light_source!r}; choose one of {list(C.LIGHT_SOURCES)}")
+    start, stop, vertical = ramps[light_source]
+    if vertical:
+        plane = np.tile(np.linspace(start, stop, height)[:, None], (1, width))
+    else:
+        plane = np.tile(np.linspace(start, stop, width), (height, 1))
+    return np.stack((plane,) * 3, axis=-1).astype(np.uint8)
+
+
+def _require(image: np.ndarray | None, light_source: str) -> np.ndarray:
+    if image is None:
+        raise ValueError(f"background_image: required when light_source is {light_source!r}")
+    return image
+
+
+def save_images(images: list[np.ndarray] | list[Image.Image], fmt: str, quality: int, folder: str | None = None) -> list[Path]:
+    """Write images to a fresh temporary folder, so predictions never overwrite each other."""
+    out_dir = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="iclight-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        path = out_dir / f"output_{i}.{fmt}"
+        save_image(image, path, fmt, quality)
+        paths.append(path)
+    return paths
+
+
+def save_image(image: np.ndarray | Image.Image, path: str | os.PathLike, fmt: str, quality: int, **extra) -> None:
+    pil_format = {"jpg": "JPEG", "webp": "WEBP", "png": "PNG"}[fmt]
+    options = {} if fmt == "png" else {"quality": quality, "optimize": True}
+    img = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    img.save(path, format=pil_format, **options, **extra)

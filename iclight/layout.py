@@ -1,0 +1,64 @@
+"""Where every weight file comes from and where it lands: the one manifest of the layout."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+SD_DIR = "realistic-vision-v51"
+OFFSET_FILE = "iclight_sd15_fbc.safetensors"
+RMBG_FILE = "RMBG-1.4/model.safetensors"
+PREPARED_DIR = "prepared"
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_ENV = "ICLIGHT_WEIGHTS_DIR"
+DEVICE_ENV = "ICLIGHT_DEVICE"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One file of the layout: its source on the Hugging Face Hub and where it lands."""
+
+    repo: str
+    path: str  # path inside the repo
+    dest: str  # path inside the weights folder
+    revision: str = "main"
+
+
+SD_REPO = "stablediffusionapi/realistic-vision-v51"
+_SD_FILES = (
+    "tokenizer/vocab.json",
+    "tokenizer/merges.txt",
+    "tokenizer/tokenizer_config.json",
+    "tokenizer/special_tokens_map.json",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+)
+MANIFEST: tuple[WeightFile, ...] = (
+    *(WeightFile(SD_REPO, f, f"{SD_DIR}/{f}") for f in _SD_FILES),
+    WeightFile("lllyasviel/ic-light", OFFSET_FILE, OFFSET_FILE),
+    WeightFile("briaai/RMBG-1.4", "model.safetensors", RMBG_FILE),
+)
+
+
+def weights_dir(override: str | os.PathLike | None = None) -> Path:
+    return Path(override or os.environ.get(WEIGHTS_ENV) or REPO_ROOT / "weights")
+
+
+def missing_files(root: Path) -> list[str]:
+    return [f.dest for f in MANIFEST if not (root / f.dest).is_file()]
+
+
+class MissingWeightsError(FileNotFoundError):
+    def __init__(self, root: Path, missing: list[str]) -> None:
+        listing = "\n  ".join(missing)
+        super().__init__(
+            f"weights missing in {root}:\n  {listing}\n"
+            f"Fetch them with: python -m iclight.weights fetch --dest {root}   (or: make weights)"
+        )
+        self.missing = missing

@@ -1,0 +1,66 @@
+"""Prompt encoding without CLIP's 77-token limit: chunks of 75 tokens, joined."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from transformers import CLIPTextModel, CLIPTokenizer
+
+
+def chunk_token_ids(ids: list[int], bos: int, eos: int, length: int = 77) -> list[list[int]]:
+    """Cut ids into chunks of `length - 2`, each `[BOS] + chunk + [EOS]` padded with EOS.
+
+    A text with no tokens still gets one chunk (the hosted model crashes there).
+    """
+    body = length - 2
+    pieces = [ids[i : i + body] for i in range(0, len(ids), body)] or [[]]
+    chunks = []
+    for piece in pieces:
+        chunk = [bos, *piece, eos]
+        chunks.append(chunk + [eos] * (length - len(chunk)))
+    return chunks
+
+
+def repeat_to(chunks: torch.Tensor, count: int) -> torch.Tensor:
+    """Repeat a chunk list cyclically and keep the first `count`."""
+    reps = -(-count // len(chunks))
+    return torch.cat([chunks] * reps, dim=0)[:count]
+
+
+def join_chunks(chunks: torch.Tensor) -> torch.Tensor:
+    """[n, 77, d] to [1, 77 * n, d]."""
+    return chunks.reshape(1, -1, chunks.shape[-1])
+
+
+class PromptEncoder:
+    """Turns a (positive, negative) text pair into equal-length embeddings, with a small cache."""
+
+    def __init__(self, tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, cache_size: int = 8) -> None:
+        self.tokenizer = tokenizer
+        self.text_encoder = text_encoder
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    def token_chunks(self, text: str) -> list[list[int]]:
+        tok = self.tokenizer
+        ids = tok(text, truncation=False, add_special_tokens=False)["input_ids"]
+        return chunk_token_ids(ids, tok.bos_token_id, tok.eos_token_id, tok.model_max_length)
+
+    @torch.inference_mode()
+    def encode_text(self, text: str) -> torch.Tensor:
+        ids = torch.tensor(self.token_chunks(text), dtype=torch.int64, device=self.text_encoder.device)
+        return self.text_encoder(ids).last_hidden_state
+
+    def __call__(self, positive: str, negative: str) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (positive, negative)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        pos, neg = self.encode_text(positive), self.encode_text(negative)
+        count = max(len(pos), len(neg))
+        pair = join_chunks(repeat_to(pos, count)), join_chunks(repeat_to(neg, count))
+        self._cache[key] = pair
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return pair
