@@ -16,7 +16,7 @@ from iclight.validation import validate
 log = logging.getLogger("iclight")
 
 
-def _input(name: str):  # noqa: ANN202 - cog's FieldInfo
+def _input(name: str):
     return Input(**C.INPUT_SPECS[name].cog_kwargs())
 
 

@@ -157,8 +157,7 @@ INPUTS: tuple[InputSpec, ...] = (
     InputSpec(
         "output_quality",
         int,
-        "The image compression quality (for lossy formats like JPEG and WebP). 100 = best quality, 0 = lowest "
-        "quality.",
+        "The image compression quality (for lossy formats like JPEG and WebP). 100 = best quality, 0 = lowest quality.",
         default=80,
         ge=0,
         le=100,

@@ -89,7 +89,7 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
 def resize_and_center_crop(image: np.ndarray, width: int, height: int) -> np.ndarray:
     h, w = image.shape[:2]
     scale = max(width / w, height / h)
-    rw, rh = int(round(w * scale)), int(round(h * scale))
+    rw, rh = round(w * scale), round(h * scale)
     resized = Image.fromarray(image).resize((rw, rh), Image.LANCZOS)
     box = ((rw - width) / 2, (rh - height) / 2, (rw + width) / 2, (rh + height) / 2)
     return np.asarray(resized.crop(box))
@@ -152,7 +152,9 @@ def _require(image: np.ndarray | None, light_source: str) -> np.ndarray:
     return image
 
 
-def save_images(images: list[np.ndarray] | list[Image.Image], fmt: str, quality: int, folder: str | None = None) -> list[Path]:
+def save_images(
+    images: list[np.ndarray] | list[Image.Image], fmt: str, quality: int, folder: str | None = None
+) -> list[Path]:
     """Write images to a fresh temporary folder, so predictions never overwrite each other."""
     out_dir = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="iclight-"))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from diffusers import DPMSolverMultistepScheduler, StableDiffusionImg2ImgPipelin
 from PIL import Image
 
 from . import constants as C
+from . import layout
 from .imaging import (
     ImageLike,
     light_background,
@@ -32,7 +33,6 @@ from .prompts import PromptEncoder
 from .rmbg import estimate_matte, on_grey
 from .unet import ConditionedUNet
 from .weights import Components, load_components, resolve_device
-from . import layout
 
 log = logging.getLogger("iclight")
 
@@ -139,13 +139,18 @@ class Relighter:
             embeds = self.prompts(f"{prompt}, {appended_prompt}", negative_prompt)
 
         if compute_normal:
-            runs = [self._two_passes(fg, light_background(light, width, height, bg_upload), embeds, settings, 1, seed,
-                                     timings)[0] for light in C.NORMAL_LIGHTS]
+            runs = [
+                self._two_passes(
+                    fg, light_background(light, width, height, bg_upload), embeds, settings, 1, seed, timings
+                )[0]
+                for light in C.NORMAL_LIGHTS
+            ]
             images = normal_map(*runs, matte)
         else:
             bg = light_background(light_source, width, height, bg_upload)
-            images = [unit_to_uint8(x) for x in self._two_passes(fg, bg, embeds, settings, number_of_images, seed,
-                                                                  timings)]
+            images = [
+                unit_to_uint8(x) for x in self._two_passes(fg, bg, embeds, settings, number_of_images, seed, timings)
+            ]
         return RelightResult([Image.fromarray(x) for x in images], seed, matte[..., 0], fg, timings)
 
     def _matte(self, source: ImageLike, image: np.ndarray, mask: ImageLike | None) -> np.ndarray:
@@ -153,25 +158,41 @@ class Relighter:
         if mask is not None:
             m = load_image(mask, "mask")[..., 0].astype(np.float32) / 255.0
             if m.shape != image.shape[:2]:
-                raise ValueError(f"mask: size {m.shape[1]}x{m.shape[0]} differs from the subject's "
-                                 f"{image.shape[1]}x{image.shape[0]}")
+                raise ValueError(
+                    f"mask: size {m.shape[1]}x{m.shape[0]} differs from the subject's {image.shape[1]}x{image.shape[0]}"
+                )
             return m[..., None]
         alpha = None if isinstance(source, np.ndarray) and source.ndim == 2 else _safe_alpha(source)
         if alpha is not None and alpha.shape == image.shape[:2]:
             return alpha[..., None]
         return estimate_matte(self.rmbg, image)
 
-    def _two_passes(self, fg: np.ndarray, bg: np.ndarray, embeds: tuple[torch.Tensor, torch.Tensor],
-                    s: Settings, count: int, seed: int, timings: dict[str, float]) -> list[np.ndarray]:
+    def _two_passes(
+        self,
+        fg: np.ndarray,
+        bg: np.ndarray,
+        embeds: tuple[torch.Tensor, torch.Tensor],
+        s: Settings,
+        count: int,
+        seed: int,
+        timings: dict[str, float],
+    ) -> list[np.ndarray]:
         """Low-res text-to-image, then high-res latent refinement; floats in [0, 1]."""
         rng = torch.Generator(device=self.device).manual_seed(seed)
         pos, neg = embeds
         with _stage("low-res", timings):
             cond = self._condition(fg, bg, s.width, s.height)
             latents = self.t2i(
-                prompt_embeds=pos, negative_prompt_embeds=neg, width=s.width, height=s.height,
-                num_inference_steps=s.steps, num_images_per_prompt=count, generator=rng, output_type="latent",
-                guidance_scale=s.cfg, cross_attention_kwargs={"concat_conds": cond},
+                prompt_embeds=pos,
+                negative_prompt_embeds=neg,
+                width=s.width,
+                height=s.height,
+                num_inference_steps=s.steps,
+                num_images_per_prompt=count,
+                generator=rng,
+                output_type="latent",
+                guidance_scale=s.cfg,
+                cross_attention_kwargs={"concat_conds": cond},
             ).images
             pixels = to_uint8(self._decode(latents))
         with _stage("high-res", timings):
@@ -181,9 +202,15 @@ class Relighter:
             height, width = latents.shape[2] * C.LATENT_FACTOR, latents.shape[3] * C.LATENT_FACTOR
             cond = self._condition(fg, bg, width, height)
             latents = self.i2i(
-                image=latents, strength=s.highres_denoise, prompt_embeds=pos, negative_prompt_embeds=neg,
-                num_inference_steps=int(round(s.steps / s.highres_denoise)), num_images_per_prompt=count,
-                generator=rng, output_type="latent", guidance_scale=s.cfg,
+                image=latents,
+                strength=s.highres_denoise,
+                prompt_embeds=pos,
+                negative_prompt_embeds=neg,
+                num_inference_steps=round(s.steps / s.highres_denoise),
+                num_images_per_prompt=count,
+                generator=rng,
+                output_type="latent",
+                guidance_scale=s.cfg,
                 cross_attention_kwargs={"concat_conds": cond},
             ).images
             return to_unit(self._decode(latents))

@@ -49,7 +49,7 @@ class RSU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hin = self.rebnconvin(x)
-        feats = [getattr(self, "rebnconv1")(hin)]
+        feats = [self.rebnconv1(hin)]
         for i in range(2, self.depth + 1):
             prev = feats[-1]
             if not self.dilated and i < self.depth:
@@ -95,7 +95,7 @@ class BriaRMBG(nn.Module):
             skips.append(h)
             h = _pool(h)
         h = self.stage6(h)
-        for name, skip in zip(("stage5d", "stage4d", "stage3d", "stage2d", "stage1d"), reversed(skips)):
+        for name, skip in zip(("stage5d", "stage4d", "stage3d", "stage2d", "stage1d"), reversed(skips), strict=True):
             h = getattr(self, name)(torch.cat((_up_to(h, skip), skip), 1))
         return torch.sigmoid(_up_to(self.side1(h), x))
 

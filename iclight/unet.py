@@ -67,7 +67,7 @@ class ConditionedUNet(nn.Module):
         self.unet = unet
 
     @property
-    def config(self):  # noqa: ANN201 - diffusers' FrozenDict
+    def config(self):
         return self.unet.config
 
     @property
@@ -78,7 +78,7 @@ class ConditionedUNet(nn.Module):
     def device(self) -> torch.device:
         return self.unet.device
 
-    def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, **kwargs):  # noqa: ANN001, ANN201
+    def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, **kwargs):
         extra = dict(kwargs.pop("cross_attention_kwargs", None) or {})
         cond = extra.pop("concat_conds").to(sample)
         cond = cond.expand(sample.shape[0], -1, -1, -1)  # one condition serves the whole batch

@@ -62,7 +62,8 @@ def _coerce(spec: C.InputSpec, value: Any) -> Any:
     try:
         number = float(value) if kind is float else _to_int(value)
     except (TypeError, ValueError):
-        raise InputError(f"{spec.name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+        wanted = "an integer" if kind is int else "a number"
+        raise InputError(f"{spec.name}: expected {wanted}, got {value!r}") from None
     if kind is float and not math.isfinite(number):
         raise InputError(f"{spec.name}: expected a finite number, got {value!r}")
     return number

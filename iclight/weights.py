@@ -83,7 +83,9 @@ def load_unet(root: Path, device: torch.device, dtype: torch.dtype) -> UNet2DCon
     )
     widen_conv_in(unet)
     merge_offset(unet, root / layout.OFFSET_FILE)
-    return unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    if dtype != torch.float32:
+        unet.to(dtype=dtype)  # merged in float32, rounded once
+    return unet.to(device).eval().requires_grad_(False)
 
 
 def load_components(root: Path, device: torch.device) -> Components:

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+DATA = Path(__file__).resolve().parent / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from standins import write_tiny_weights  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="session")
+def relighter(weights_dir: Path):
+    from iclight.pipeline import Relighter
+
+    return Relighter.load(weights_dir, device="cpu")
+
+
+def _subject(size: tuple[int, int] = (96, 128)) -> np.ndarray:
+    """A bright disc on a dark ground, with some texture."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    disc = ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) < (min(w, h) / 3) ** 2
+    img = np.zeros((h, w, 3), np.uint8) + 30
+    img[disc] = (200, 150, 100)
+    img[..., 1] += ((xx * 7 + yy * 3) % 40).astype(np.uint8)
+    return img
+
+
+@pytest.fixture
+def subject_array() -> np.ndarray:
+    return _subject()
+
+
+@pytest.fixture
+def background_array() -> np.ndarray:
+    h, w = 120, 160
+    ramp = np.linspace(0, 255, w, dtype=np.float32)[None, :, None]
+    return np.broadcast_to(ramp, (h, w, 3)).astype(np.uint8).copy()
+
+
+@pytest.fixture
+def image_files(tmp_path: Path, subject_array: np.ndarray, background_array: np.ndarray) -> tuple[Path, Path]:
+    from PIL import Image
+
+    s, b = tmp_path / "subject.png", tmp_path / "background.jpg"
+    Image.fromarray(subject_array).save(s)
+    Image.fromarray(background_array).save(b)
+    return s, b

@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from iclight import constants as C
+from iclight.imaging import (
+    ImageInputError,
+    light_background,
+    load_alpha,
+    load_image,
+    resize_and_center_crop,
+    save_images,
+    to_tensor,
+    to_uint8,
+    to_unit,
+    unit_to_uint8,
+)
+
+
+def test_to_tensor_maps_127_to_exact_zero() -> None:
+    img = np.full((2, 3, 3), 127, np.uint8)
+    t = to_tensor([img, img])
+    assert t.shape == (2, 3, 2, 3)
+    assert torch.count_nonzero(t) == 0
+    assert to_tensor([np.full((1, 1, 3), 254, np.uint8)]).flatten()[0] == 1.0
+
+
+def test_to_uint8_truncates_and_clips() -> None:
+    x = torch.tensor([-2.0, -1.0, 0.0, 0.999, 1.5]).reshape(1, 1, 1, 5).expand(1, 3, 1, 5)
+    out = to_uint8(x)[0][0, :, 0]
+    assert out.tolist() == [0, 0, 127, 254, 255]  # 127.5 truncates to 127
+
+
+def test_final_rule_clips_then_truncates() -> None:
+    x = torch.tensor([-3.0, 0.0, 0.5, 3.0]).reshape(1, 1, 1, 4).expand(1, 3, 1, 4)
+    out = unit_to_uint8(to_unit(x)[0])[0, :, 0]
+    assert out.tolist() == [0, 127, 191, 255]
+
+
+@pytest.mark.parametrize(("size", "target"), [((200, 100), (64, 64)), ((100, 300), (128, 64)), ((64, 64), (256, 320))])
+def test_resize_and_center_crop_size(size: tuple[int, int], target: tuple[int, int]) -> None:
+    img = np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    out = resize_and_center_crop(img, *target)
+    assert out.shape == (target[1], target[0], 3)
+
+
+def test_resize_and_center_crop_keeps_the_centre() -> None:
+    img = np.zeros((100, 300, 3), np.uint8)
+    img[:, 100:200] = 255  # a white middle third
+    out = resize_and_center_crop(img, 100, 100)
+    assert out[:, 10:90].min() > 250  # only the middle survives the crop
+
+
+def test_each_light_source_background() -> None:
+    up = np.random.default_rng(1).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    assert light_background(C.BACKGROUND_IMAGE, 64, 32, up) is up
+    assert np.array_equal(light_background(C.FLIPPED_BACKGROUND_IMAGE, 64, 32, up), up[:, ::-1])
+    ambient = light_background(C.AMBIENT, 64, 32, None)
+    assert ambient.shape == (32, 64, 3) and np.all(ambient == 64)
+    left = light_background(C.LEFT_LIGHT, 64, 32, None)
+    assert left.shape == (32, 64, 3) and left[0, 0, 0] == 224 and left[0, -1, 0] == 32
+    assert np.all(left == left[:1])  # every row the same
+    right = light_background(C.RIGHT_LIGHT, 64, 32, None)
+    assert right[5, 0, 1] == 32 and right[5, -1, 1] == 224
+    top = light_background(C.TOP_LIGHT, 64, 32, None)
+    assert top[0, 3, 2] == 224 and top[-1, 3, 2] == 32 and np.all(top == top[:, :1])
+    bottom = light_background(C.BOTTOM_LIGHT, 64, 32, None)
+    assert bottom[0, 0, 0] == 32 and bottom[-1, 0, 0] == 224
+    # linspace values are truncated, not rounded
+    assert left[0, 1, 0] == int(np.linspace(224, 32, 64)[1])
+
+
+def test_unknown_light_source_names_the_input() -> None:
+    with pytest.raises(ValueError, match="light_source"):
+        light_background("Moon Light", 64, 64, None)
+
+
+def _save(img: Image.Image, path: Path, **kw) -> Path:
+    img.save(path, **kw)
+    return path
+
+
+def _base() -> Image.Image:
+    arr = np.random.default_rng(2).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    return Image.fromarray(arr)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "CMYK", "1", "I;16", "I", "F"])
+def test_every_mode_loads_as_rgb(tmp_path: Path, mode: str) -> None:
+    img = _base().convert("L").convert(mode) if mode in ("I;16", "I", "F") else _base().convert(mode)
+    ext = "tiff" if mode in ("CMYK", "I", "F") else "png"
+    arr = load_image(_save(img, tmp_path / f"x.{ext}"), "subject_image")
+    assert arr.shape == (20, 30, 3) and arr.dtype == np.uint8
+
+
+def test_sixteen_bit_keeps_its_range(tmp_path: Path) -> None:
+    arr16 = np.full((4, 4), 65535, np.uint16)
+    arr16[0, 0] = 0
+    path = _save(Image.fromarray(arr16), tmp_path / "deep.png")
+    out = load_image(path, "subject_image")
+    assert out[1, 1, 0] == 255 and out[0, 0, 0] == 0
+
+
+def test_transparent_palette_loads(tmp_path: Path) -> None:
+    img = _base().convert("P")
+    img.info["transparency"] = 0
+    assert load_image(_save(img, tmp_path / "t.png", transparency=0), "x").shape == (20, 30, 3)
+
+
+def test_animated_gif_uses_first_frame(tmp_path: Path) -> None:
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
+    path = tmp_path / "a.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    arr = load_image(path, "subject_image")
+    assert arr[0, 0, 0] > 200 and arr[0, 0, 2] < 50
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    img = Image.new("RGB", (40, 20))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 on display
+    path = tmp_path / "o.jpg"
+    img.save(path, exif=exif)
+    assert load_image(path, "subject_image").shape == (40, 20, 3)
+
+
+def test_not_an_image_names_the_input(tmp_path: Path) -> None:
+    path = tmp_path / "x.png"
+    path.write_text("hello")
+    with pytest.raises(ImageInputError, match="^background_image: not an image"):
+        load_image(path, "background_image")
+
+
+def test_truncated_image_names_the_input(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    _base().resize((300, 300)).save(buf, format="PNG")
+    path = tmp_path / "cut.png"
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(ImageInputError, match="^subject_image: "):
+        load_image(path, "subject_image")
+
+
+def test_pixel_limit_names_the_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _save(_base(), tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(ImageInputError, match="^subject_image: image too large"):
+        load_image(path, "subject_image")
+
+
+def test_missing_file_names_the_input(tmp_path: Path) -> None:
+    with pytest.raises(ImageInputError, match="^subject_image: file not found"):
+        load_image(tmp_path / "nope.png", "subject_image")
+
+
+def test_arrays_and_pil_images_load() -> None:
+    grey = np.zeros((5, 6), np.uint8)
+    assert load_image(grey).shape == (5, 6, 3)
+    assert load_image(np.zeros((5, 6, 4), np.uint8)).shape == (5, 6, 3)
+    assert load_image(Image.new("LA", (6, 5))).shape == (5, 6, 3)
+    with pytest.raises(ImageInputError):
+        load_image(np.zeros((5, 6, 2), np.uint8))
+
+
+def test_alpha_only_when_real(tmp_path: Path) -> None:
+    rgba = _base().convert("RGBA")
+    assert load_alpha(_save(rgba, tmp_path / "opaque.png")) is None
+    rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
+    alpha = load_alpha(_save(rgba, tmp_path / "soft.png"))
+    assert alpha is not None and alpha.shape == (20, 30) and 0.0 <= alpha.min() < alpha.max() <= 1.0
+    assert load_alpha(_save(_base(), tmp_path / "rgb.png")) is None
+
+
+@pytest.mark.parametrize("fmt", C.OUTPUT_FORMATS)
+def test_save_images_fresh_folder_per_call(fmt: str) -> None:
+    imgs = [np.zeros((16, 16, 3), np.uint8), np.full((16, 16, 3), 200, np.uint8)]
+    a, b = save_images(imgs, fmt, 80), save_images(imgs, fmt, 80)
+    assert a[0].parent != b[0].parent
+    assert [p.suffix for p in a] == [f".{fmt}"] * 2
+    with Image.open(a[1]) as im:
+        assert im.format == {"jpg": "JPEG", "webp": "WEBP", "png": "PNG"}[fmt]
+
+
+def test_quality_changes_lossy_size() -> None:
+    img = np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    low, high = save_images([img], "jpg", 5)[0], save_images([img], "jpg", 95)[0]
+    assert low.stat().st_size < high.stat().st_size

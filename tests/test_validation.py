@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import pytest
+
+from iclight import constants as C
+from iclight.validation import InputError, validate
+
+GOOD = {"subject_image": "s.png", "background_image": "b.png", "prompt": "sunlight"}
+
+
+def test_defaults_fill_in() -> None:
+    out = validate(dict(GOOD))
+    assert out["width"] == 512 and out["height"] == 640 and out["seed"] is None
+    assert out["light_source"] == C.BACKGROUND_IMAGE and out["output_format"] == "webp"
+
+
+@pytest.mark.parametrize("name", ["subject_image", "background_image", "prompt"])
+def test_required_inputs(name: str) -> None:
+    with pytest.raises(InputError, match=f"^{name}: required"):
+        validate({**GOOD, name: None})
+
+
+BOUNDED = [s for s in C.INPUTS if s.ge is not None]
+
+
+@pytest.mark.parametrize("spec", BOUNDED, ids=[s.name for s in BOUNDED])
+def test_every_bound(spec: C.InputSpec) -> None:
+    step = 1 if spec.type is int else 0.01
+    validate({**GOOD, spec.name: spec.ge})
+    validate({**GOOD, spec.name: spec.le})
+    for bad in (spec.ge - step, spec.le + step):
+        with pytest.raises(InputError, match=rf"^{spec.name}: .* out of range; allowed"):
+            validate({**GOOD, spec.name: bad})
+
+
+CHOICES = [s for s in C.INPUTS if s.choices is not None]
+
+
+@pytest.mark.parametrize("spec", CHOICES, ids=[s.name for s in CHOICES])
+def test_every_choice(spec: C.InputSpec) -> None:
+    for value in spec.choices:
+        assert validate({**GOOD, spec.name: value})[spec.name] == value
+    bad = 500 if spec.type is int else "nope"
+    with pytest.raises(InputError, match=rf"^{spec.name}: .* not allowed; choose one of \["):
+        validate({**GOOD, spec.name: bad})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("steps", "many"),
+        ("steps", 2.5),
+        ("cfg", "x"),
+        ("cfg", float("nan")),
+        ("prompt", 5),
+        ("compute_normal", "maybe"),
+        ("seed", "abc"),
+        ("width", True),
+    ],
+)
+def test_wrong_types_name_the_input(name: str, value: object) -> None:
+    with pytest.raises(InputError, match=f"^{name}: "):
+        validate({**GOOD, name: value})
+
+
+def test_coercions() -> None:
+    out = validate({**GOOD, "steps": "7", "cfg": 3, "compute_normal": "true", "seed": 9.0})
+    assert (out["steps"], out["cfg"], out["compute_normal"], out["seed"]) == (7, 3.0, True, 9)
+    assert isinstance(out["cfg"], float)
+
+
+def test_seed_range() -> None:
+    assert validate({**GOOD, "seed": 0})["seed"] == 0
+    assert validate({**GOOD, "seed": 2**64 - 1})["seed"] == 2**64 - 1
+    with pytest.raises(InputError, match="^seed: "):
+        validate({**GOOD, "seed": 2**64})
+
+
+def test_unknown_input() -> None:
+    with pytest.raises(InputError, match="^colour: unknown input"):
+        validate({**GOOD, "colour": "red"})
