@@ -10,10 +10,13 @@ SD_DIR = "realistic-vision-v51"
 OFFSET_FILE = "iclight_sd15_fbc.safetensors"
 RMBG_FILE = "RMBG-1.4/model.safetensors"
 PREPARED_DIR = "prepared"
+PREPARED_CONFIG = f"{PREPARED_DIR}/unet-config.json"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_ENV = "ICLIGHT_WEIGHTS_DIR"
 DEVICE_ENV = "ICLIGHT_DEVICE"
+WEIGHTS_URL_ENV = "ICLIGHT_WEIGHTS_URL"
+OFFLINE_ENVS = ("ICLIGHT_OFFLINE", "HF_HUB_OFFLINE")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,14 @@ MANIFEST: tuple[WeightFile, ...] = (
     *(WeightFile(SD_REPO, f, f"{SD_DIR}/{f}") for f in _SD_FILES),
     WeightFile("lllyasviel/ic-light", OFFSET_FILE, OFFSET_FILE),
     WeightFile("briaai/RMBG-1.4", "model.safetensors", RMBG_FILE),
+)
+
+
+# What a prepared UNet is made from; not needed at boot when a valid one is present.
+UNET_SOURCES = (
+    f"{SD_DIR}/unet/config.json",
+    f"{SD_DIR}/unet/diffusion_pytorch_model.safetensors",
+    OFFSET_FILE,
 )
 
 

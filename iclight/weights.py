@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import os
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from . import layout
+from . import fetch, layout
 from .rmbg import BriaRMBG
 from .unet import merge_offset, widen_conv_in
 
@@ -33,8 +41,6 @@ CPU_DTYPES = Dtypes(unet=torch.float32, text=torch.float32, vae=torch.float32)
 
 def resolve_device(name: str | None = None) -> torch.device:
     """`auto` (default), `cpu` or `cuda`, from the argument or ICLIGHT_DEVICE."""
-    import os
-
     name = (name or os.environ.get(layout.DEVICE_ENV) or "auto").lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -89,10 +95,9 @@ def load_unet(root: Path, device: torch.device, dtype: torch.dtype) -> UNet2DCon
 
 
 def load_components(root: Path, device: torch.device) -> Components:
-    missing = layout.missing_files(root)
-    if missing:
-        raise layout.MissingWeightsError(root, missing)
     dt = dtypes_for(device)
+    prepared = prepared_unet(root, dt.unet)
+    ensure_present(root, skip=layout.UNET_SOURCES if prepared else ())
     sd = root / layout.SD_DIR
     with _Timer(f"tokenizer from {sd / 'tokenizer'}"):
         tokenizer = CLIPTokenizer.from_pretrained(sd / "tokenizer")
@@ -104,10 +109,165 @@ def load_components(root: Path, device: torch.device) -> Components:
         vae = AutoencoderKL.from_pretrained(
             sd / "vae", dtype=dt.vae, use_safetensors=True, device_map=_device_map(device)
         )
-    with _Timer(f"UNet from {sd / 'unet'} + {root / layout.OFFSET_FILE}"):
-        unet = load_unet(root, device, dt.unet)
+    if prepared:
+        with _Timer(f"prepared UNet from {prepared}"):
+            unet = load_prepared_unet(root, prepared, device)
+    else:
+        with _Timer(f"UNet from {sd / 'unet'} + {root / layout.OFFSET_FILE} (merged at boot)"):
+            unet = load_unet(root, device, dt.unet)
     with _Timer(f"RMBG-1.4 from {root / layout.RMBG_FILE}"):
         rmbg = BriaRMBG.from_file(root / layout.RMBG_FILE, device)
     for module in (text_encoder, vae):
         module.to(device).eval().requires_grad_(False)
     return Components(tokenizer, text_encoder, vae, unet, rmbg)
+
+
+def is_offline() -> bool:
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes") for name in layout.OFFLINE_ENVS)
+
+
+def ensure_present(root: Path, skip: tuple[str, ...] = ()) -> None:
+    """Fetch missing files (mirror or hub) unless offline, in which case fail at once."""
+    missing = [m for m in layout.missing_files(root) if m not in skip]
+    if not missing:
+        return
+    if is_offline():
+        raise layout.MissingWeightsError(root, missing)
+    log.info("%d weight files missing in %s; fetching", len(missing), root)
+    start = time.perf_counter()
+    fetch.fetch(root)
+    log.info("fetched weights in %.1f s", time.perf_counter() - start)
+    missing = [m for m in layout.missing_files(root) if m not in skip]
+    if missing:
+        raise layout.MissingWeightsError(root, missing)
+
+
+# -- prepared weights: the UNet widened, merged and cast once, offline ---------------------------
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def prepared_path(root: Path, dtype: torch.dtype) -> Path:
+    return root / layout.PREPARED_DIR / f"unet-{_dtype_name(dtype)}.safetensors"
+
+
+def source_hashes(root: Path) -> dict[str, str]:
+    """sha256 of each UNet source that is present in `root`."""
+    hashes = fetch.HashCache(root)
+    return {rel: hashes.sha256(rel) for rel in layout.UNET_SOURCES if (root / rel).is_file()}
+
+
+def prepared_unet(root: Path, dtype: torch.dtype) -> Path | None:
+    """The prepared UNet for `dtype`, if there is one made from the sources present.
+
+    Every source present must hash to what the prepared file was made from; where
+    none is present (a prepared-only layout from a mirror, verified when fetched),
+    the prepared file is the UNet.
+    """
+    path = prepared_path(root, dtype)
+    if not path.is_file() or not (root / layout.PREPARED_CONFIG).is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        recorded = json.loads((f.metadata() or {}).get("iclight.sources", "{}"))
+    current = source_hashes(root)
+    stale = [rel for rel, digest in current.items() if recorded.get(rel) != digest]
+    if stale:
+        log.warning("ignoring stale prepared UNet %s: %s changed since it was made", path, ", ".join(stale))
+        return None
+    return path
+
+
+def prepare(root: Path, dtype: torch.dtype) -> Path:
+    """Write the widened, merged UNet in `dtype` (merged in float32, rounded once)."""
+    unet = load_unet(root, torch.device("cpu"), dtype)
+    path = prepared_path(root, dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + fetch.PART)
+    metadata = {"format": "pt", "iclight.sources": json.dumps(source_hashes(root)), "iclight.dtype": str(dtype)}
+    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    shutil.copyfile(root / layout.SD_DIR / "unet" / "config.json", root / layout.PREPARED_CONFIG)
+    return path
+
+
+def load_prepared_unet(root: Path, path: Path, device: torch.device) -> UNet2DConditionModel:
+    config = UNet2DConditionModel.load_config(root / layout.PREPARED_CONFIG)
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(config)
+    widen_conv_in(unet)
+    unet.load_state_dict(load_file(str(path), device=str(device)), strict=True, assign=True)
+    return unet.eval().requires_grad_(False)
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m iclight.weights", description="Fetch, lock, verify and prepare the IC-Light weights folder."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("fetch", help="download every missing or invalid file, verified")
+    p.add_argument("--dest", type=Path, default=None, help="weights folder (default: ICLIGHT_WEIGHTS_DIR or weights/)")
+    p.add_argument(
+        "--from", dest="source", default=None, help="HTTP(S) mirror with manifest.json (or ICLIGHT_WEIGHTS_URL)"
+    )
+    p.add_argument("--workers", type=int, default=4, help="parallel downloads (default 4)")
+    p = sub.add_parser("lock", help="write DIR/manifest.json (path, size, sha256 of every file)")
+    p.add_argument("dir", type=Path)
+    p = sub.add_parser("verify", help="check DIR against its manifest.json")
+    p.add_argument("dir", type=Path)
+    p = sub.add_parser("prepare", help="write the merged UNet in the device's dtype for a fast boot")
+    p.add_argument("dir", type=Path, nargs="?", default=None)
+    p.add_argument(
+        "--dtype",
+        choices=["float16", "float32", "bfloat16"],
+        default=None,
+        help="default: what ICLIGHT_DEVICE resolves to needs (float16 on CUDA, float32 on the CPU)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return _COMMANDS[args.command](args)
+    except (fetch.FetchError, layout.MissingWeightsError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    root = layout.weights_dir(args.dest)
+    got = fetch.fetch(root, args.source, args.workers)
+    print(f"{len(got)} file(s) downloaded into {root}" if got else f"all files present and valid in {root}")
+    return 0
+
+
+def _cmd_lock(args: argparse.Namespace) -> int:
+    entries = fetch.lock(args.dir)
+    print(f"wrote {args.dir / fetch.MANIFEST_NAME}: {len(entries)} files, {sum(e.size for e in entries)} bytes")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    problems = fetch.verify(args.dir)
+    for line in problems:
+        print(line)
+    print("ok" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    root = layout.weights_dir(args.dir)
+    dtype = getattr(torch, args.dtype) if args.dtype else dtypes_for(resolve_device()).unet
+    start = time.perf_counter()
+    path = prepare(root, dtype)
+    print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+_COMMANDS = {"fetch": _cmd_fetch, "lock": _cmd_lock, "verify": _cmd_verify, "prepare": _cmd_prepare}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -94,7 +94,8 @@ def test_empty_negative_prompt_and_long_prompt(relighter: Relighter, rgba_subjec
     assert len(out.images) == 1
 
 
-def test_missing_weights_lists_files_and_command(tmp_path: Path) -> None:
+def test_missing_weights_lists_files_and_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICLIGHT_OFFLINE", "1")
     (tmp_path / "RMBG-1.4").mkdir()
     with pytest.raises(MissingWeightsError) as err:
         Relighter.load(tmp_path, device="cpu")

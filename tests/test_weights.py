@@ -1,0 +1,182 @@
+"""Fetching, locking, verifying and preparing weights, all against loopback servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+from fileserver import FileServer
+
+from iclight import fetch, layout, weights
+from iclight.pipeline import Relighter
+
+FAST = dict(width=256, height=256, steps=2, highres_scale=1.0, seed=9)
+
+
+@pytest.fixture(scope="module")
+def mirror_dir(weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A locked copy of the stand-in weights, as a team would publish it."""
+    root = tmp_path_factory.mktemp("mirror") / "w"
+    shutil.copytree(weights_dir, root, ignore=shutil.ignore_patterns(".hashes.json", "prepared", "manifest.json"))
+    fetch.lock(root)
+    return root
+
+
+def _same_tree(a: Path, b: Path) -> None:
+    for rel in (layout_file.dest for layout_file in layout.MANIFEST):
+        assert fetch.sha256_of(a / rel) == fetch.sha256_of(b / rel), rel
+
+
+def _relight(root: Path, subject_array: np.ndarray, background_array: np.ndarray) -> np.ndarray:
+    mask = np.full(subject_array.shape[:2], 255, np.uint8)  # skip background removal: it isn't under test
+    out = Relighter.load(root, device="cpu").relight(subject_array, background_array, "sun", mask=mask, **FAST)
+    return np.asarray(out.images[0])
+
+
+def test_lock_and_verify(mirror_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "c"
+    shutil.copytree(mirror_dir, copy)
+    assert fetch.verify(copy) == []
+    with open(copy / layout.OFFSET_FILE, "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02")
+    (copy / layout.RMBG_FILE).unlink()
+    problems = fetch.verify(copy)
+    assert any(p.startswith(f"{layout.OFFSET_FILE}: sha256") for p in problems)
+    assert any(p.startswith(f"{layout.RMBG_FILE}: missing") for p in problems)
+    assert weights.main(["verify", str(copy)]) == 1
+    assert weights.main(["verify", str(mirror_dir)]) == 0
+
+
+def test_fetch_from_mirror_then_nothing_twice(
+    mirror_dir: Path, tmp_path: Path, subject_array: np.ndarray, background_array: np.ndarray
+) -> None:
+    dest = tmp_path / "dest"
+    with FileServer(mirror_dir) as srv:
+        got = fetch.fetch(dest, srv.url, workers=3)
+        assert len(got) == len(layout.MANIFEST)
+        _same_tree(mirror_dir, dest)
+        before = len(srv.file_gets())
+        assert fetch.fetch(dest, srv.url) == []
+        assert len(srv.file_gets()) == before  # the second run downloaded nothing
+    assert not list(dest.rglob("*.part"))
+    assert fetch.verify(dest) == []
+    assert _relight(dest, subject_array, background_array).shape == (256, 256, 3)
+
+
+def test_corrupt_file_on_mirror_fails_naming_it(mirror_dir: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    with FileServer(mirror_dir) as srv:
+        srv.corrupt.add(layout.OFFSET_FILE)
+        with pytest.raises(fetch.FetchError, match=f"{layout.OFFSET_FILE}: sha256"):
+            fetch.fetch(dest, srv.url)
+    assert not (dest / layout.OFFSET_FILE).exists()  # never trusted
+    assert (dest / layout.RMBG_FILE).is_file()  # the good files landed
+
+
+def test_cut_download_resumes(mirror_dir: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    size = (mirror_dir / layout.RMBG_FILE).stat().st_size
+    with FileServer(mirror_dir) as srv:
+        srv.cut_once.add(layout.RMBG_FILE)
+        with pytest.raises(fetch.FetchError, match=layout.RMBG_FILE):
+            fetch.fetch(dest, srv.url)
+        part = dest / (layout.RMBG_FILE + ".part")
+        assert 0 < part.stat().st_size < size and not (dest / layout.RMBG_FILE).exists()
+        fetch.fetch(dest, srv.url)
+        ranges = [r for m, p, r in srv.requests if p.endswith(layout.RMBG_FILE) and r]
+    assert ranges == [f"bytes={size // 2}-"]  # resumed from where it stopped
+    assert fetch.verify(dest) == []
+
+
+def test_setup_fetches_missing_files_from_mirror(
+    mirror_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, subject_array, background_array
+) -> None:
+    dest = tmp_path / "dest"
+    with FileServer(mirror_dir) as srv:
+        monkeypatch.setenv(layout.WEIGHTS_URL_ENV, srv.url)
+        monkeypatch.delenv("ICLIGHT_OFFLINE", raising=False)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        image = _relight(dest, subject_array, background_array)
+    assert image.shape == (256, 256, 3)
+
+
+@pytest.mark.parametrize("env", ["ICLIGHT_OFFLINE", "HF_HUB_OFFLINE"])
+def test_offline_setup_fails_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str) -> None:
+    monkeypatch.setenv(env, "1")
+    monkeypatch.setenv(layout.WEIGHTS_URL_ENV, "http://127.0.0.1:9/never-contacted")
+    with pytest.raises(layout.MissingWeightsError, match="iclight_sd15_fbc.safetensors"):
+        Relighter.load(tmp_path, device="cpu")
+
+
+def test_fetch_from_hub_endpoint(mirror_dir: Path, tmp_path: Path) -> None:
+    """The hub path through huggingface_hub itself, against a loopback HF_ENDPOINT."""
+    dest = tmp_path / "dest"
+    with FileServer(mirror_dir) as srv:
+        srv.hub_repos = {
+            "stablediffusionapi/realistic-vision-v51": mirror_dir / layout.SD_DIR,
+            "lllyasviel/ic-light": mirror_dir,
+            "briaai/RMBG-1.4": mirror_dir / "RMBG-1.4",
+        }
+        env = {**os.environ, "HF_ENDPOINT": srv.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_XET": "1"}
+        env.pop(layout.WEIGHTS_URL_ENV, None)
+        cmd = [sys.executable, "-m", "iclight.weights", "fetch", "--dest", str(dest)]
+        run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        _same_tree(mirror_dir, dest)
+        again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert "all files present and valid" in again.stdout
+        srv.corrupt.add("model.safetensors")  # RMBG's file in its repo
+        (dest / layout.RMBG_FILE).unlink()
+        shutil.rmtree(tmp_path / "hf")
+        bad = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and f"{layout.RMBG_FILE}: sha256" in bad.stderr
+
+
+def test_prepared_weights_same_pixels_and_stale_ignored(
+    mirror_dir: Path, tmp_path: Path, subject_array, background_array
+) -> None:
+    root = tmp_path / "w"
+    shutil.copytree(mirror_dir, root)
+    merged_at_boot = _relight(root, subject_array, background_array)
+    assert weights.main(["prepare", str(root), "--dtype", "float32"]) == 0
+    assert weights.prepared_unet(root, torch.float32) is not None
+    assert np.array_equal(_relight(root, subject_array, background_array), merged_at_boot)
+
+    # A prepared-only layout (what a mirror can serve) boots without the sources.
+    lean = tmp_path / "lean"
+    shutil.copytree(root, lean)
+    shutil.rmtree(lean / layout.SD_DIR / "unet")
+    (lean / layout.OFFSET_FILE).unlink()
+    os.environ["ICLIGHT_OFFLINE"] = "1"
+    try:
+        assert np.array_equal(_relight(lean, subject_array, background_array), merged_at_boot)
+    finally:
+        del os.environ["ICLIGHT_OFFLINE"]
+
+    # Change the offset: the prepared file is stale and must not be used.
+    from safetensors.torch import load_file, save_file
+
+    offset = load_file(str(root / layout.OFFSET_FILE))
+    offset["conv_out.bias"] = offset["conv_out.bias"] + 0.5
+    save_file(offset, str(root / layout.OFFSET_FILE))
+    assert weights.prepared_unet(root, torch.float32) is None
+    assert not np.array_equal(_relight(root, subject_array, background_array), merged_at_boot)
+
+
+def test_manifest_lists_only_loaded_files() -> None:
+    dests = [f.dest for f in layout.MANIFEST]
+    assert len(dests) == len(set(dests))
+    assert all(d.endswith((".json", ".txt", ".safetensors")) for d in dests)
+    assert {f.repo for f in layout.MANIFEST} == {
+        "stablediffusionapi/realistic-vision-v51",
+        "lllyasviel/ic-light",
+        "briaai/RMBG-1.4",
+    }
