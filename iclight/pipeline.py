@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +17,8 @@ from PIL import Image
 
 from . import constants as C
 from . import layout
+from .compositing import keep_background as composite_background
+from .compositing import transfer_detail
 from .imaging import (
     ImageLike,
     light_background,
@@ -32,6 +35,7 @@ from .normals import normal_map
 from .prompts import PromptEncoder
 from .rmbg import estimate_matte, on_grey
 from .unet import ConditionedUNet
+from .validation import InputError, validate
 from .weights import Components, load_components, resolve_device
 
 log = logging.getLogger("iclight")
@@ -60,19 +64,20 @@ class Settings:
     @property
     def highres_size(self) -> tuple[int, int]:
         def snap(x: int) -> int:
-            return int(round(x * self.highres_scale / C.HIGHRES_MULTIPLE) * C.HIGHRES_MULTIPLE)
+            return round(x * self.highres_scale / C.HIGHRES_MULTIPLE) * C.HIGHRES_MULTIPLE
 
         return snap(self.width), snap(self.height)
 
 
 def random_seed() -> int:
-    return int.from_bytes(os.urandom(4), "big")
+    return int.from_bytes(os.urandom(C.RANDOM_SEED_BITS // 8), "big")
 
 
 class Relighter:
     """Holds every model and both diffusers pipelines, which share one set of modules."""
 
-    def __init__(self, components: Components, device: torch.device) -> None:
+    def __init__(self, components: Components, device: torch.device, weights_root: Path | None = None) -> None:
+        self.weights_root = weights_root
         self.device = device
         self.vae = components.vae
         self.rmbg = components.rmbg
@@ -98,7 +103,8 @@ class Relighter:
         """Load from `weights_dir` (default: ICLIGHT_WEIGHTS_DIR, else weights/) onto `device`."""
         dev = resolve_device(device)
         start = time.perf_counter()
-        relighter = cls(load_components(layout.weights_dir(weights_dir), dev), dev)
+        root = layout.weights_dir(weights_dir)
+        relighter = cls(load_components(root, dev), dev, root)
         log.info("ready on %s in %.2f s", dev, time.perf_counter() - start)
         return relighter
 
@@ -122,43 +128,70 @@ class Relighter:
         seed: int | None = None,
         number_of_images: int = C.default("number_of_images"),
         mask: ImageLike | None = None,
+        detail_transfer: float = 0.0,
+        keep_background: bool = False,
     ) -> RelightResult:
-        """Relight `subject` to match `background` (or a synthetic light) as `prompt` says."""
-        seed = random_seed() if seed is None else int(seed)
+        """Relight `subject` to match `background` (or a synthetic light) as `prompt` says.
+
+        Beyond the hosted model: `mask` replaces background removal (white = subject),
+        `detail_transfer` (0..1) restores the subject's fine detail inside the matte, and
+        `keep_background` puts the relit subject over the background's own pixels.
+        """
+        a = validate(
+            {
+                "subject_image": subject, "background_image": background, "prompt": prompt,
+                "appended_prompt": appended_prompt, "negative_prompt": negative_prompt,
+                "compute_normal": compute_normal, "width": width, "height": height, "steps": steps, "cfg": cfg,
+                "highres_scale": highres_scale, "highres_denoise": highres_denoise, "light_source": light_source,
+                "seed": seed, "number_of_images": number_of_images,
+            },
+            optional=("background_image",),
+        )  # fmt: skip
+        _check_extras(a, detail_transfer, keep_background)
+        seed = random_seed() if a["seed"] is None else a["seed"]
         log.info("Using seed: %d", seed)
         timings: dict[str, float] = {}
-        settings = Settings(width, height, steps, float(cfg), float(highres_scale), float(highres_denoise))
-        sigma = C.NORMAL_SIGMA if compute_normal else C.RELIGHT_SIGMA
+        s = Settings(a["width"], a["height"], a["steps"], a["cfg"], a["highres_scale"], a["highres_denoise"])
+        sigma = C.NORMAL_SIGMA if a["compute_normal"] else C.RELIGHT_SIGMA
 
+        image = load_image(subject, "subject_image")  # both images first: a bad file fails before any work
+        bg_upload = None if background is None else load_image(background, "background_image")
         with _stage("background removal", timings):
-            image = load_image(subject, "subject_image")
             matte = self._matte(subject, image, mask)
             fg = on_grey(image, matte, sigma)
-        bg_upload = None if background is None else load_image(background, "background_image")
         with _stage("text", timings):
-            embeds = self.prompts(f"{prompt}, {appended_prompt}", negative_prompt)
+            embeds = self.prompts(f"{a['prompt']}, {a['appended_prompt']}", a["negative_prompt"])
 
-        if compute_normal:
+        if a["compute_normal"]:
             runs = [
-                self._two_passes(
-                    fg, light_background(light, width, height, bg_upload), embeds, settings, 1, seed, timings
-                )[0]
+                self._two_passes(fg, light_background(light, s.width, s.height, bg_upload), embeds, s, 1, seed, timings)
                 for light in C.NORMAL_LIGHTS
             ]
-            images = normal_map(*runs, matte)
+            images = normal_map(*(r[0] for r in runs), matte)
         else:
-            bg = light_background(light_source, width, height, bg_upload)
-            images = [
-                unit_to_uint8(x) for x in self._two_passes(fg, bg, embeds, settings, number_of_images, seed, timings)
-            ]
+            bg = light_background(a["light_source"], s.width, s.height, bg_upload)
+            floats = self._two_passes(fg, bg, embeds, s, a["number_of_images"], seed, timings)
+            images = [self._finish(unit_to_uint8(x), image, bg_upload, matte, detail_transfer, keep_background)
+                      for x in floats]  # fmt: skip
         return RelightResult([Image.fromarray(x) for x in images], seed, matte[..., 0], fg, timings)
+
+    @staticmethod
+    def _finish(
+        result: np.ndarray, subject: np.ndarray, background: np.ndarray | None, matte: np.ndarray,
+        detail: float, keep_bg: bool,
+    ) -> np.ndarray:  # fmt: skip
+        if detail > 0:
+            result = transfer_detail(result, subject, matte[..., 0], detail)
+        if keep_bg:
+            result = composite_background(result, background, matte[..., 0])
+        return result
 
     def _matte(self, source: ImageLike, image: np.ndarray, mask: ImageLike | None) -> np.ndarray:
         """A supplied mask, else the subject's own alpha, else BriaRMBG's estimate (HxWx1)."""
         if mask is not None:
             m = load_image(mask, "mask")[..., 0].astype(np.float32) / 255.0
             if m.shape != image.shape[:2]:
-                raise ValueError(
+                raise InputError(
                     f"mask: size {m.shape[1]}x{m.shape[0]} differs from the subject's {image.shape[1]}x{image.shape[0]}"
                 )
             return m[..., None]
@@ -180,39 +213,29 @@ class Relighter:
         """Low-res text-to-image, then high-res latent refinement; floats in [0, 1]."""
         rng = torch.Generator(device=self.device).manual_seed(seed)
         pos, neg = embeds
-        with _stage("low-res", timings):
+        common = dict(
+            prompt_embeds=pos, negative_prompt_embeds=neg, num_images_per_prompt=count, generator=rng,
+            output_type="latent", guidance_scale=s.cfg,
+        )  # fmt: skip
+        with _stage("low-res diffusion", timings):
             cond = self._condition(fg, bg, s.width, s.height)
             latents = self.t2i(
-                prompt_embeds=pos,
-                negative_prompt_embeds=neg,
-                width=s.width,
-                height=s.height,
-                num_inference_steps=s.steps,
-                num_images_per_prompt=count,
-                generator=rng,
-                output_type="latent",
-                guidance_scale=s.cfg,
-                cross_attention_kwargs={"concat_conds": cond},
-            ).images
-            pixels = to_uint8(self._decode(latents))
-        with _stage("high-res", timings):
+                width=s.width, height=s.height, num_inference_steps=s.steps,
+                cross_attention_kwargs={"concat_conds": cond}, **common,
+            ).images  # fmt: skip
+        with _stage("decode and resize", timings):
             hw, hh = s.highres_size
-            latents = self._encode(to_tensor([resize(p, hw, hh) for p in pixels]))
-            latents = latents.to(device=self.unet.device, dtype=self.unet.dtype)
+            pixels = [resize(p, hw, hh) for p in to_uint8(self._decode(latents))]
+        with _stage("high-res encode", timings):
+            latents = self._encode(to_tensor(pixels)).to(device=self.unet.device, dtype=self.unet.dtype)
             height, width = latents.shape[2] * C.LATENT_FACTOR, latents.shape[3] * C.LATENT_FACTOR
             cond = self._condition(fg, bg, width, height)
+        with _stage("high-res diffusion", timings):
             latents = self.i2i(
-                image=latents,
-                strength=s.highres_denoise,
-                prompt_embeds=pos,
-                negative_prompt_embeds=neg,
-                num_inference_steps=round(s.steps / s.highres_denoise),
-                num_images_per_prompt=count,
-                generator=rng,
-                output_type="latent",
-                guidance_scale=s.cfg,
-                cross_attention_kwargs={"concat_conds": cond},
-            ).images
+                image=latents, strength=s.highres_denoise, num_inference_steps=round(s.steps / s.highres_denoise),
+                cross_attention_kwargs={"concat_conds": cond}, **common,
+            ).images  # fmt: skip
+        with _stage("final decode", timings):
             return to_unit(self._decode(latents))
 
     def _condition(self, fg: np.ndarray, bg: np.ndarray, width: int, height: int) -> torch.Tensor:
@@ -229,6 +252,15 @@ class Relighter:
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.vae
         return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+
+
+def _check_extras(a: dict, detail_transfer: float, keep_background: bool) -> None:
+    if not 0.0 <= float(detail_transfer) <= 1.0:
+        raise InputError(f"detail_transfer: {detail_transfer!r} is out of range; allowed 0 to 1")
+    if keep_background and a["background_image"] is None:
+        raise InputError("keep_background: needs a background image")
+    if a["compute_normal"] and (detail_transfer or keep_background):
+        raise InputError("compute_normal: cannot be combined with detail_transfer or keep_background")
 
 
 def _safe_alpha(source: ImageLike) -> np.ndarray | None:

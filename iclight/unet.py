@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from accelerate import init_empty_weights
 from diffusers import UNet2DConditionModel
 from safetensors import safe_open
 from torch import nn
 
 from . import constants as C
+
+MAPPED_BUDGET = 512 << 20
 
 
 @torch.no_grad()
@@ -32,27 +36,67 @@ def widen_conv_in(unet: UNet2DConditionModel, in_channels: int = C.UNET_IN_CHANN
     unet.conv_in = new
 
 
-@torch.no_grad()
-def merge_offset(unet: UNet2DConditionModel, offset_path: str | Path) -> None:
-    """Add the IC-Light offset to every UNet tensor in place, one tensor at a time.
+def empty_unet(config_dir: str | Path) -> UNet2DConditionModel:
+    """The widened UNet with no storage yet (meta tensors), to be filled by `assign`."""
+    config = UNet2DConditionModel.load_config(config_dir)
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(config)
+    widen_conv_in(unet)
+    return unet
 
-    Strict: the offset must have exactly the widened UNet's keys and shapes.
+
+@torch.no_grad()
+def merged_state(
+    base_path: str | Path,
+    offset_path: str | Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.Tensor]:
+    """`base + offset` for every key, widening `conv_in`, one tensor at a time.
+
+    Strict: both files must have the same keys, with the offset's `conv_in.weight`
+    12 channels wide. The sum is taken in float32 and rounded to `dtype` once.
     """
-    params = unet.state_dict(keep_vars=True)
-    with safe_open(str(offset_path), framework="pt", device="cpu") as f:
-        keys = set(f.keys())
-        if keys != set(params):
-            missing, extra = sorted(set(params) - keys), sorted(keys - set(params))
-            raise ValueError(
-                f"{offset_path}: offset keys do not match the UNet "
-                f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''})"
-            )
-        for key, target in params.items():
-            delta = f.get_tensor(key)
-            if delta.shape != target.shape:
-                raise ValueError(f"{offset_path}: {key} has shape {tuple(delta.shape)}, expected {tuple(target.shape)}")
-            target.data.add_(delta.to(device=target.device, dtype=target.dtype))
+    with safe_open(str(base_path), framework="pt", device="cpu", backend="pread") as base:
+        keys = list(base.keys())
+        with safe_open(str(offset_path), framework="pt", device="cpu") as offset:
+            _check_keys(set(keys), set(offset.keys()), offset_path)
+        state = {}
+        for key, delta in _mapped_tensors(offset_path, keys):
+            # pread gives the result its own storage in one go; adding into a mapped
+            # file's pages would cost a copy-on-write fault per page instead.
+            weight = base.get_tensor(key).float()
+            if key == "conv_in.weight" and delta.shape[1] > weight.shape[1]:
+                pad = weight.new_zeros(weight.shape[0], delta.shape[1] - weight.shape[1], *weight.shape[2:])
+                weight = torch.cat([weight, pad], dim=1)
+            if delta.shape != weight.shape:
+                raise ValueError(f"{offset_path}: {key} has shape {tuple(delta.shape)}, expected {tuple(weight.shape)}")
+            state[key] = weight.add_(delta).to(device=device, dtype=dtype)
+    return state
+
+
+def _mapped_tensors(path: str | Path, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Zero-copy tensors from a mapped file, reopened every MAPPED_BUDGET bytes so that
+    the pages already read are released instead of piling up in the resident set."""
+    budget, i = MAPPED_BUDGET, 0
+    while i < len(keys):
+        used = 0
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            while i < len(keys) and used < budget:
+                tensor = f.get_tensor(keys[i])
+                used += tensor.numel() * tensor.element_size()
+                yield keys[i], tensor
+                i += 1
+
+
+def _check_keys(base: set[str], offset: set[str], offset_path: str | Path) -> None:
+    if base != offset:
+        missing, extra = sorted(base - offset), sorted(offset - base)
+        raise ValueError(
+            f"{offset_path}: offset keys do not match the UNet "
+            f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''})"
+        )
 
 
 class ConditionedUNet(nn.Module):

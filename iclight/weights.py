@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -21,7 +20,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from . import fetch, layout
 from .rmbg import BriaRMBG
-from .unet import merge_offset, widen_conv_in
+from .unet import empty_unet, merged_state
 
 log = logging.getLogger("iclight")
 
@@ -83,15 +82,11 @@ def _device_map(device: torch.device) -> str | None:
 
 def load_unet(root: Path, device: torch.device, dtype: torch.dtype) -> UNet2DConditionModel:
     """SD1.5 UNet widened to 12 channels with the IC-Light offset merged (in float32)."""
-    sd = root / layout.SD_DIR
-    unet = UNet2DConditionModel.from_pretrained(
-        sd / "unet", dtype=torch.float32, use_safetensors=True, device_map=_device_map(device)
-    )
-    widen_conv_in(unet)
-    merge_offset(unet, root / layout.OFFSET_FILE)
-    if dtype != torch.float32:
-        unet.to(dtype=dtype)  # merged in float32, rounded once
-    return unet.to(device).eval().requires_grad_(False)
+    unet_dir = root / layout.SD_DIR / "unet"
+    state = merged_state(unet_dir / "diffusion_pytorch_model.safetensors", root / layout.OFFSET_FILE, device, dtype)
+    unet = empty_unet(unet_dir)
+    unet.load_state_dict(state, strict=True, assign=True)
+    return unet.eval().requires_grad_(False)
 
 
 def load_components(root: Path, device: torch.device) -> Components:
@@ -193,10 +188,7 @@ def prepare(root: Path, dtype: torch.dtype) -> Path:
 
 
 def load_prepared_unet(root: Path, path: Path, device: torch.device) -> UNet2DConditionModel:
-    config = UNet2DConditionModel.load_config(root / layout.PREPARED_CONFIG)
-    with init_empty_weights():
-        unet = UNet2DConditionModel.from_config(config)
-    widen_conv_in(unet)
+    unet = empty_unet(root / layout.PREPARED_CONFIG)
     unet.load_state_dict(load_file(str(path), device=str(device)), strict=True, assign=True)
     return unet.eval().requires_grad_(False)
 

@@ -126,7 +126,7 @@ def test_good_prediction_webp(server: str, images: dict) -> None:
     assert len(out["output"]) == 1
     img = _decode(out["output"][0])
     assert img.format == "WEBP" and img.size == (256, 256)
-    assert "Using seed: 11" in out["logs"] and "high-res:" in out["logs"]
+    assert "Using seed: 11" in out["logs"] and "high-res diffusion:" in out["logs"]
 
 
 def test_batch_png_same_seed_same_pixels(server: str, images: dict) -> None:
