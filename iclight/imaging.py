@@ -14,6 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import constants as C
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
 class ImageInputError(ValueError):

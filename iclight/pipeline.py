@@ -19,6 +19,7 @@ from . import constants as C
 from . import layout
 from .compositing import keep_background as composite_background
 from .compositing import transfer_detail
+from .fetch import HashCache
 from .imaging import (
     ImageLike,
     light_background,
@@ -78,6 +79,8 @@ class Relighter:
 
     def __init__(self, components: Components, device: torch.device, weights_root: Path | None = None) -> None:
         self.weights_root = weights_root
+        self.weight_files = components.sources
+        self._weights_hashes: dict[str, str] | None = None
         self.device = device
         self.vae = components.vae
         self.rmbg = components.rmbg
@@ -107,6 +110,13 @@ class Relighter:
         relighter = cls(load_components(root, dev), dev, root)
         log.info("ready on %s in %.2f s", dev, time.perf_counter() - start)
         return relighter
+
+    def weights_hashes(self) -> dict[str, str]:
+        """sha256 of each weight file this relighter was loaded from (hashed once, then cached on disk)."""
+        if self._weights_hashes is None:
+            hashes = HashCache(self.weights_root) if self.weights_root else None
+            self._weights_hashes = {rel: hashes.sha256(rel) for rel in self.weight_files} if hashes else {}
+        return self._weights_hashes
 
     @torch.inference_mode()
     def relight(
@@ -139,14 +149,24 @@ class Relighter:
         """
         a = validate(
             {
-                "subject_image": subject, "background_image": background, "prompt": prompt,
-                "appended_prompt": appended_prompt, "negative_prompt": negative_prompt,
-                "compute_normal": compute_normal, "width": width, "height": height, "steps": steps, "cfg": cfg,
-                "highres_scale": highres_scale, "highres_denoise": highres_denoise, "light_source": light_source,
-                "seed": seed, "number_of_images": number_of_images,
+                "subject_image": subject,
+                "background_image": background,
+                "prompt": prompt,
+                "appended_prompt": appended_prompt,
+                "negative_prompt": negative_prompt,
+                "compute_normal": compute_normal,
+                "width": width,
+                "height": height,
+                "steps": steps,
+                "cfg": cfg,
+                "highres_scale": highres_scale,
+                "highres_denoise": highres_denoise,
+                "light_source": light_source,
+                "seed": seed,
+                "number_of_images": number_of_images,
             },
             optional=("background_image",),
-        )  # fmt: skip
+        )
         _check_extras(a, detail_transfer, keep_background)
         seed = random_seed() if a["seed"] is None else a["seed"]
         log.info("Using seed: %d", seed)
@@ -171,15 +191,21 @@ class Relighter:
         else:
             bg = light_background(a["light_source"], s.width, s.height, bg_upload)
             floats = self._two_passes(fg, bg, embeds, s, a["number_of_images"], seed, timings)
-            images = [self._finish(unit_to_uint8(x), image, bg_upload, matte, detail_transfer, keep_background)
-                      for x in floats]  # fmt: skip
+            images = [
+                self._finish(unit_to_uint8(x), image, bg_upload, matte, detail_transfer, keep_background)
+                for x in floats
+            ]
         return RelightResult([Image.fromarray(x) for x in images], seed, matte[..., 0], fg, timings)
 
     @staticmethod
     def _finish(
-        result: np.ndarray, subject: np.ndarray, background: np.ndarray | None, matte: np.ndarray,
-        detail: float, keep_bg: bool,
-    ) -> np.ndarray:  # fmt: skip
+        result: np.ndarray,
+        subject: np.ndarray,
+        background: np.ndarray | None,
+        matte: np.ndarray,
+        detail: float,
+        keep_bg: bool,
+    ) -> np.ndarray:
         if detail > 0:
             result = transfer_detail(result, subject, matte[..., 0], detail)
         if keep_bg:
@@ -214,15 +240,22 @@ class Relighter:
         rng = torch.Generator(device=self.device).manual_seed(seed)
         pos, neg = embeds
         common = dict(
-            prompt_embeds=pos, negative_prompt_embeds=neg, num_images_per_prompt=count, generator=rng,
-            output_type="latent", guidance_scale=s.cfg,
-        )  # fmt: skip
+            prompt_embeds=pos,
+            negative_prompt_embeds=neg,
+            num_images_per_prompt=count,
+            generator=rng,
+            output_type="latent",
+            guidance_scale=s.cfg,
+        )
         with _stage("low-res diffusion", timings):
             cond = self._condition(fg, bg, s.width, s.height)
             latents = self.t2i(
-                width=s.width, height=s.height, num_inference_steps=s.steps,
-                cross_attention_kwargs={"concat_conds": cond}, **common,
-            ).images  # fmt: skip
+                width=s.width,
+                height=s.height,
+                num_inference_steps=s.steps,
+                cross_attention_kwargs={"concat_conds": cond},
+                **common,
+            ).images
         with _stage("decode and resize", timings):
             hw, hh = s.highres_size
             pixels = [resize(p, hw, hh) for p in to_uint8(self._decode(latents))]
@@ -232,9 +265,12 @@ class Relighter:
             cond = self._condition(fg, bg, width, height)
         with _stage("high-res diffusion", timings):
             latents = self.i2i(
-                image=latents, strength=s.highres_denoise, num_inference_steps=round(s.steps / s.highres_denoise),
-                cross_attention_kwargs={"concat_conds": cond}, **common,
-            ).images  # fmt: skip
+                image=latents,
+                strength=s.highres_denoise,
+                num_inference_steps=round(s.steps / s.highres_denoise),
+                cross_attention_kwargs={"concat_conds": cond},
+                **common,
+            ).images
         with _stage("final decode", timings):
             return to_unit(self._decode(latents))
 

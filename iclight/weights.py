@@ -61,6 +61,7 @@ class Components:
     vae: AutoencoderKL
     unet: UNet2DConditionModel
     rmbg: BriaRMBG
+    sources: tuple[str, ...] = ()  # the files loaded, relative to the weights folder
 
 
 class _Timer:
@@ -114,7 +115,10 @@ def load_components(root: Path, device: torch.device) -> Components:
         rmbg = BriaRMBG.from_file(root / layout.RMBG_FILE, device)
     for module in (text_encoder, vae):
         module.to(device).eval().requires_grad_(False)
-    return Components(tokenizer, text_encoder, vae, unet, rmbg)
+    sources = [f.dest for f in layout.MANIFEST if not (prepared and f.dest in layout.UNET_SOURCES)]
+    if prepared:
+        sources += [prepared.relative_to(root).as_posix(), layout.PREPARED_CONFIG]
+    return Components(tokenizer, text_encoder, vae, unet, rmbg, tuple(sources))
 
 
 def is_offline() -> bool:
@@ -189,7 +193,9 @@ def prepare(root: Path, dtype: torch.dtype) -> Path:
 
 def load_prepared_unet(root: Path, path: Path, device: torch.device) -> UNet2DConditionModel:
     unet = empty_unet(root / layout.PREPARED_CONFIG)
-    unet.load_state_dict(load_file(str(path), device=str(device)), strict=True, assign=True)
+    # Read it all now (pread): a lazily mapped UNet would make the first prediction pay for the loading.
+    state = load_file(str(path), device=str(device), backend="pread")
+    unet.load_state_dict(state, strict=True, assign=True)
     return unet.eval().requires_grad_(False)
 
 

@@ -1,0 +1,243 @@
+"""Benchmark: setup time, per-stage prediction time and peak memory, on stand-in weights.
+
+    python -m iclight.bench WEIGHTS_DIR [--device cpu|cuda|auto] [--out DIR] [--no-baseline]
+
+WEIGHTS_DIR holds full-size stand-in weights (random values, real shapes):
+    python ../shared/parity/make_weights.py /tmp/iclight-full --size full
+
+Each configuration runs in a child process, so each peak resident set is its own:
+  baseline         the hosted model's setup pattern: every part in float32, the whole
+                   offset state dict plus a second merged copy of the UNet in memory
+  ours-unprepared  this package, merging the offset at boot
+  ours-prepared    this package, booting from `python -m iclight.weights prepare`
+It writes DIR/bench.json and DIR/bench.png (where the time goes) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import layout
+
+CPU_CASES = {"cpu-small": dict(width=256, height=320, steps=4, highres_scale=1.5, number_of_images=1)}
+GPU_CASES = {
+    "gpu-defaults-1": dict(width=512, height=640, steps=25, highres_scale=1.5, number_of_images=1),
+    "gpu-defaults-4": dict(width=512, height=640, steps=25, highres_scale=1.5, number_of_images=4),
+    "gpu-normal": dict(width=512, height=640, steps=25, highres_scale=1.5, compute_normal=True),
+}
+EXAMPLES = layout.REPO_ROOT / "examples"
+CONFIGS = ("baseline", "ours-unprepared", "ours-prepared")
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def hosted_style_components(root: Path, device):
+    """Load the way the hosted model's code does: float32 everywhere, the whole offset
+    state dict and a merged copy of the UNet held at once, merged at every boot."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import load_file
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from .rmbg import BriaRMBG
+    from .unet import widen_conv_in
+    from .weights import Components, dtypes_for
+
+    sd = root / layout.SD_DIR
+    tokenizer = CLIPTokenizer.from_pretrained(sd / "tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(sd / "text_encoder", dtype=torch.float32)
+    vae = AutoencoderKL.from_pretrained(sd / "vae", dtype=torch.float32)
+    unet = UNet2DConditionModel.from_pretrained(sd / "unet", dtype=torch.float32)
+    rmbg = BriaRMBG.from_file(root / layout.RMBG_FILE)
+    widen_conv_in(unet)
+    offset = load_file(str(root / layout.OFFSET_FILE))
+    origin = unet.state_dict()
+    merged = {k: origin[k] + offset[k] for k in origin}
+    unet.load_state_dict(merged, strict=True)
+    del offset, origin, merged
+    dt = dtypes_for(device)
+    text_encoder.to(device, dt.text)
+    vae.to(device, dt.vae)
+    unet.to(device, dt.unet)
+    rmbg.to(device)
+    return Components(tokenizer, text_encoder, vae, unet, rmbg)
+
+
+def child(config: str, root: Path, device_name: str, cases: dict[str, dict], predict: bool) -> dict:
+    start = time.perf_counter()
+    import torch
+
+    from .imaging import save_images
+    from .pipeline import Relighter
+    from .weights import dtypes_for, prepare, prepared_path, resolve_device
+
+    imported = time.perf_counter() - start
+    device = resolve_device(device_name)
+    if config == "ours-prepared" and not prepared_path(root, dtypes_for(device).unet).is_file():
+        prepare(root, dtypes_for(device).unet)
+    hidden = None
+    if config == "ours-unprepared":  # hide the prepared folder for this run
+        hidden = root / layout.PREPARED_DIR
+        if hidden.exists():
+            hidden = hidden.rename(root / (layout.PREPARED_DIR + ".bench-hidden"))
+    try:
+        t = time.perf_counter()
+        if config == "baseline":
+            relighter = Relighter(hosted_style_components(root, device), device, root)
+        else:
+            relighter = Relighter.load(root, device=device_name)
+        setup = time.perf_counter() - t
+    finally:
+        if hidden is not None and hidden.exists():
+            hidden.rename(root / layout.PREPARED_DIR)
+    out = {
+        "config": config,
+        "device": str(device),
+        "import_s": imported,
+        "setup_s": setup,
+        "rss_after_setup_gb": peak_rss_gb(),
+        "cases": {},
+    }
+    for name, case in cases.items() if predict else ():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        result = relighter.relight(
+            EXAMPLES / "astronaut.png", EXAMPLES / "coffee.png", "sunshine from window", seed=12345, **case
+        )
+        total = time.perf_counter() - t
+        t = time.perf_counter()
+        save_images(result.images, "webp", 80)
+        stages = {**result.timings, "image encoding": time.perf_counter() - t}
+        out["cases"][name] = {
+            "predict_s": total + stages["image encoding"],
+            "stages_s": stages,
+            "peak_cuda_gb": torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None,
+        }
+    out["peak_rss_gb"] = peak_rss_gb()
+    return out
+
+
+def run_child(config: str, args: argparse.Namespace, cases: list[str], predict: bool) -> dict:
+    cmd = [
+        sys.executable,
+        "-m",
+        "iclight.bench",
+        str(args.weights),
+        "--child",
+        config,
+        "--device",
+        args.device,
+        "--cases",
+        ",".join(cases),
+    ] + ([] if predict else ["--no-predict"])
+    print(f"running {config} ...", flush=True)
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"{config} failed:\n{run.stderr[-4000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def table(results: list[dict]) -> str:
+    rows = [f"{'config':<16} {'setup s':>8} {'peak RSS GB':>12}  case: predict s (stages)"]
+    for r in results:
+        line = f"{r['config']:<16} {r['setup_s']:>8.2f} {r['peak_rss_gb']:>12.2f}"
+        for name, c in r["cases"].items():
+            stages = ", ".join(f"{k} {v:.1f}" for k, v in c["stages_s"].items())
+            cuda = f", peak CUDA {c['peak_cuda_gb']:.1f} GB" if c["peak_cuda_gb"] else ""
+            line += f"  {name}: {c['predict_s']:.1f} ({stages}{cuda})"
+        rows.append(line)
+    base = next((r for r in results if r["config"] == "baseline"), None)
+    if base:
+        for r in results:
+            if r is base:
+                continue
+            ratios = [
+                f"setup {r['setup_s'] / base['setup_s']:.2f}x",
+                f"peak RSS {r['peak_rss_gb'] / base['peak_rss_gb']:.2f}x",
+            ]
+            for name, c in r["cases"].items():
+                if name in base["cases"]:
+                    ratios.append(f"{name} {c['predict_s'] / base['cases'][name]['predict_s']:.2f}x")
+            rows.append(f"{r['config']} vs baseline: " + ", ".join(ratios))
+    return "\n".join(rows)
+
+
+def chart(results: list[dict], path: Path) -> None:
+    """Stacked bars of where a prediction's time goes, one bar per configuration and case."""
+    from PIL import Image, ImageDraw
+
+    bars = [(f"{r['config']} {n}", c["stages_s"]) for r in results for n, c in r["cases"].items()]
+    if not bars:
+        return
+    stages = list(dict.fromkeys(k for _, s in bars for k in s))
+    colours = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f"]
+    longest = max(sum(s.values()) for _, s in bars)
+    w, left, row = 900, 260, 36
+    img = Image.new("RGB", (w, 60 + row * len(bars) + 24 * len(stages)), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((10, 10), "Where a prediction's time goes (seconds)", fill="black")
+    for i, (label, s) in enumerate(bars):
+        y, x = 40 + i * row, left
+        draw.text((10, y + 8), label, fill="black")
+        for j, stage in enumerate(stages):
+            span = (w - left - 60) * s.get(stage, 0.0) / longest
+            draw.rectangle([x, y, x + span, y + row - 10], fill=colours[j % len(colours)])
+            x += span
+        draw.text((x + 4, y + 8), f"{sum(s.values()):.1f}", fill="black")
+    for j, stage in enumerate(stages):
+        y = 50 + row * len(bars) + 24 * j
+        draw.rectangle([10, y, 24, y + 14], fill=colours[j % len(colours)])
+        draw.text((30, y), stage, fill="black")
+    img.save(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m iclight.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("weights", type=Path, help="folder of full-size stand-in (or real) weights")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, default=Path("bench-results"))
+    p.add_argument("--no-baseline", action="store_true", help="skip the hosted-style baseline")
+    p.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
+    p.add_argument("--cases", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--no-predict", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if layout.missing_files(args.weights) and not (args.weights / layout.PREPARED_DIR).is_dir():
+        print(
+            f"{args.weights}: not a weights folder. Make full-size stand-ins with:\n"
+            f"  python ../shared/parity/make_weights.py {args.weights} --size full",
+            file=sys.stderr,
+        )
+        return 2
+    all_cases = {**CPU_CASES, **GPU_CASES}
+    if args.child:
+        cases = {n: all_cases[n] for n in args.cases.split(",") if n}
+        print(json.dumps(child(args.child, args.weights, args.device, cases, not args.no_predict)))
+        return 0
+    import torch
+
+    on_gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    cases = list(GPU_CASES if on_gpu else CPU_CASES)
+    configs = [c for c in CONFIGS if not (args.no_baseline and c == "baseline")]
+    # The merge-at-boot run is measured for setup and memory; prediction is the same code as prepared.
+    results = [run_child(c, args, cases, predict=c != "ours-unprepared") for c in configs]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(results, indent=1))
+    chart(results, args.out / "bench.png")
+    print(table(results))
+    print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

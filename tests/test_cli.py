@@ -1,0 +1,253 @@
+"""The Python API, the command line and the Cog predictor agree; the extras do what they say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from iclight import cli
+from iclight.compositing import fit_matte, low_pass
+from iclight.imaging import resize_and_center_crop
+from iclight.pipeline import Relighter
+from iclight.recipe import read_recipe
+
+SMALL = ["--width", "256", "--height", "256", "--steps", "2", "--highres-scale", "1.0", "--seed", "21"]
+API_SMALL = dict(width=256, height=256, steps=2, highres_scale=1.0, seed=21)
+
+
+@pytest.fixture
+def mask_file(tmp_path: Path, subject_array: np.ndarray) -> Path:
+    m = np.where(subject_array[..., 0] > 100, 255, 0).astype(np.uint8)
+    path = tmp_path / "mask.png"
+    Image.fromarray(m).save(path)
+    return path
+
+
+def _run(argv: list[str], weights_dir: Path) -> int:
+    return cli.main([*argv, "--weights", str(weights_dir), "--device", "cpu"])
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def test_cli_api_and_predictor_agree(
+    weights_dir: Path, relighter: Relighter, image_files, mask_file: Path, tmp_path: Path, monkeypatch
+) -> None:
+    subject, background = image_files
+    out = tmp_path / "out"
+    argv = ["relight", str(subject), str(background), "--prompt", "sun", *SMALL, "--output-format", "png"]
+    assert _run([*argv, "-o", str(out)], weights_dir) == 0
+    cli_img = _pixels(out / "subject-21-0.png")
+
+    api_img = np.asarray(relighter.relight(subject, background, "sun", **API_SMALL).images[0])
+    assert np.array_equal(cli_img, api_img)
+
+    monkeypatch.setenv("ICLIGHT_WEIGHTS_DIR", str(weights_dir))
+    monkeypatch.setenv("ICLIGHT_DEVICE", "cpu")
+    from cog import Path as CogPath
+
+    from predict import Predictor
+
+    predictor = Predictor()
+    predictor.setup()
+    files = predictor.run(
+        subject_image=CogPath(subject),
+        background_image=CogPath(background),
+        prompt="sun",
+        appended_prompt="best quality",
+        negative_prompt="lowres, bad anatomy, bad hands, cropped, worst quality",
+        compute_normal=False,
+        width=256,
+        height=256,
+        steps=2,
+        cfg=2.0,
+        highres_scale=1.0,
+        highres_denoise=0.5,
+        light_source="Use Background Image",
+        seed=21,
+        number_of_images=1,
+        output_format="png",
+        output_quality=80,
+    )
+    assert np.array_equal(_pixels(Path(files[0])), cli_img)
+
+
+def test_sidecar_and_embedded_recipe_reproduce(weights_dir: Path, image_files, mask_file, tmp_path: Path) -> None:
+    subject, background = image_files
+    out = tmp_path / "out"
+    argv = [
+        "relight",
+        str(subject),
+        str(background),
+        "--prompt",
+        "sun",
+        *SMALL,
+        "--mask",
+        str(mask_file),
+        "--number-of-images",
+        "2",
+        "--output-format",
+        "webp",
+        "--output-quality",
+        "90",
+        "-o",
+        str(out),
+    ]
+    assert _run(argv, weights_dir) == 0
+    second = out / "subject-21-1.webp"
+    recipe = json.loads(second.with_suffix(".json").read_text())
+    assert recipe["parameters"]["seed"] == 21 and recipe["index"] == 1
+    assert recipe["parameters"]["number_of_images"] == 2
+    assert recipe["inputs"]["mask"]["sha256"] and recipe["weights"] and recipe["versions"]["torch"]
+    assert read_recipe(second) == recipe  # the image carries it too
+
+    again = tmp_path / "again"
+    assert _run(["reproduce", str(second.with_suffix(".json")), "-o", str(again)], weights_dir) == 0
+    assert np.array_equal(_pixels(again / "subject-21-1.webp"), _pixels(second))
+
+
+def test_png_carries_its_recipe(weights_dir: Path, image_files, mask_file, tmp_path: Path) -> None:
+    subject, background = image_files
+    argv = [
+        "relight",
+        str(subject),
+        str(background),
+        "--prompt",
+        "sun",
+        *SMALL,
+        "--mask",
+        str(mask_file),
+        "--output-format",
+        "png",
+        "-o",
+        str(tmp_path / "o"),
+    ]
+    assert _run(argv, weights_dir) == 0
+    assert read_recipe(tmp_path / "o" / "subject-21-0.png")["parameters"]["prompt"] == "sun"
+
+
+def test_mask_bypasses_background_removal(relighter: Relighter, image_files, mask_file, monkeypatch) -> None:
+    import iclight.pipeline as P
+
+    def no_rmbg(*a, **k):
+        raise AssertionError("background removal ran")
+
+    monkeypatch.setattr(P, "estimate_matte", no_rmbg)
+    subject, background = image_files
+    out = relighter.relight(subject, background, "sun", mask=mask_file, **API_SMALL)
+    assert np.array_equal(out.matte, np.asarray(Image.open(mask_file), np.float32) / 255.0)
+    grey = out.subject_on_grey[out.matte == 0]
+    assert np.all(grey == 127)  # neutral grey outside the mask, not black
+
+
+def test_detail_transfer(relighter: Relighter, background_array) -> None:
+    rng = np.random.default_rng(5)
+    subject = np.clip(rng.normal(128, 60, (256, 256, 3)), 0, 255).astype(np.uint8)  # fine texture everywhere
+    mask = np.zeros((256, 256), np.uint8)
+    mask[48:208, 64:192] = 255
+    kw = dict(mask=mask, **API_SMALL)
+    plain = np.asarray(relighter.relight(subject, background_array, "sun", **kw).images[0])
+    sharp = np.asarray(relighter.relight(subject, background_array, "sun", detail_transfer=1.0, **kw).images[0])
+    half = np.asarray(relighter.relight(subject, background_array, "sun", detail_transfer=0.5, **kw).images[0])
+    inside = mask == 255
+    assert np.array_equal(plain[~inside], sharp[~inside])  # nothing changes outside the matte
+
+    def agreement(x: np.ndarray) -> float:
+        hx = (x.astype(np.float32) - low_pass(x, 1.0))[inside]
+        hs = (subject.astype(np.float32) - low_pass(subject, 1.0))[inside]
+        return float(np.corrcoef(hx.ravel(), hs.ravel())[0, 1])
+
+    assert agreement(plain) < 0.2
+    assert agreement(sharp) > 0.8
+    assert agreement(plain) < agreement(half) < agreement(sharp)
+
+
+def test_keep_background(relighter: Relighter, image_files, mask_file, background_array) -> None:
+    subject, background = image_files
+    out = relighter.relight(subject, background, "sun", mask=mask_file, keep_background=True, **API_SMALL)
+    img = np.asarray(out.images[0])
+    m = fit_matte(np.asarray(Image.open(mask_file), np.float32) / 255.0, 256, 256)[..., 0]
+    bg = resize_and_center_crop(np.asarray(Image.open(background).convert("RGB")), 256, 256)
+    assert np.array_equal(img[m == 0], bg[m == 0])
+    assert not np.array_equal(img[m == 1], bg[m == 1])
+
+
+def test_save_matte(weights_dir: Path, image_files, mask_file, tmp_path: Path) -> None:
+    subject, background = image_files
+    argv = [
+        "relight",
+        str(subject),
+        str(background),
+        "--prompt",
+        "sun",
+        *SMALL,
+        "--mask",
+        str(mask_file),
+        "--save-matte",
+        "-o",
+        str(tmp_path),
+    ]
+    assert _run(argv, weights_dir) == 0
+    assert np.array_equal(_pixels(tmp_path / "subject-matte.png")[..., 0], np.asarray(Image.open(mask_file)))
+    assert (tmp_path / "subject-subject-on-grey.png").is_file()
+
+
+def test_batch_resumes_and_reports_failures(
+    weights_dir: Path, tmp_path: Path, subject_array, background_array, monkeypatch, capsys
+) -> None:
+    folder = tmp_path / "subjects"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        img = Image.fromarray(subject_array).convert("RGBA")  # own alpha: no background removal needed
+        img.putalpha(Image.fromarray(np.where(subject_array[..., 0] > 100, 255, 0).astype(np.uint8)))
+        img.save(folder / f"{name}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    bg = tmp_path / "bg.png"
+    Image.fromarray(background_array).save(bg)
+    out = tmp_path / "out"
+    argv = ["batch", str(folder), "--background", str(bg), "--prompt", "sun", *SMALL, "-o", str(out)]
+
+    real_run_job, calls = cli.run_job, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args[1].stem)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_run_job(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "run_job", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(argv, weights_dir)
+    made = sorted(p.name for p in out.glob("*.webp"))
+    assert made == ["a__bg-21-0.webp", "b__bg-21-0.webp"]
+
+    monkeypatch.setattr(cli, "run_job", real_run_job)
+    capsys.readouterr()
+    assert _run(argv, weights_dir) == 1  # one file failed
+    text = capsys.readouterr().out
+    assert "4 jobs: 2 already done, 2 to run" in text
+    assert "FAILED" in text and "broken.png" in text and "subject_image" in text
+    assert sorted(p.name for p in out.glob("*.webp")) == ["a__bg-21-0.webp", "b__bg-21-0.webp", "c__bg-21-0.webp"]
+
+
+def test_help_reads_like_a_manual(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["relight", "--help"])
+    text = capsys.readouterr().out
+    for part in (
+        "--light-source",
+        "Left Light",
+        "--detail-transfer",
+        "--keep-background",
+        "examples:",
+        "environment:",
+        "ICLIGHT_WEIGHTS_DIR",
+        "outputs:",
+    ):
+        assert part in text, part
