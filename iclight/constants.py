@@ -192,5 +192,7 @@ RELIGHT_SIGMA = 0.0
 NORMAL_SIGMA = 16.0
 RMBG_AREA = 256.0  # in units of 64x64 tiles: about one megapixel fed to the matting net
 
+CUDA_VAE_TILE_ABOVE = 2048  # high-res side (px) above which the VAE works in tiles on CUDA
+
 NORMAL_EPS = 1e-5
 NORMAL_Z_POWER = 5.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -40,6 +41,10 @@ from .validation import InputError, validate
 from .weights import Components, load_components, resolve_device
 
 log = logging.getLogger("iclight")
+
+
+class GPUOutOfMemoryError(RuntimeError):
+    """A request too big for the GPU; memory was freed and the next request can run."""
 
 
 @dataclass
@@ -100,14 +105,20 @@ class Relighter:
         )
         self.t2i = StableDiffusionPipeline(**modules)
         self.i2i = StableDiffusionImg2ImgPipeline(**modules)
+        if device.type == "cuda":
+            self.vae.enable_slicing()  # VAE passes one image at a time: memory stays flat in the batch size
 
     @classmethod
-    def load(cls, weights_dir: str | os.PathLike | None = None, device: str | None = None) -> Relighter:
-        """Load from `weights_dir` (default: ICLIGHT_WEIGHTS_DIR, else weights/) onto `device`."""
+    def load(
+        cls, weights_dir: str | os.PathLike | None = None, device: str | None = None, use_prepared: bool = True
+    ) -> Relighter:
+        """Load from `weights_dir` (default: ICLIGHT_WEIGHTS_DIR, else weights/) onto `device`.
+
+        A valid prepared UNet is used when present, unless `use_prepared` is False."""
         dev = resolve_device(device)
         start = time.perf_counter()
         root = layout.weights_dir(weights_dir)
-        relighter = cls(load_components(root, dev), dev, root)
+        relighter = cls(load_components(root, dev, use_prepared), dev, root)
         log.info("ready on %s in %.2f s", dev, time.perf_counter() - start)
         return relighter
 
@@ -168,10 +179,34 @@ class Relighter:
             optional=("background_image",),
         )
         _check_extras(a, detail_transfer, keep_background)
+        s = Settings(a["width"], a["height"], a["steps"], a["cfg"], a["highres_scale"], a["highres_denoise"])
+        # On CUDA, tile the VAE only for very large outputs (tiling changes pixels a little).
+        self.vae.use_tiling = self.device.type == "cuda" and max(s.highres_size) > C.CUDA_VAE_TILE_ABOVE
+        try:
+            return self._relight(a, s, subject, background, mask, detail_transfer, keep_background)
+        except torch.cuda.OutOfMemoryError:
+            pass  # handled below, once the traceback (and the tensors its frames hold) is gone
+        gc.collect()
+        torch.cuda.empty_cache()
+        n = 1 if a["compute_normal"] else a["number_of_images"]
+        raise GPUOutOfMemoryError(
+            f"out of GPU memory for {n} image(s) at {s.width}x{s.height} (high-res {s.highres_size[0]}x"
+            f"{s.highres_size[1]}); try fewer images, a smaller size or a lower highres_scale"
+        )
+
+    def _relight(
+        self,
+        a: dict,
+        s: Settings,
+        subject: ImageLike,
+        background: ImageLike | None,
+        mask: ImageLike | None,
+        detail_transfer: float,
+        keep_background: bool,
+    ) -> RelightResult:
         seed = random_seed() if a["seed"] is None else a["seed"]
         log.info("Using seed: %d", seed)
         timings: dict[str, float] = {}
-        s = Settings(a["width"], a["height"], a["steps"], a["cfg"], a["highres_scale"], a["highres_denoise"])
         sigma = C.NORMAL_SIGMA if a["compute_normal"] else C.RELIGHT_SIGMA
 
         image = load_image(subject, "subject_image")  # both images first: a bad file fails before any work

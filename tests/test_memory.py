@@ -1,0 +1,65 @@
+"""Memory and caches: what can be checked on the CPU."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+import torch
+
+from iclight.pipeline import GPUOutOfMemoryError, Relighter
+
+FAST = dict(width=256, height=256, steps=2, highres_scale=1.0, seed=4)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.fixture
+def masked(subject_array: np.ndarray) -> dict:
+    return dict(mask=np.where(subject_array[..., 0] > 100, 255, 0).astype(np.uint8))
+
+
+def test_resident_set_stays_flat_over_twenty_predictions(relighter: Relighter, subject_array, background_array, masked):
+    relighter.relight(subject_array, background_array, "sun", **FAST, **masked)
+    gc.collect()
+    first = _rss_bytes()
+    for i in range(19):
+        relighter.relight(subject_array, background_array, f"sun {i % 3}", **FAST, **masked)
+    gc.collect()
+    assert _rss_bytes() <= first * 1.05
+
+
+def test_prompt_cache_does_not_change_pixels(relighter: Relighter, subject_array, background_array, masked):
+    cached = relighter.relight(subject_array, background_array, "cache check", **FAST, **masked)
+    relighter.prompts._cache.clear()
+    fresh = relighter.relight(subject_array, background_array, "cache check", **FAST, **masked)
+    assert np.array_equal(np.asarray(cached.images[0]), np.asarray(fresh.images[0]))
+
+
+def test_prompt_cache_is_bounded(relighter: Relighter):
+    for i in range(relighter.prompts.cache_size + 5):
+        relighter.prompts(f"prompt {i}", "")
+    assert len(relighter.prompts._cache) == relighter.prompts.cache_size
+
+
+def test_out_of_gpu_memory_fails_that_prediction_only(
+    relighter: Relighter, subject_array, background_array, masked, monkeypatch
+):
+    real = Relighter._two_passes
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")
+
+    monkeypatch.setattr(Relighter, "_two_passes", oom)
+    with pytest.raises(GPUOutOfMemoryError, match="out of GPU memory .* 3 image"):
+        relighter.relight(subject_array, background_array, "sun", number_of_images=3, **FAST, **masked)
+    monkeypatch.setattr(Relighter, "_two_passes", real)
+    out = relighter.relight(subject_array, background_array, "sun", **FAST, **masked)
+    assert len(out.images) == 1
