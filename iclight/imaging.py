@@ -23,16 +23,22 @@ class ImageInputError(ValueError):
 
 def load_image(source: ImageLike, name: str = "image") -> np.ndarray:
     """Any image Pillow opens, EXIF-oriented, first frame, as an RGB uint8 array."""
+    return load_image_and_alpha(source, name)[0]
+
+
+def load_image_and_alpha(source: ImageLike, name: str = "image") -> tuple[np.ndarray, np.ndarray | None]:
+    """The RGB image and, when it has a real one (not fully opaque), its own alpha in [0, 1]."""
     if isinstance(source, np.ndarray):
-        return _array_to_rgb(source, name)
+        alpha = source[..., 3].astype(np.float32) / 255.0 if source.ndim == 3 and source.shape[2] == 4 else None
+        return _array_to_rgb(source, name), _real(alpha)
     if isinstance(source, Image.Image):
-        return np.asarray(_pil_to_rgb(source))
+        return _from_pil(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as img:
                 img.seek(0)
-                return np.asarray(_pil_to_rgb(img))
+                return _from_pil(img)
     except FileNotFoundError as e:
         raise ImageInputError(f"{name}: file not found: {source}") from e
     except UnidentifiedImageError as e:
@@ -43,22 +49,19 @@ def load_image(source: ImageLike, name: str = "image") -> np.ndarray:
         raise ImageInputError(f"{name}: image file is damaged or truncated ({e})") from e
 
 
-def load_alpha(source: ImageLike) -> np.ndarray | None:
-    """The image's own alpha channel as floats in [0, 1], or None when it has none."""
-    img = source if isinstance(source, Image.Image) else None
-    if isinstance(source, np.ndarray):
-        return source[..., 3].astype(np.float32) / 255.0 if source.ndim == 3 and source.shape[2] == 4 else None
-    if img is None:
-        with Image.open(source) as opened:
-            return load_alpha(ImageOps.exif_transpose(opened))
-    if "A" not in img.getbands() and "transparency" not in img.info:
-        return None
-    alpha = np.asarray(img.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
-    return alpha if alpha.min() < 1.0 else None
-
-
-def _pil_to_rgb(img: Image.Image) -> Image.Image:
+def _from_pil(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     img = ImageOps.exif_transpose(img)
+    alpha = None
+    if "A" in img.getbands() or "transparency" in img.info:
+        alpha = np.asarray(img.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
+    return np.asarray(_to_rgb(img)), _real(alpha)
+
+
+def _real(alpha: np.ndarray | None) -> np.ndarray | None:
+    return alpha if alpha is not None and alpha.min() < 1.0 else None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16/32-bit greyscale: scale to 8 bits rather than let Pillow clip at 255.
         arr = np.asarray(img, dtype=np.float64)

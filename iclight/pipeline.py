@@ -24,8 +24,8 @@ from .fetch import HashCache
 from .imaging import (
     ImageLike,
     light_background,
-    load_alpha,
     load_image,
+    load_image_and_alpha,
     resize,
     resize_and_center_crop,
     to_tensor,
@@ -209,10 +209,10 @@ class Relighter:
         timings: dict[str, float] = {}
         sigma = C.NORMAL_SIGMA if a["compute_normal"] else C.RELIGHT_SIGMA
 
-        image = load_image(subject, "subject_image")  # both images first: a bad file fails before any work
+        image, alpha = load_image_and_alpha(subject, "subject_image")  # both first: a bad file fails at once
         bg_upload = None if background is None else load_image(background, "background_image")
         with _stage("background removal", timings):
-            matte = self._matte(subject, image, mask)
+            matte = self._matte(image, alpha, mask)
             fg = on_grey(image, matte, sigma)
         with _stage("text", timings):
             embeds = self.prompts(f"{a['prompt']}, {a['appended_prompt']}", a["negative_prompt"])
@@ -247,7 +247,7 @@ class Relighter:
             result = composite_background(result, background, matte[..., 0])
         return result
 
-    def _matte(self, source: ImageLike, image: np.ndarray, mask: ImageLike | None) -> np.ndarray:
+    def _matte(self, image: np.ndarray, alpha: np.ndarray | None, mask: ImageLike | None) -> np.ndarray:
         """A supplied mask, else the subject's own alpha, else BriaRMBG's estimate (HxWx1)."""
         if mask is not None:
             m = load_image(mask, "mask")[..., 0].astype(np.float32) / 255.0
@@ -256,8 +256,7 @@ class Relighter:
                     f"mask: size {m.shape[1]}x{m.shape[0]} differs from the subject's {image.shape[1]}x{image.shape[0]}"
                 )
             return m[..., None]
-        alpha = None if isinstance(source, np.ndarray) and source.ndim == 2 else _safe_alpha(source)
-        if alpha is not None and alpha.shape == image.shape[:2]:
+        if alpha is not None:
             return alpha[..., None]
         return estimate_matte(self.rmbg, image)
 
@@ -332,13 +331,6 @@ def _check_extras(a: dict, detail_transfer: float, keep_background: bool) -> Non
         raise InputError("keep_background: needs a background image")
     if a["compute_normal"] and (detail_transfer or keep_background):
         raise InputError("compute_normal: cannot be combined with detail_transfer or keep_background")
-
-
-def _safe_alpha(source: ImageLike) -> np.ndarray | None:
-    try:
-        return load_alpha(source)
-    except (OSError, ValueError):
-        return None
 
 
 @contextmanager

@@ -12,8 +12,8 @@ from iclight import constants as C
 from iclight.imaging import (
     ImageInputError,
     light_background,
-    load_alpha,
     load_image,
+    load_image_and_alpha,
     resize_and_center_crop,
     save_images,
     to_tensor,
@@ -169,11 +169,13 @@ def test_arrays_and_pil_images_load() -> None:
 
 def test_alpha_only_when_real(tmp_path: Path) -> None:
     rgba = _base().convert("RGBA")
-    assert load_alpha(_save(rgba, tmp_path / "opaque.png")) is None
+    assert load_image_and_alpha(_save(rgba, tmp_path / "opaque.png"))[1] is None
     rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
-    alpha = load_alpha(_save(rgba, tmp_path / "soft.png"))
+    rgb, alpha = load_image_and_alpha(_save(rgba, tmp_path / "soft.png"))
+    assert rgb.shape == (20, 30, 3)
     assert alpha is not None and alpha.shape == (20, 30) and 0.0 <= alpha.min() < alpha.max() <= 1.0
-    assert load_alpha(_save(_base(), tmp_path / "rgb.png")) is None
+    assert load_image_and_alpha(_save(_base(), tmp_path / "rgb.png"))[1] is None
+    assert load_image_and_alpha(np.asarray(rgba))[1] is not None
 
 
 @pytest.mark.parametrize("fmt", C.OUTPUT_FORMATS)
