@@ -1,0 +1,50 @@
+# make install: .venv with everything to run and test. make test: the whole suite (CPU only).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+WEIGHTS ?= weights
+OUT ?= out
+BENCH_WEIGHTS ?= /tmp/iclight-full
+
+.PHONY: install test lint format parity weights prepare examples bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade -q pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff format .
+
+parity: install
+	../shared/parity/check.sh
+
+# The real weights, fetched and verified (about 5 GB), then the UNet prepared for a fast boot.
+weights: install
+	$(PY) -m iclight.weights fetch --dest $(WEIGHTS)
+
+prepare: install
+	$(PY) -m iclight.weights prepare $(WEIGHTS)
+
+# Relight the examples with the real weights (run `make weights` first).
+examples: install
+	$(PY) -m iclight relight examples/astronaut.png examples/coffee.png \
+		--prompt "sunshine from window" --seed 12345 -o $(OUT)
+
+# Full-size stand-in weights: python ../shared/parity/make_weights.py $(BENCH_WEIGHTS) --size full
+bench: install
+	$(PY) -m iclight.bench $(BENCH_WEIGHTS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache $(OUT) bench-results
