@@ -84,7 +84,13 @@ def _bytes_uri(data: bytes, mime: str = "image/png") -> str:
 
 
 def _predict(url: str, **inputs) -> dict:
-    r = requests.post(f"{url}/predictions", json={"input": inputs}, timeout=300)
+    # The server answers 409 while its one slot is still being released after the previous
+    # prediction; a client waits and retries, as it would behind any busy server.
+    for _ in range(100):
+        r = requests.post(f"{url}/predictions", json={"input": inputs}, timeout=300)
+        if r.status_code != 409:
+            break
+        time.sleep(0.1)
     assert r.status_code in (200, 422, 400), r.text
     return r.json()
 
