@@ -108,33 +108,28 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser(
-        "relight",
-        help="relight one subject against one background",
-        epilog=EPILOG,
-        formatter_class=fmt,
-        description="Relight SUBJECT so that it belongs in BACKGROUND.",
+
+    def command(name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=summary, description=description or summary, epilog=EPILOG, formatter_class=fmt
+        )
+
+    p = command(
+        "relight", "relight one subject against one background", "Relight SUBJECT so that it belongs in BACKGROUND."
     )
     p.add_argument("subject", type=Path, help="the subject photo (any format Pillow reads)")
     p.add_argument("background", type=Path, nargs="?", help="the background photo (optional with a synthetic light)")
     add_model_options(p)
-    p = sub.add_parser(
+    p = command(
         "batch",
-        help="relight many subjects against one or more backgrounds, resumable",
-        epilog=EPILOG,
-        formatter_class=fmt,
-        description="Relight every subject in SUBJECTS (a folder, or a text file listing one path "
-        "per line) against every --background. Finished outputs are skipped when run again.",
+        "relight many subjects against one or more backgrounds, resumable",
+        "Relight every subject in SUBJECTS (a folder, or a text file listing one path per line) against every "
+        "--background. Finished outputs are skipped when run again.",
     )
     p.add_argument("subjects", type=Path, help="folder of images, or a text file with one image path per line")
     p.add_argument("--background", type=Path, action="append", default=[], help="a background (repeatable)")
     add_model_options(p)
-    p = sub.add_parser(
-        "reproduce",
-        help="make an output again from its sidecar JSON or from the image itself",
-        epilog=EPILOG,
-        formatter_class=fmt,
-    )
+    p = command("reproduce", "make an output again from its sidecar JSON or from the image itself")
     p.add_argument("recipe", type=Path, help="NAME.json, or an image that carries a recipe")
     add_runtime_options(p)
     return parser

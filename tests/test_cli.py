@@ -31,6 +31,11 @@ def _run(argv: list[str], weights_dir: Path) -> int:
     return cli.main([*argv, "--weights", str(weights_dir), "--device", "cpu"])
 
 
+def _relight(weights_dir: Path, subject: Path, background: Path, out: Path, *extra: str) -> int:
+    argv = ["relight", str(subject), str(background), "--prompt", "sun", *SMALL, *extra, "-o", str(out)]
+    return _run(argv, weights_dir)
+
+
 def _pixels(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
@@ -41,8 +46,7 @@ def test_cli_api_and_predictor_agree(
 ) -> None:
     subject, background = image_files
     out = tmp_path / "out"
-    argv = ["relight", str(subject), str(background), "--prompt", "sun", *SMALL, "--output-format", "png"]
-    assert _run([*argv, "-o", str(out)], weights_dir) == 0
+    assert _relight(weights_dir, subject, background, out, "--output-format", "png") == 0
     cli_img = _pixels(out / "subject-21-0.png")
 
     api_img = np.asarray(relighter.relight(subject, background, "sun", **API_SMALL).images[0])
@@ -81,25 +85,8 @@ def test_cli_api_and_predictor_agree(
 def test_sidecar_and_embedded_recipe_reproduce(weights_dir: Path, image_files, mask_file, tmp_path: Path) -> None:
     subject, background = image_files
     out = tmp_path / "out"
-    argv = [
-        "relight",
-        str(subject),
-        str(background),
-        "--prompt",
-        "sun",
-        *SMALL,
-        "--mask",
-        str(mask_file),
-        "--number-of-images",
-        "2",
-        "--output-format",
-        "webp",
-        "--output-quality",
-        "90",
-        "-o",
-        str(out),
-    ]
-    assert _run(argv, weights_dir) == 0
+    extra = ["--mask", str(mask_file), "--number-of-images", "2", "--output-format", "webp", "--output-quality", "90"]
+    assert _relight(weights_dir, subject, background, out, *extra) == 0
     second = out / "subject-21-1.webp"
     recipe = json.loads(second.with_suffix(".json").read_text())
     assert recipe["parameters"]["seed"] == 21 and recipe["index"] == 1
@@ -114,21 +101,10 @@ def test_sidecar_and_embedded_recipe_reproduce(weights_dir: Path, image_files, m
 
 def test_png_carries_its_recipe(weights_dir: Path, image_files, mask_file, tmp_path: Path) -> None:
     subject, background = image_files
-    argv = [
-        "relight",
-        str(subject),
-        str(background),
-        "--prompt",
-        "sun",
-        *SMALL,
-        "--mask",
-        str(mask_file),
-        "--output-format",
-        "png",
-        "-o",
-        str(tmp_path / "o"),
-    ]
-    assert _run(argv, weights_dir) == 0
+    assert (
+        _relight(weights_dir, subject, background, tmp_path / "o", "--mask", str(mask_file), "--output-format", "png")
+        == 0
+    )
     assert read_recipe(tmp_path / "o" / "subject-21-0.png")["parameters"]["prompt"] == "sun"
 
 
@@ -180,20 +156,7 @@ def test_keep_background(relighter: Relighter, image_files, mask_file, backgroun
 
 def test_save_matte(weights_dir: Path, image_files, mask_file, tmp_path: Path) -> None:
     subject, background = image_files
-    argv = [
-        "relight",
-        str(subject),
-        str(background),
-        "--prompt",
-        "sun",
-        *SMALL,
-        "--mask",
-        str(mask_file),
-        "--save-matte",
-        "-o",
-        str(tmp_path),
-    ]
-    assert _run(argv, weights_dir) == 0
+    assert _relight(weights_dir, subject, background, tmp_path, "--mask", str(mask_file), "--save-matte") == 0
     assert np.array_equal(_pixels(tmp_path / "subject-matte.png")[..., 0], np.asarray(Image.open(mask_file)))
     assert (tmp_path / "subject-subject-on-grey.png").is_file()
 
