@@ -207,8 +207,9 @@ def fetch_mirror(base_url: str, root: Path, workers: int = 4) -> list[str]:
     root.mkdir(parents=True, exist_ok=True)
     hashes = HashCache(root)
     todo = [e for e in entries if not is_valid(root, e, hashes)]
-    with tqdm(total=sum(e.size for e in todo), unit="B", unit_scale=True, desc="weights") as bar:
-        run_parallel(todo, lambda e: _download(f"{base}/{e.path}", e, root, bar, hashes), workers)
+    if todo:
+        with tqdm(total=sum(e.size for e in todo), unit="B", unit_scale=True, desc="weights") as bar:
+            run_parallel(todo, lambda e: _download(f"{base}/{e.path}", e, root, bar, hashes), workers)
     write_manifest(root, entries)
     return [e.path for e in todo]
 
