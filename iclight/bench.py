@@ -147,6 +147,8 @@ def run_child(config: str, args: argparse.Namespace, cases: list[str], predict: 
         args.device,
         "--cases",
         ",".join(cases),
+        "--repeat",
+        str(args.repeat),
     ] + ([] if predict else ["--no-predict"])
     print(f"running {config} ...", flush=True)
     run = subprocess.run(cmd, capture_output=True, text=True)
