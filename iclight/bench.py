@@ -33,6 +33,7 @@ GPU_CASES = {
 }
 EXAMPLES = layout.REPO_ROOT / "examples"
 CONFIGS = ("baseline", "ours-unprepared", "ours-prepared")
+INTERLEAVED = "interleaved"
 
 
 def peak_rss_gb() -> float:
@@ -134,6 +135,27 @@ def warm_page_cache(root: Path) -> None:
                 pass
 
 
+def interleaved(root: Path, device_name: str, cases: dict[str, dict], repeat: int) -> dict:
+    """Both relighters in one process, predictions alternating, so that drift in the
+    machine's speed cannot favour either; the peak memory of this run means nothing."""
+    from .pipeline import Relighter
+    from .weights import resolve_device
+
+    device = resolve_device(device_name)
+    pair = {
+        "baseline": Relighter(hosted_style_components(root, device), device, root),
+        "ours-prepared": Relighter.load(root, device=device_name),
+    }
+    out: dict = {"config": INTERLEAVED, "device": str(device), "cases": {}}
+    for name, case in cases.items():
+        runs: dict[str, list[float]] = {k: [] for k in pair}
+        for _ in range(repeat):
+            for key, relighter in pair.items():
+                runs[key].append(predict_once(relighter, case, device)["predict_s"])
+        out["cases"][name] = runs
+    return out
+
+
 def run_child(config: str, args: argparse.Namespace, cases: list[str], predict: bool) -> dict:
     warm_page_cache(args.weights)
     cmd = [
@@ -183,6 +205,18 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def interleaved_table(mixed: dict) -> str:
+    rows = ["interleaved in one process (predict s, in run order):"]
+    for name, runs in mixed["cases"].items():
+        base, ours = runs["baseline"], runs["ours-prepared"]
+        rows.append(
+            f"  {name}: baseline {' '.join(f'{x:.1f}' for x in base)} | ours {' '.join(f'{x:.1f}' for x in ours)}"
+            f" | median ratio {sorted(ours)[len(ours) // 2] / sorted(base)[len(base) // 2]:.2f}x"
+            f", total ratio {sum(ours) / sum(base):.2f}x"
+        )
+    return "\n".join(rows)
+
+
 def chart(results: list[dict], path: Path) -> None:
     """Stacked bars of where a prediction's time goes, one bar per configuration and case."""
     from PIL import Image, ImageDraw
@@ -221,7 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     p.add_argument("--no-baseline", action="store_true", help="skip the hosted-style baseline")
     p.add_argument("--repeat", type=int, default=2, help="predictions per case (the table shows the fastest)")
-    p.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=(*CONFIGS, INTERLEAVED), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--interleave",
+        action="store_true",
+        help="also time the baseline and ours alternately in one process (fairest speed comparison)",
+    )
     p.add_argument("--cases", default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-predict", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -235,7 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     all_cases = {**CPU_CASES, **GPU_CASES}
     if args.child:
         cases = {n: all_cases[n] for n in args.cases.split(",") if n}
-        print(json.dumps(child(args.child, args.weights, args.device, cases, not args.no_predict, args.repeat)))
+        if args.child == INTERLEAVED:
+            print(json.dumps(interleaved(args.weights, args.device, cases, args.repeat)))
+        else:
+            print(json.dumps(child(args.child, args.weights, args.device, cases, not args.no_predict, args.repeat)))
         return 0
     import torch
 
@@ -244,10 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     configs = [c for c in CONFIGS if not (args.no_baseline and c == "baseline")]
     # The merge-at-boot run is measured for setup and memory; prediction is the same code as prepared.
     results = [run_child(c, args, cases, predict=c != "ours-unprepared") for c in configs]
+    mixed = run_child(INTERLEAVED, args, cases, predict=True) if args.interleave else None
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench.json").write_text(json.dumps(results, indent=1))
+    (args.out / "bench.json").write_text(json.dumps(results + ([mixed] if mixed else []), indent=1))
     chart(results, args.out / "bench.png")
     print(table(results))
+    if mixed:
+        print(interleaved_table(mixed))
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
     return 0
 
