@@ -285,11 +285,14 @@ def fetch_hub(root: Path, workers: int = 4, files: Iterable[layout.WeightFile] =
     return [h.entry.path for h in todo]
 
 
-def fetch(root: Path, source_url: str | None = None, workers: int = 4) -> list[str]:
-    """Fetch from `source_url` / ICLIGHT_WEIGHTS_URL when set, else from the hub."""
+def fetch(root: Path, source_url: str | None = None, workers: int = 4, only: Iterable[str] | None = None) -> list[str]:
+    """Fetch from `source_url` / ICLIGHT_WEIGHTS_URL when set, else from the hub.
+
+    A mirror's manifest says what to fetch; from the hub, `only` limits it to those destinations."""
     url = source_url or os.environ.get(layout.WEIGHTS_URL_ENV)
     if url:
         log.info("fetching weights from mirror %s into %s", url, root)
         return fetch_mirror(url, root, workers)
     log.info("fetching weights from the Hugging Face Hub into %s", root)
-    return fetch_hub(root, workers)
+    wanted = None if only is None else set(only)
+    return fetch_hub(root, workers, [f for f in layout.MANIFEST if wanted is None or f.dest in wanted])

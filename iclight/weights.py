@@ -134,7 +134,7 @@ def ensure_present(root: Path, skip: tuple[str, ...] = ()) -> None:
         raise layout.MissingWeightsError(root, missing)
     log.info("%d weight files missing in %s; fetching", len(missing), root)
     start = time.perf_counter()
-    fetch.fetch(root)
+    fetch.fetch(root, only=missing)
     log.info("fetched weights in %.1f s", time.perf_counter() - start)
     missing = [m for m in layout.missing_files(root) if m not in skip]
     if missing:

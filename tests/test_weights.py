@@ -180,3 +180,23 @@ def test_manifest_lists_only_loaded_files() -> None:
         "lllyasviel/ic-light",
         "briaai/RMBG-1.4",
     }
+
+
+def test_setup_fetches_only_what_is_missing_from_the_hub(
+    weights_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "w"
+    shutil.copytree(weights_dir, root)
+    (root / layout.RMBG_FILE).unlink()
+    asked: list[str] = []
+
+    def fake_hub(dest: Path, workers: int = 4, files=()) -> list[str]:
+        asked.extend(f.dest for f in files)
+        shutil.copyfile(weights_dir / layout.RMBG_FILE, dest / layout.RMBG_FILE)
+        return asked
+
+    monkeypatch.setattr(fetch, "fetch_hub", fake_hub)
+    for env in ("ICLIGHT_OFFLINE", "HF_HUB_OFFLINE", layout.WEIGHTS_URL_ENV):
+        monkeypatch.delenv(env, raising=False)
+    weights.ensure_present(root)
+    assert asked == [layout.RMBG_FILE]
