@@ -10,10 +10,15 @@ BENCH_WEIGHTS ?= /tmp/iclight-full
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The package in editable mode with every extra; Gradio without its dependencies (its pillow cap
+# conflicts with the parity pin: see the `ui` extra in pyproject.toml).
+GRADIO := gradio==6.31.0
+
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade -q pip
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q -r requirements.txt -e '.[dev,ray,ui]'
+	$(PY) -m pip install -q --no-deps $(GRADIO)
 	touch $@
 
 test: install

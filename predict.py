@@ -10,6 +10,7 @@ from cog import BaseRunner, Input, Path
 
 from iclight import constants as C
 from iclight.imaging import save_images
+from iclight.outputs import OutputFolders
 from iclight.pipeline import Relighter
 from iclight.validation import validate
 
@@ -24,6 +25,7 @@ class Predictor(BaseRunner):
     def setup(self) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         logging.getLogger("iclight").setLevel(logging.INFO)
+        self.outputs = OutputFolders.from_env()
         self.relighter = Relighter.load()
 
     def run(
@@ -51,6 +53,7 @@ class Predictor(BaseRunner):
         result = self.relighter.relight(args.pop("subject_image"), args.pop("background_image"), **args)
         start = time.perf_counter()
         # The hosted model lists its outputs last-made first.
-        paths = save_images([img for img in reversed(result.images)], fmt, quality)
+        with self.outputs.folder() as folder:
+            paths = save_images(list(reversed(result.images)), fmt, quality, folder)
         log.info("encode: %.2f s", time.perf_counter() - start)
         return [Path(p) for p in paths]

@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from . import layout
+from .jobs import DONE_DIR
 
 CPU_CASES = {"cpu-small": dict(width=256, height=320, steps=4, highres_scale=1.5, number_of_images=1)}
 GPU_CASES = {
@@ -87,7 +91,8 @@ def predict_once(relighter, case: dict, device) -> dict:
         torch.cuda.synchronize()
     total = time.perf_counter() - t
     t = time.perf_counter()
-    save_images(result.images, "webp", 80)
+    with tempfile.TemporaryDirectory(prefix="iclight-bench-") as folder:
+        save_images(result.images, "webp", 80, Path(folder))
     stages = {**result.timings, "image encoding": time.perf_counter() - t}
     peak_cuda = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None
     return {"predict_s": total + stages["image encoding"], "stages_s": stages, "peak_cuda_gb": peak_cuda}
@@ -246,6 +251,86 @@ def chart(results: list[dict], path: Path) -> None:
     img.save(path)
 
 
+BATCH_CONFIGS = {
+    "local": [],
+    "ray-1-actor": ["--ray", "--workers", "1"],
+    "ray-2-actors": ["--ray", "--workers", "2"],
+}
+
+
+def batch_manifest(folder: Path, jobs: int) -> Path:
+    """`jobs` jobs relighting the examples, each with its own seed and a light source in turn."""
+    from .constants import LIGHT_SOURCES
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [
+        {
+            "id": f"job-{i:03d}",
+            "subject": str(EXAMPLES / "astronaut.png"),
+            "background": str(EXAMPLES / "coffee.png"),
+            "prompt": "sunshine from window",
+            "seed": i,
+            "light_source": LIGHT_SOURCES[i % len(LIGHT_SOURCES)],
+        }
+        for i in range(jobs)
+    ]
+    path = folder / "jobs.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def batch_throughput(args: argparse.Namespace, case: dict) -> list[dict]:
+    """The same manifest through the local batch and through Ray with 1 and 2 actors, each a
+    fresh command with one torch thread per model; wall time includes start-up and loading."""
+    manifest = batch_manifest(args.out / "batch", args.batch)
+    options = [f"--{k.replace('_', '-')}={v}" for k, v in case.items()]
+    rows = []
+    for name, extra in BATCH_CONFIGS.items():
+        out = args.out / "batch" / name
+        cmd = [sys.executable, "-m", "iclight", "batch", str(manifest), "-o", str(out), *options, *extra]
+        cmd += ["--weights", str(args.weights), "--device", args.device]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        print(f"running batch {name} ...", flush=True)
+        start = time.perf_counter()
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - start
+        if run.returncode != 0:
+            raise SystemExit(f"batch {name} failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}")
+        done = next(line for line in run.stdout.splitlines() if line.startswith("done: "))
+        rate = re.search(r"in ([0-9.]+) s, ([0-9.]+) jobs/s", done)
+        # Steady state: between the first job written and the last (start-up and loading left out).
+        ends = sorted(p.stat().st_mtime for p in (out / DONE_DIR).glob("*.json"))
+        steady = (len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) > 1 and ends[-1] > ends[0] else None
+        rows.append(
+            {
+                "config": name,
+                "jobs": args.batch,
+                "wall_s": wall,
+                "run_s": float(rate[1]),
+                "jobs_per_s": float(rate[2]),
+                "steady_jobs_per_s": steady,
+            }
+        )
+    return rows
+
+
+def batch_table(rows: list[dict]) -> str:
+    head = f"{'batch':<14} {'jobs':>5} {'wall s':>8} {'jobs s':>8} {'jobs/s':>8} {'vs local':>9} {'steady/s':>9}"
+    lines = [head + f" {'vs local':>9}"]
+    base, steady_base = rows[0]["jobs_per_s"], rows[0]["steady_jobs_per_s"] or 0
+    for r in rows:
+        steady = r["steady_jobs_per_s"] or 0
+        lines.append(
+            f"{r['config']:<14} {r['jobs']:>5} {r['wall_s']:>8.1f} {r['run_s']:>8.1f} {r['jobs_per_s']:>8.3f}"
+            f" {r['jobs_per_s'] / base:>8.2f}x {steady:>9.3f} {steady / steady_base if steady_base else 0:>8.2f}x"
+        )
+    lines.append(
+        "wall s: the whole command; jobs s, jobs/s: from loading the models to the last job written; "
+        "steady/s: from the first job written to the last"
+    )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m iclight.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -260,6 +345,13 @@ def main(argv: list[str] | None = None) -> int:
         "--interleave",
         action="store_true",
         help="also time the baseline and ours alternately in one process (fairest speed comparison)",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        metavar="JOBS",
+        help="instead: batch throughput of a JOBS-job manifest, local and on a local Ray with 1 and 2 actors",
     )
     p.add_argument("--cases", default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-predict", action="store_true", help=argparse.SUPPRESS)
@@ -283,6 +375,12 @@ def main(argv: list[str] | None = None) -> int:
 
     on_gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     cases = list(GPU_CASES if on_gpu else CPU_CASES)
+    if args.batch:
+        rows = batch_throughput(args, all_cases[cases[0]])
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "batch.json").write_text(json.dumps(rows, indent=1))
+        print(batch_table(rows))
+        return 0
     configs = [c for c in CONFIGS if not (args.no_baseline and c == "baseline")]
     # The merge-at-boot run is measured for setup and memory; prediction is the same code as prepared.
     results = [run_child(c, args, cases, predict=c != "ours-unprepared") for c in configs]

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from . import constants as C
-from .imaging import IMAGE_SUFFIXES, ImageInputError
-from .recipe import make_recipe, read_recipe, save_with_recipe
+from .imaging import ImageInputError
+from .jobs import PARAMS, Job, JobFailed, defaults, make_job, read_jobs, relight_one, safe_name
+from .recipe import read_recipe
 from .validation import InputError
 
 log = logging.getLogger("iclight")
@@ -28,7 +27,17 @@ EPILOG = textwrap.dedent(
           --detail-transfer 0.8 --keep-background --save-matte -o out
       python -m iclight batch photos/ --background studio.jpg --background street.jpg \\
           --prompt "soft window light" -o out        # run it again to resume
+      python -m iclight batch jobs.jsonl --prompt "soft window light" -o out --ray --workers 2
+      ray job submit --working-dir . -- python -m iclight batch jobs.jsonl -o /shared/out \\
+          --ray auto --workers 8 --gpus-per-worker 1
       python -m iclight reproduce out/astronaut-12345-0.json -o again
+
+    jobs (batch):
+      A JSONL manifest has one job per line: "subject", "background" (optional with a
+      synthetic light), "prompt", an optional "id", and any input above or extra, e.g.
+        {"id": "shoe-1", "subject": "shoe.jpg", "background": "beach.jpg", "prompt": "sunset", "seed": 7}
+      Relative paths are relative to the manifest. A job's files are named from its id
+      (given, or derived from its inputs and settings), ID-N.FMT, so a rerun skips it.
 
     outputs:
       Each image NAME.FMT comes with NAME.json, its recipe (every parameter, the seed,
@@ -56,11 +65,11 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_model_options(p: argparse.ArgumentParser, with_prompt: bool = True) -> None:
+def add_model_options(p: argparse.ArgumentParser, prompt_required: bool = True) -> None:
     """Every hosted input but the images, from the one contract in `constants`."""
     g = p.add_argument_group("relighting options (the hosted model's inputs)")
     for spec in C.INPUTS:
-        if spec.type is object or (spec.name == "prompt" and not with_prompt):
+        if spec.type is object:
             continue
         helptext = spec.description
         if spec.choices is not None:
@@ -74,8 +83,8 @@ def add_model_options(p: argparse.ArgumentParser, with_prompt: bool = True) -> N
             helptext += f" (default: {spec.default})"
         g.add_argument(
             _flag(spec.name),
-            type=str if spec.type is object else spec.type,
-            required=spec.required,
+            type=spec.type,
+            required=spec.required and prompt_required,
             default=spec.default,
             metavar=spec.name.upper(),
             help=helptext,
@@ -102,7 +111,7 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="python -m iclight",
+        prog="iclight" if os.path.basename(sys.argv[0]) == "iclight" else "python -m iclight",
         description="Relight a subject photo so that it belongs in a background (IC-Light, background-conditioned).",
         epilog=EPILOG,
         formatter_class=fmt,
@@ -122,57 +131,60 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p)
     p = command(
         "batch",
-        "relight many subjects against one or more backgrounds, resumable",
-        "Relight every subject in SUBJECTS (a folder, or a text file listing one path per line) against every "
-        "--background. Finished outputs are skipped when run again.",
+        "relight many subjects, locally or on a Ray cluster; resumable",
+        "Relight every job in JOBS: a folder of images or a text file listing one image path per line (each "
+        "against every --background), or a JSONL manifest with one job per line. The options are every job's "
+        "defaults. Finished jobs are skipped when run again; OUT/results.jsonl says what became of each job.",
     )
-    p.add_argument("subjects", type=Path, help="folder of images, or a text file with one image path per line")
+    p.add_argument("subjects", type=Path, metavar="JOBS", help="folder of images, list file, or JSONL manifest")
     p.add_argument("--background", type=Path, action="append", default=[], help="a background (repeatable)")
-    add_model_options(p)
+    add_model_options(p, prompt_required=False)
+    r = p.add_argument_group("distributed (Ray Data; needs the `ray` extra)")
+    r.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray: no ADDRESS joins RAY_ADDRESS if set, else starts a local Ray; 'auto' or "
+        "'ray://HOST:10001' joins a cluster",
+    )
+    r.add_argument("--workers", type=int, default=1, help="actors, each holding one model (default 1)")
+    r.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        help="GPUs per actor (default: 1 if the cluster has GPUs, else 0)",
+    )
+    r.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs (and torch threads) per actor (default 1)")
+    p = command(
+        "ui",
+        "a local web app for relighting (needs the `ui` extra)",
+        "Serve a web page for relighting on http://HOST:PORT: uploads, the matte, quick prompts, every "
+        "option, progress, a gallery, downloads with the recipe embedded. One relight at a time; others wait "
+        "in a queue. Listens on 127.0.0.1 only unless --host says otherwise.",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 lets anyone who can reach "
+        "this machine use the page, its GPU and its disk space)",
+    )
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument(
+        "--weights", type=Path, default=None, help="weights folder (default: ICLIGHT_WEIGHTS_DIR or weights/)"
+    )
+    p.add_argument("--device", default=None, help="auto, cpu or cuda (default: ICLIGHT_DEVICE or auto)")
     p = command("reproduce", "make an output again from its sidecar JSON or from the image itself")
     p.add_argument("recipe", type=Path, help="NAME.json, or an image that carries a recipe")
     add_runtime_options(p)
     return parser
 
 
-@dataclass
-class Job:
-    subject: Path
-    background: Path | None
-    stem: str
-
-
-def relight_args(args: argparse.Namespace) -> dict[str, Any]:
-    names = [s.name for s in C.INPUTS if s.type is not object and s.name not in ("output_format", "output_quality")]
-    kw = {n: getattr(args, n) for n in names}
-    kw.update(detail_transfer=args.detail_transfer, keep_background=args.keep_background)
-    return kw
-
-
-def run_job(relighter, job: Job, kw: dict[str, Any], args: argparse.Namespace) -> list[Path]:
-    result = relighter.relight(job.subject, job.background, mask=args.mask, **kw)
-    files = {"subject_image": job.subject, "background_image": job.background, "mask": args.mask}
-    weights, device = relighter.weights_hashes(), str(relighter.device)
-    args.out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i, image in enumerate(result.images):
-        path = args.out / f"{job.stem}-{result.seed}-{i}.{args.output_format}"
-        recipe = make_recipe(
-            {**kw, "output_format": args.output_format, "output_quality": args.output_quality},
-            result.seed,
-            i,
-            files,
-            weights,
-            device,
-        )
-        save_with_recipe(image, path, args.output_format, args.output_quality, recipe)
-        written.append(path)
-    if args.save_matte:
-        from PIL import Image
-
-        Image.fromarray((result.matte * 255).round().astype("uint8")).save(args.out / f"{job.stem}-matte.png")
-        Image.fromarray(result.subject_on_grey).save(args.out / f"{job.stem}-subject-on-grey.png")
-    return written
+def job_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Every job setting from the command line: hosted inputs and extras."""
+    settings = {name: getattr(args, name) for name in PARAMS}
+    return settings | {"detail_transfer": args.detail_transfer, "keep_background": args.keep_background}
 
 
 def load_relighter(args: argparse.Namespace):
@@ -181,75 +193,87 @@ def load_relighter(args: argparse.Namespace):
     return Relighter.load(args.weights, device=args.device)
 
 
+def run_one(args: argparse.Namespace, job: Job) -> list[str]:
+    return relight_one(load_relighter(args), job, args.out)["outputs"]
+
+
+def single_job(args: argparse.Namespace, subject: Path, background: Path | None, settings: dict[str, Any]) -> Job:
+    entry = {"id": safe_name(subject.stem)[:100], "subject": str(subject), "background": background and str(background)}
+    return make_job(entry, defaults(settings), Path.cwd(), str(subject), args.mask, args.save_matte)
+
+
 def cmd_relight(args: argparse.Namespace) -> int:
-    relighter = load_relighter(args)
-    for path in run_job(relighter, Job(args.subject, args.background, args.subject.stem), relight_args(args), args):
+    for path in run_one(args, single_job(args, args.subject, args.background, job_settings(args))):
         print(path)
     return 0
 
 
-def list_subjects(source: Path) -> list[Path]:
-    if source.is_dir():
-        return sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    lines = [line.strip() for line in source.read_text().splitlines()]
-    return [
-        (source.parent / line) if not Path(line).is_absolute() else Path(line)
-        for line in lines
-        if line and not line.startswith("#")
-    ]
-
-
-def done_marker(args: argparse.Namespace, stem: str) -> Path:
-    return args.out / f".done-{stem}"
-
-
 def cmd_batch(args: argparse.Namespace) -> int:
-    backgrounds = args.background or [None]
-    jobs = [
-        Job(s, b, s.stem if b is None else f"{s.stem}__{b.stem}")
-        for s in list_subjects(args.subjects)
-        for b in backgrounds
-    ]
-    todo = [j for j in jobs if not done_marker(args, j.stem).exists()]
-    print(f"{len(jobs)} jobs: {len(jobs) - len(todo)} already done, {len(todo)} to run")
-    failures: list[tuple[Job, str]] = []
-    relighter = load_relighter(args) if todo else None
-    kw = relight_args(args)
-    for job in tqdm(todo, desc="batch", unit="job"):
+    from .batch import report, run_batch
+
+    if not args.subjects.exists():
+        raise InputError(f"JOBS: {args.subjects} does not exist")
+    jobs = read_jobs(args.subjects, args.background, job_settings(args), args.mask, args.save_matte)
+    logging.getLogger("iclight").setLevel(logging.WARNING)  # per-stage timings would drown the job bar
+    if args.ray is not None:
+        if args.workers < 1:
+            raise InputError(f"--workers: {args.workers} is out of range; at least 1")
         try:
-            written = run_job(relighter, job, kw, args)
-        except (InputError, ImageInputError, ValueError, OSError) as e:
-            failures.append((job, str(e)))
-            continue
-        done_marker(args, job.stem).write_text("\n".join(p.name for p in written))
-    print(f"done: {len(todo) - len(failures)} ran, {len(jobs) - len(todo)} skipped, {len(failures)} failed")
-    for job, reason in failures:
-        print(f"  FAILED {job.subject}" + (f" + {job.background}" if job.background else "") + f": {reason}")
-    return 1 if failures else 0
+            from .distributed import RaySettings, ray_executor
+        except ImportError as e:
+            raise InputError(f"--ray: needs the `ray` extra ({e}); pip install 'iclight-background[ray]'") from e
+        settings = RaySettings(
+            address=args.ray or None,
+            workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker,
+            cpus_per_worker=args.cpus_per_worker,
+            weights=None if args.weights is None else str(args.weights),
+            device=args.device,
+        )
+        executor = ray_executor(settings)
+    else:
+        executor = local_executor(args)
+    summary = run_batch(jobs, args.out, executor)
+    print(report(summary))
+    return 1 if summary.failures else 0
+
+
+def local_executor(args: argparse.Namespace):
+    from .jobs import execute
+
+    def run(jobs: list[Job]):
+        relighter = load_relighter(args)  # only once there is something to run
+        relighter.show_step_progress(False)
+        for job in jobs:
+            yield execute(relighter, job)
+
+    return run
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     recipe = read_recipe(args.recipe)
-    params = dict(recipe["parameters"])
-    fmt, quality = params.pop("output_format"), params.pop("output_quality")
-    inputs = recipe["inputs"]
-    ns = argparse.Namespace(
-        **vars(args),
-        output_format=fmt,
-        output_quality=quality,
-        save_matte=False,
-        mask=Path(inputs["mask"]["path"]) if inputs.get("mask") else None,
-    )
-    bg = Path(inputs["background_image"]["path"]) if inputs.get("background_image") else None
-    subject = Path(inputs["subject_image"]["path"])
-    relighter = load_relighter(args)
-    written = run_job(relighter, Job(subject, bg, subject.stem), params, ns)
-    index = recipe["index"]
-    print(written[index])
+    path = {name: Path(rec["path"]) if rec else None for name, rec in recipe["inputs"].items()}
+    args.mask, args.save_matte = path.get("mask"), False
+    job = single_job(args, path["subject_image"], path.get("background_image"), dict(recipe["parameters"]))
+    print(run_one(args, job)[recipe["index"]])
     return 0
 
 
-COMMANDS = {"relight": cmd_relight, "batch": cmd_batch, "reproduce": cmd_reproduce}
+def cmd_ui(args: argparse.Namespace) -> int:
+    try:
+        from . import ui
+    except ImportError as e:
+        raise InputError(
+            f"ui: needs the `ui` extra and Gradio ({e}): pip install 'iclight-background[ui]' && "
+            "pip install --no-deps gradio==6.31.0"
+        ) from e
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"note: listening on {args.host}: anyone who can reach this machine can use the page", file=sys.stderr)
+    ui.launch(load_relighter(args), args.host, args.port)
+    return 0
+
+
+COMMANDS = {"relight": cmd_relight, "batch": cmd_batch, "reproduce": cmd_reproduce, "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,6 +281,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return COMMANDS[args.command](args)
-    except (InputError, ImageInputError) as e:
+    except (InputError, ImageInputError, JobFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

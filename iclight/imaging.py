@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -156,21 +156,20 @@ def _require(image: np.ndarray | None, light_source: str) -> np.ndarray:
     return image
 
 
-def save_images(
-    images: list[np.ndarray] | list[Image.Image], fmt: str, quality: int, folder: str | None = None
-) -> list[Path]:
-    """Write images to a fresh temporary folder, so predictions never overwrite each other."""
-    out_dir = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="iclight-"))
-    out_dir.mkdir(parents=True, exist_ok=True)
+def save_images(images: list[np.ndarray] | list[Image.Image], fmt: str, quality: int, folder: Path) -> list[Path]:
+    """Write images as `folder/output_N.FMT`."""
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, image in enumerate(images):
-        path = out_dir / f"output_{i}.{fmt}"
+        path = folder / f"output_{i}.{fmt}"
         save_image(image, path, fmt, quality)
         paths.append(path)
     return paths
 
 
-def save_image(image: np.ndarray | Image.Image, path: str | os.PathLike, fmt: str, quality: int, **extra) -> None:
+def save_image(
+    image: np.ndarray | Image.Image, path: str | os.PathLike | IO[bytes], fmt: str, quality: int, **extra
+) -> None:
     pil_format = {"jpg": "JPEG", "webp": "WEBP", "png": "PNG"}[fmt]
     options = {} if fmt == "png" else {"quality": quality, "optimize": True}
     img = image if isinstance(image, Image.Image) else Image.fromarray(image)

@@ -58,7 +58,12 @@ UNET_SOURCES = (
 
 
 def weights_dir(override: str | os.PathLike | None = None) -> Path:
-    return Path(override or os.environ.get(WEIGHTS_ENV) or REPO_ROOT / "weights")
+    """The argument, else ICLIGHT_WEIGHTS_DIR, else weights/ in this checkout (where cog.yaml
+    is), else weights/ in the working directory (an installed package has no checkout)."""
+    if override or os.environ.get(WEIGHTS_ENV):
+        return Path(override or os.environ[WEIGHTS_ENV])
+    checkout = REPO_ROOT / "cog.yaml"
+    return (REPO_ROOT if checkout.is_file() else Path.cwd()) / "weights"
 
 
 def missing_files(root: Path) -> list[str]:

@@ -122,6 +122,18 @@ class Relighter:
         log.info("ready on %s in %.2f s", dev, time.perf_counter() - start)
         return relighter
 
+    @torch.inference_mode()
+    def matte(self, subject: ImageLike, mask: ImageLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The matte (HxW in [0, 1]) and the subject on grey, as a relight would make them."""
+        image, alpha = load_image_and_alpha(subject, "subject_image")
+        matte = self._matte(image, alpha, mask)
+        return matte[..., 0], on_grey(image, matte, C.RELIGHT_SIGMA)
+
+    def show_step_progress(self, enabled: bool) -> None:
+        """Diffusers' per-step progress bars (on by default; a batch shows its own per job)."""
+        for pipe in (self.t2i, self.i2i):
+            pipe.set_progress_bar_config(disable=not enabled)
+
     def weights_hashes(self) -> dict[str, str]:
         """sha256 of each weight file this relighter was loaded from (hashed once, then cached on disk)."""
         if self._weights_hashes is None:

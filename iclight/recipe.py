@@ -6,6 +6,7 @@ the EXIF ImageDescription of a JPEG or WebP), so any image can be made again exa
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -40,23 +41,32 @@ def file_record(path: str | os.PathLike | None) -> dict[str, str] | None:
     return {"path": str(p), "sha256": sha256_of(p)}
 
 
+def input_records(files: dict[str, str | os.PathLike | None]) -> dict[str, dict[str, str] | None]:
+    """Path and sha256 of each input file (None where an input was not given)."""
+    return {name: file_record(path) for name, path in files.items()}
+
+
 def make_recipe(
-    parameters: dict[str, Any], seed: int, index: int, files: dict[str, Any], weights: dict[str, str], device: str
+    parameters: dict[str, Any],
+    seed: int,
+    index: int,
+    inputs: dict[str, dict[str, str] | None],
+    weights: dict[str, str],
+    device: str,
 ) -> dict[str, Any]:
     return {
         "recipe": 1,
         "parameters": {**parameters, "seed": seed},
         "index": index,
-        "inputs": {name: file_record(path) for name, path in files.items()},
+        "inputs": inputs,
         "weights": weights,
         "device": device,
         "versions": versions(),
     }
 
 
-def save_with_recipe(image: Image.Image, path: Path, fmt: str, quality: int, recipe: dict[str, Any]) -> None:
-    """Write the image (recipe embedded) and then its sidecar, each atomically; the
-    sidecar is written last, so its presence means the output is complete."""
+def encode_with_recipe(image: Image.Image, fmt: str, quality: int, recipe: dict[str, Any]) -> bytes:
+    """The encoded image, carrying its recipe (PNG text, or EXIF ImageDescription)."""
     text = json.dumps(recipe, sort_keys=True)
     if fmt == "png":
         info = PngImagePlugin.PngInfo()
@@ -66,13 +76,13 @@ def save_with_recipe(image: Image.Image, path: Path, fmt: str, quality: int, rec
         exif = Image.Exif()
         exif[EXIF_DESCRIPTION] = text
         extra = {"exif": exif}
-    tmp = path.with_name(path.name + ".part")
-    save_image(image, tmp, fmt, quality, **extra)
-    os.replace(tmp, path)
-    sidecar = path.with_suffix(".json")
-    tmp = sidecar.with_name(sidecar.name + ".part")
-    tmp.write_text(json.dumps(recipe, indent=1, sort_keys=True))
-    os.replace(tmp, sidecar)
+    buf = io.BytesIO()
+    save_image(image, buf, fmt, quality, **extra)
+    return buf.getvalue()
+
+
+def sidecar_text(recipe: dict[str, Any]) -> str:
+    return json.dumps(recipe, indent=1, sort_keys=True)
 
 
 def read_recipe(path: str | os.PathLike) -> dict[str, Any]:

@@ -157,46 +157,8 @@ def test_keep_background(relighter: Relighter, image_files, mask_file, backgroun
 def test_save_matte(weights_dir: Path, image_files, mask_file, tmp_path: Path) -> None:
     subject, background = image_files
     assert _relight(weights_dir, subject, background, tmp_path, "--mask", str(mask_file), "--save-matte") == 0
-    assert np.array_equal(_pixels(tmp_path / "subject-matte.png")[..., 0], np.asarray(Image.open(mask_file)))
-    assert (tmp_path / "subject-subject-on-grey.png").is_file()
-
-
-def test_batch_resumes_and_reports_failures(
-    weights_dir: Path, tmp_path: Path, subject_array, background_array, monkeypatch, capsys
-) -> None:
-    folder = tmp_path / "subjects"
-    folder.mkdir()
-    for name in ("a", "b", "c"):
-        img = Image.fromarray(subject_array).convert("RGBA")  # own alpha: no background removal needed
-        img.putalpha(Image.fromarray(np.where(subject_array[..., 0] > 100, 255, 0).astype(np.uint8)))
-        img.save(folder / f"{name}.png")
-    (folder / "broken.png").write_bytes(b"not a png")
-    bg = tmp_path / "bg.png"
-    Image.fromarray(background_array).save(bg)
-    out = tmp_path / "out"
-    argv = ["batch", str(folder), "--background", str(bg), "--prompt", "sun", *SMALL, "-o", str(out)]
-
-    real_run_job, calls = cli.run_job, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(args[1].stem)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_run_job(*args, **kwargs)
-
-    monkeypatch.setattr(cli, "run_job", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        _run(argv, weights_dir)
-    made = sorted(p.name for p in out.glob("*.webp"))
-    assert made == ["a__bg-21-0.webp", "b__bg-21-0.webp"]
-
-    monkeypatch.setattr(cli, "run_job", real_run_job)
-    capsys.readouterr()
-    assert _run(argv, weights_dir) == 1  # one file failed
-    text = capsys.readouterr().out
-    assert "4 jobs: 2 already done, 2 to run" in text
-    assert "FAILED" in text and "broken.png" in text and "subject_image" in text
-    assert sorted(p.name for p in out.glob("*.webp")) == ["a__bg-21-0.webp", "b__bg-21-0.webp", "c__bg-21-0.webp"]
+    assert np.array_equal(_pixels(tmp_path / "subject-21-matte.png")[..., 0], np.asarray(Image.open(mask_file)))
+    assert (tmp_path / "subject-21-subject-on-grey.png").is_file()
 
 
 def test_help_reads_like_a_manual(capsys) -> None:

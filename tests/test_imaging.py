@@ -179,16 +179,16 @@ def test_alpha_only_when_real(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", C.OUTPUT_FORMATS)
-def test_save_images_fresh_folder_per_call(fmt: str) -> None:
+def test_save_images_names_and_formats(fmt: str, tmp_path: Path) -> None:
     imgs = [np.zeros((16, 16, 3), np.uint8), np.full((16, 16, 3), 200, np.uint8)]
-    a, b = save_images(imgs, fmt, 80), save_images(imgs, fmt, 80)
-    assert a[0].parent != b[0].parent
+    a = save_images(imgs, fmt, 80, tmp_path / "new")
+    assert [p.name for p in a] == [f"output_0.{fmt}", f"output_1.{fmt}"]
     assert [p.suffix for p in a] == [f".{fmt}"] * 2
     with Image.open(a[1]) as im:
         assert im.format == {"jpg": "JPEG", "webp": "WEBP", "png": "PNG"}[fmt]
 
 
-def test_quality_changes_lossy_size() -> None:
+def test_quality_changes_lossy_size(tmp_path: Path) -> None:
     img = np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    low, high = save_images([img], "jpg", 5)[0], save_images([img], "jpg", 95)[0]
+    low, high = save_images([img], "jpg", 5, tmp_path / "low")[0], save_images([img], "jpg", 95, tmp_path / "high")[0]
     assert low.stat().st_size < high.stat().st_size

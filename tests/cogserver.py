@@ -1,0 +1,106 @@
+"""The real Cog HTTP server (`python -m cog.server.http`) on a free loopback port, and a client."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import ROOT
+from PIL import Image
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def cog_server(weights_dir: Path, log_dir: Path, **env: str) -> Iterator[str]:
+    """Start the server over our predictor with the tiny weights; yields its URL."""
+    port = free_port()
+    bindir = str(Path(sys.executable).parent)
+    full_env = {
+        **os.environ,
+        "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+        "PORT": str(port),
+        "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
+        "ICLIGHT_WEIGHTS_DIR": str(weights_dir),
+        "ICLIGHT_DEVICE": "cpu",
+        **env,
+    }
+    url = f"http://127.0.0.1:{port}"
+    with open(log_dir / "server.log", "w+") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_ready(url, proc, log)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            pytest.fail(f"server exited: {log.read()[-3000:]}")
+        try:
+            if requests.get(f"{url}/health-check", timeout=2).json().get("status") == "READY":
+                return
+        except (requests.ConnectionError, requests.Timeout, ValueError):
+            pass
+        time.sleep(0.5)
+    pytest.fail("server not READY in time")
+
+
+def image_uri(img: Image.Image, fmt: str = "PNG") -> str:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def bytes_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def predict(url: str, **inputs) -> dict:
+    # The server answers 409 while its one slot is still being released after the previous
+    # prediction; a client waits and retries, as it would behind any busy server.
+    for _ in range(100):
+        r = requests.post(f"{url}/predictions", json={"input": inputs}, timeout=300)
+        if r.status_code != 409:
+            break
+        time.sleep(0.1)
+    assert r.status_code in (200, 422, 400), r.text
+    return r.json()
+
+
+def uri_bytes(uri: str) -> bytes:
+    return base64.b64decode(uri.split(",", 1)[1])
+
+
+def decode(uri: str) -> Image.Image:
+    img = Image.open(io.BytesIO(uri_bytes(uri)))
+    img.load()
+    return img

@@ -1,0 +1,161 @@
+"""Job lists (folders, list files, JSONL manifests), stable ids, and the local batch:
+resumable, a bad line or file failing only its job, results.jsonl for every job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from iclight import cli, jobs
+from iclight.jobs import read_jobs
+
+SMALL = ["--width", "256", "--height", "256", "--steps", "2", "--highres-scale", "1.0"]
+
+
+@pytest.fixture
+def catalogue(tmp_path: Path, subject_array: np.ndarray, background_array: np.ndarray) -> Path:
+    """subjects/{a,b,c}.png (own alpha: no background removal), subjects/broken.png, bg.png."""
+    folder = tmp_path / "subjects"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        img = Image.fromarray(subject_array).convert("RGBA")
+        img.putalpha(Image.fromarray(np.where(subject_array[..., 0] > 100, 255, 0).astype(np.uint8)))
+        img.save(folder / f"{name}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    Image.fromarray(background_array).save(tmp_path / "bg.png")
+    return tmp_path
+
+
+def _manifest(path: Path, lines: list) -> Path:
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+def test_manifest_lines_become_jobs_with_cli_defaults(catalogue: Path) -> None:
+    manifest = _manifest(
+        catalogue / "jobs.jsonl",
+        [
+            {"id": "shoe-1", "subject": "subjects/a.png", "background": "bg.png", "prompt": "sunset", "seed": 7},
+            {"subject": "subjects/b.png", "prompt": "neon", "light_source": "Left Light", "number_of_images": 2},
+            "# a comment",
+            "",
+            {"subject": "subjects/c.png", "background": "bg.png", "mask": "subjects/a.png", "detail_transfer": 0.5},
+        ],
+    )
+    got = read_jobs(manifest, settings={"prompt": "studio", "steps": 3})
+    assert [j.error for j in got] == [None, None, None]
+    first, second, third = got
+    assert first.id == "shoe-1" and first.params["seed"] == 7 and first.params["steps"] == 3
+    assert first.subject == str(catalogue / "subjects/a.png") and first.background == str(catalogue / "bg.png")
+    assert second.background is None and second.params["number_of_images"] == 2 and second.params["prompt"] == "neon"
+    assert third.params["prompt"] == "studio" and third.mask == str(catalogue / "subjects/a.png")
+    assert third.params["detail_transfer"] == 0.5 and third.source == "jobs.jsonl:5"
+
+
+def test_bad_lines_fail_only_their_job(catalogue: Path) -> None:
+    manifest = _manifest(
+        catalogue / "jobs.jsonl",
+        [
+            {"subject": "subjects/a.png", "background": "bg.png", "prompt": "ok"},
+            "{not json",
+            '["a", "list"]',
+            {"subject": "subjects/a.png", "prompt": "x", "colour": "red"},
+            {"background": "bg.png", "prompt": "no subject"},
+            {"subject": "subjects/a.png", "background": "bg.png", "prompt": "x", "width": 500},
+            {"subject": "subjects/a.png", "prompt": "x"},  # needs a background for the default light
+            {"id": "../escape", "subject": "subjects/a.png", "background": "bg.png", "prompt": "x"},
+            {"subject": "subjects/a.png", "background": "bg.png", "prompt": "x", "detail_transfer": 3},
+            {"id": "twin", "subject": "subjects/a.png", "background": "bg.png", "prompt": "x"},
+            {"id": "twin", "subject": "subjects/b.png", "background": "bg.png", "prompt": "x"},
+        ],
+    )
+    got = read_jobs(manifest)
+    errors = [j.error for j in got]
+    assert errors[0] is None and errors[9] is None
+    expected = [
+        "not valid JSON",
+        "expected a JSON object",
+        "colour: unknown field",
+        "subject: required",
+        "width: 500 is not allowed",
+        "background: required",
+        "id: '../escape'",
+        "detail_transfer: 3 is out of range",
+        "id: 'twin' is already used by jobs.jsonl:10",
+    ]
+    for want, error in zip(expected, errors[1:9] + errors[10:], strict=True):
+        assert error and want in error, (want, error)
+    assert len({j.id for j in got}) == len(got)  # even failed jobs have distinct ids
+
+
+def test_ids_are_stable_and_follow_the_inputs(catalogue: Path) -> None:
+    folder = catalogue / "subjects"
+    once = read_jobs(folder, [catalogue / "bg.png"], {"prompt": "sun"})
+    again = read_jobs(folder, [catalogue / "bg.png"], {"prompt": "sun"})
+    other = read_jobs(folder, [catalogue / "bg.png"], {"prompt": "moon"})
+    assert [j.id for j in once] == [j.id for j in again]
+    assert [j.id.split("-")[0] for j in once] == ["a__bg", "b__bg", "broken__bg", "c__bg"]
+    assert not {j.id for j in once} & {j.id for j in other}
+    listed = catalogue / "list.txt"
+    listed.write_text("subjects/a.png\n# skipped\nsubjects/b.png\n")
+    assert [j.subject for j in read_jobs(listed, [catalogue / "bg.png"], {"prompt": "x"})] == [
+        str(catalogue / "subjects/a.png"),
+        str(catalogue / "subjects/b.png"),
+    ]
+
+
+def _batch(weights_dir: Path, source: Path, out: Path, *extra: str) -> int:
+    argv = ["batch", str(source), "--prompt", "sun", *SMALL, "-o", str(out), *extra]
+    return cli.main([*argv, "--weights", str(weights_dir), "--device", "cpu"])
+
+
+def _results(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_local_batch_resumes_and_reports_failures(weights_dir: Path, catalogue: Path, monkeypatch, capsys) -> None:
+    out = catalogue / "out"
+    source, bg = catalogue / "subjects", str(catalogue / "bg.png")
+    real, calls = jobs.execute, []
+
+    def interrupted(relighter, job):
+        calls.append(job.id)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(relighter, job)
+
+    monkeypatch.setattr(jobs, "execute", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _batch(weights_dir, source, out, "--background", bg, "--seed", "21")
+    first = {p.name: p.stat().st_mtime_ns for p in out.glob("*.webp")}
+    assert sorted(n.split("-")[0] for n in first) == ["a__bg", "b__bg"]
+
+    monkeypatch.setattr(jobs, "execute", real)
+    capsys.readouterr()
+    assert _batch(weights_dir, source, out, "--background", bg, "--seed", "21") == 1  # one file failed
+    text = capsys.readouterr().out
+    assert "4 jobs: 2 already done, 2 to run" in text
+    assert "FAILED broken__bg" in text and "broken.png" in text and "subject_image" in text
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.webp") if p.name in first} == first  # untouched
+    assert len(list(out.glob("*.webp"))) == 3 and not list(out.rglob("*.part"))
+    results = _results(out)
+    assert [r["status"] for r in results] == ["succeeded", "succeeded", "failed", "succeeded"]
+    assert all(r["seed"] == 21 for r in results)
+    assert "not an image" in results[2]["error"] and results[2]["outputs"] == []
+    for r in results[:2] + results[3:]:
+        (path,) = r["outputs"]
+        assert Path(path).is_file() and Path(path).with_suffix(".json").is_file()
+
+
+def test_random_seeds_are_recorded(weights_dir: Path, catalogue: Path) -> None:
+    out = catalogue / "out"
+    manifest = _manifest(catalogue / "jobs.jsonl", [{"id": "r", "subject": "subjects/a.png", "background": "bg.png"}])
+    assert _batch(weights_dir, manifest, out) == 0
+    (record,) = _results(out)
+    assert isinstance(record["seed"], int)
+    recipe = json.loads(Path(record["outputs"][0]).with_suffix(".json").read_text())
+    assert recipe["parameters"]["seed"] == record["seed"]

@@ -1,0 +1,89 @@
+"""The pip package: runtime pins equal the Cog image's, extras, and a console command that
+works from a fresh virtual environment."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tomllib
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _requirements() -> list[str]:
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith(("#", "-"))]
+
+
+def test_runtime_dependencies_are_the_cog_pins() -> None:
+    assert PYPROJECT["project"]["dependencies"] == _requirements()
+
+
+def test_cog_image_stays_lean() -> None:
+    names = " ".join(_requirements()).lower()
+    assert "ray" not in names and "gradio" not in names and "playwright" not in names
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert extras["ray"] == ["ray[data]==2.60.0"]
+    assert {"dev", "ray", "ui"} <= extras.keys()
+    assert not any(r.startswith(("pillow", "gradio ", "gradio=")) for r in extras["ui"])
+
+
+def test_console_command_is_declared() -> None:
+    assert PYPROJECT["project"]["scripts"] == {"iclight": "iclight.cli:main"}
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new virtual environment that sees this one's packages (a .pth file) but not the
+    project, so that `pip install .` must build and install it, and finds every pin met."""
+    root = tmp_path_factory.mktemp("fresh")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    site = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
+    ours = Path(sysconfig.get_path("purelib"))
+    (site / "deps-from-dev-venv.pth").write_text(str(ours) + "\n")
+    src = root / "src"
+    shutil.copytree(ROOT / "iclight", src / "iclight", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, src / name)
+    return venv
+
+
+def _pip(venv: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_pip_install_gives_a_working_command(fresh_venv: Path, tmp_path: Path) -> None:
+    src = fresh_venv.parent / "src"
+    done = _pip(fresh_venv, f"{src}[ray]")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Successfully installed iclight-background" in done.stdout
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    run = subprocess.run(
+        [str(fresh_venv / "bin" / "iclight"), "--help"], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "usage: iclight" in run.stdout and "batch" in run.stdout and "relight" in run.stdout
+    where = subprocess.run(
+        [str(fresh_venv / "bin" / "python"), "-c", "import iclight, iclight.distributed; print(iclight.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert where.returncode == 0, where.stderr[-2000:]
+    assert str(fresh_venv) in where.stdout  # the installed copy, not this checkout

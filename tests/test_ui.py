@@ -1,0 +1,204 @@
+"""The web app: its handlers called directly, then the real page in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from cogserver import free_port
+from conftest import ROOT
+from PIL import Image
+
+from iclight import constants as C
+from iclight.jobs import EXTRAS
+from iclight.outputs import OutputFolders
+from iclight.pipeline import Relighter
+
+gr = pytest.importorskip("gradio", reason="the `ui` extra is not installed")
+ui = pytest.importorskip("iclight.ui")
+
+SMALL = dict(width=256, height=256, steps=2, highres_scale=1.0)
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _values(**changes) -> list:
+    """The page's inputs after the seed, in the order `RelightApp.relight` takes them."""
+    settings = {n: C.default(n) for n in ui.INPUT_ORDER} | EXTRAS | changes
+    return [settings[n] for n in (*ui.INPUT_ORDER, *EXTRAS)]
+
+
+@pytest.fixture
+def app(relighter: Relighter, tmp_path: Path):
+    return ui.RelightApp(relighter, OutputFolders(tmp_path / "outputs"))
+
+
+def _pixels(path: str | Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def test_same_pixels_as_the_api(app, relighter: Relighter, image_files) -> None:
+    subject, background = (str(p) for p in image_files)
+    values = _values(prompt="sun", output_format="png", number_of_images=2, **SMALL)
+    gallery, downloads, seed = app.relight(subject, background, None, False, 21, *values)
+    assert seed == 21 and gallery == downloads and len(downloads) == 2
+    api = relighter.relight(subject, background, "sun", seed=21, number_of_images=2, **SMALL)
+    for path, image in zip(downloads, api.images, strict=True):
+        assert np.array_equal(_pixels(path), np.asarray(image))
+        assert Path(path).name.startswith("subject-21-")
+    from iclight.recipe import read_recipe
+
+    assert read_recipe(downloads[1])["parameters"]["seed"] == 21  # the CLI's recipe, embedded
+
+
+def test_random_seed_is_reported(app, image_files) -> None:
+    subject, background = (str(p) for p in image_files)
+    _, _, seed = app.relight(subject, background, None, True, 21, *_values(prompt="sun", **SMALL))
+    assert isinstance(seed, int)
+
+
+def test_matte_preview(app, image_files, subject_array) -> None:
+    mask = np.where(subject_array[..., 0] > 100, 255, 0).astype(np.uint8)
+    path = Path(image_files[0]).with_name("mask.png")
+    Image.fromarray(mask).save(path)
+    matte, on_grey = app.preview_subject(str(image_files[0]), str(path))
+    assert np.array_equal(matte, mask) and on_grey.shape == subject_array.shape
+    assert app.preview_subject(None, None) == (None, None)
+
+
+def test_bad_inputs_give_the_api_messages(app, image_files, tmp_path: Path, monkeypatch) -> None:
+    subject, background = (str(p) for p in image_files)
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    with pytest.raises(gr.Error, match="subject_image: not an image file that Pillow can open"):
+        app.preview_subject(str(text), None)
+    with pytest.raises(gr.Error, match="subject_image: not an image file that Pillow can open"):
+        app.relight(str(text), background, None, False, 1, *_values(prompt="sun", **SMALL))
+    with pytest.raises(gr.Error, match="background_image: not an image file"):
+        app.preview_background(str(text))
+    with pytest.raises(gr.Error, match=r"steps: 0 is out of range; allowed 1 to 100"):
+        app.relight(subject, background, None, False, 1, *_values(prompt="sun", **{**SMALL, "steps": 0}))
+    with pytest.raises(gr.Error, match=r"width: 300 is not allowed"):
+        app.relight(subject, background, None, False, 1, *_values(prompt="sun", **{**SMALL, "width": 300}))
+    with pytest.raises(gr.Error, match="subject_image: required"):
+        app.relight(None, background, None, False, 1, *_values(prompt="sun", **SMALL))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(gr.Error, match="subject_image: image too large"):
+        app.preview_subject(subject, None)
+
+
+def test_one_relight_at_a_time(app) -> None:
+    page = app.build()
+    relight = next(d for d in page.fns.values() if d.name == "relight")
+    assert relight.concurrency_limit == 1
+
+
+# -- the real page -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(weights_dir: Path, tmp_path: Path):
+    """`python -m iclight ui` as a user starts it, on a free loopback port."""
+    port = free_port()
+    env = {**os.environ, "ICLIGHT_OUTPUT_DIR": str(tmp_path / "outputs"), "GRADIO_TEMP_DIR": str(tmp_path / "gr")}
+    cmd = [sys.executable, "-m", "iclight", "ui", "--port", str(port), "--weights", str(weights_dir)]
+    with open(tmp_path / "ui.log", "w+") as log:
+        proc = subprocess.Popen([*cmd, "--device", "cpu"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    pytest.fail(f"iclight ui exited: {log.read()[-3000:]}")
+                try:
+                    if requests.get(url, timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    time.sleep(0.3)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(20)
+
+
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_in_a_real_browser(served: str, relighter: Relighter, image_files, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    subject, background = image_files
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(accept_downloads=True, viewport={"width": 1400, "height": 1100})
+            page.goto(served)
+            page.locator("#subject input[type=file]").set_input_files(str(subject))
+            expect(page.locator("#matte img")).to_be_visible(timeout=60_000)
+            page.locator("#background input[type=file]").set_input_files(str(background))
+            page.locator("#prompt textarea").fill("sun")
+            page.locator("#random-seed input[type=checkbox]").uncheck()
+            _fill(page, "#seed input", "21")
+            page.locator("#advanced").get_by_text("Advanced").click()
+            expect(page.locator("#width input[type=number]")).to_be_visible()
+            page.wait_for_timeout(500)  # let the accordion finish opening
+            for elem, value in (("#width", "256"), ("#height", "256"), ("#steps", "2"), ("#highres-scale", "1")):
+                _fill(page, f"{elem} input[type=number]", value)
+            page.locator("#format").get_by_label("png").check()
+            page.locator("#relight").click()
+            link = page.locator("#downloads a").first
+            expect(link).to_be_visible(timeout=90_000)
+            expect(page.locator("#seed-used input")).to_have_value("21")
+            page.screenshot(path=str(tmp_path / "ui.png"), full_page=True)
+            with page.expect_download() as info:
+                link.click()
+            first = tmp_path / "first.png"
+            info.value.save_as(first)
+            api = relighter.relight(subject, background, "sun", seed=21, **SMALL).images[0]
+            assert np.array_equal(_pixels(first), np.asarray(api))
+
+            page.locator("#subject").get_by_role("button", name="Clear").click()
+            page.locator("#subject input[type=file]").set_input_files(str(text))
+            expect(page.get_by_text("subject_image: not an image file that Pillow can open").first).to_be_visible(
+                timeout=30_000
+            )
+            page.locator("#subject").get_by_role("button", name="Clear").click()
+            page.locator("#subject input[type=file]").set_input_files(str(subject))
+            _fill(page, "#seed input", "22")
+            page.locator("#relight").click()
+            expect(page.locator("#seed-used input")).to_have_value("22", timeout=90_000)
+            expect(page.locator("#downloads a").first).to_have_attribute("download", "subject-22-0.png")
+        finally:
+            browser.close()
+    screenshot = os.environ.get("ICLIGHT_UI_SCREENSHOT")
+    if screenshot:
+        shutil.copy(tmp_path / "ui.png", screenshot)
+
+
+def _fill(page, selector: str, value: str) -> None:
+    from playwright.sync_api import expect
+
+    box = page.locator(selector)
+    box.fill(value)
+    box.press("Enter")
+    box.blur()
+    expect(box).to_have_value(value)
