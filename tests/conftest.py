@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from iclight.standins import write_tiny_weights
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from standins import write_tiny_weights  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ def test_cog_image_stays_lean() -> None:
     names = " ".join(_requirements()).lower()
     assert "ray" not in names and "gradio" not in names and "playwright" not in names
     extras = PYPROJECT["project"]["optional-dependencies"]
-    assert extras["ray"] == ["ray[data]==2.60.0"]
+    assert extras["ray"] == ["ray[data,default]==2.60.0"]
     assert {"dev", "ray", "ui"} <= extras.keys()
     assert not any(r.startswith(("pillow", "gradio ", "gradio=")) for r in extras["ui"])
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from standins import tiny_text_encoder, write_tokenizer
 from transformers import CLIPTokenizer
 
 from iclight.prompts import PromptEncoder, chunk_token_ids, join_chunks, repeat_to
+from iclight.standins import tiny_text_encoder, write_tokenizer
 
 BOS, EOS = 1000, 1001
 

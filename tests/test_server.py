@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 from cogserver import bytes_uri, cog_server, decode, image_uri, predict
+from conftest import ROOT
 from PIL import Image
 
 pytestmark = pytest.mark.server
@@ -133,3 +137,25 @@ def test_still_ready_after_everything(server: str, images: dict) -> None:
     assert requests.get(f"{server}/health-check", timeout=5).json()["status"] == "READY"
     out = predict(server, subject_image=images["rgba"], background_image=images["bg"], seed=1, **FAST)
     assert out["status"] == "succeeded"
+
+
+def _readme_block(marker: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    after = text[text.index(marker) :]
+    return after[after.index("```sh\n") + 6 : after.index("\n```", after.index("```sh"))]
+
+
+def test_readme_curl_works_as_pasted(server: str, tmp_path: Path) -> None:
+    """The README's request, run by bash as it is written, only pointed at this server's port."""
+    script = _readme_block("<!-- tested: tests/test_server.py").replace("http://localhost:5000", server)
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    # 409 while the one slot is released after the previous test's prediction: wait for it.
+    for _ in range(100):
+        subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, check=True, timeout=300)
+        response = json.loads((tmp_path / "response.json").read_text())
+        if response.get("status") != 409 and "capacity" not in str(response.get("detail", "")).lower():
+            break
+        time.sleep(0.1)
+    assert response["status"] == "succeeded", response.get("error")
+    assert decode(response["output"][0]).size == (768, 960)
+    assert "Using seed: 12345" in response["logs"]

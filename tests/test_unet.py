@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from standins import offset_for, tiny_unet
 
+from iclight.standins import offset_for, tiny_unet
 from iclight.unet import ConditionedUNet, empty_unet, merged_state, widen_conv_in
 
 
