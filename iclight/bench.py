@@ -76,17 +76,19 @@ def hosted_style_components(root: Path, device):
     return Components(tokenizer, text_encoder, vae, unet, rmbg)
 
 
-def predict_once(relighter, case: dict, device) -> dict:
+def predict_once(relighter, case: dict, device, inputs: tuple | None = None, keep_images: bool = False) -> dict:
+    """One timed prediction (the examples unless `inputs` = (subject, background)): total and
+    per-stage seconds, peak CUDA memory; with `keep_images`, the images too (under "images")."""
     import torch
 
     from .imaging import save_images
 
+    subject, background = inputs or (EXAMPLES / "astronaut.png", EXAMPLES / "coffee.png")
     if device.type == "cuda":
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    result = relighter.relight(
-        EXAMPLES / "astronaut.png", EXAMPLES / "coffee.png", "sunshine from window", seed=12345, **case
-    )
+    result = relighter.relight(subject, background, "sunshine from window", **{"seed": 12345, **case})
     if device.type == "cuda":
         torch.cuda.synchronize()
     total = time.perf_counter() - t
@@ -95,7 +97,10 @@ def predict_once(relighter, case: dict, device) -> dict:
         save_images(result.images, "webp", 80, Path(folder))
     stages = {**result.timings, "image encoding": time.perf_counter() - t}
     peak_cuda = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None
-    return {"predict_s": total + stages["image encoding"], "stages_s": stages, "peak_cuda_gb": peak_cuda}
+    out = {"predict_s": total + stages["image encoding"], "stages_s": stages, "peak_cuda_gb": peak_cuda}
+    if keep_images:
+        out["images"] = result.images
+    return out
 
 
 def child(config: str, root: Path, device_name: str, cases: dict[str, dict], predict: bool, repeat: int) -> dict:

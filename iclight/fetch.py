@@ -8,6 +8,7 @@ only after its size and sha256 check out; partial downloads resume.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.client
 import json
@@ -30,9 +31,10 @@ log = logging.getLogger("iclight")
 
 MANIFEST_NAME = "manifest.json"
 HASH_CACHE = ".hashes.json"
+LOCK_NAME = ".fetch.lock"
 PART = ".part"
 CHUNK = 1 << 20
-_SKIP = {MANIFEST_NAME, HASH_CACHE}
+_SKIP = {MANIFEST_NAME, HASH_CACHE, LOCK_NAME}
 
 
 class FetchError(RuntimeError):
@@ -288,7 +290,16 @@ def fetch_hub(root: Path, workers: int = 4, files: Iterable[layout.WeightFile] =
 def fetch(root: Path, source_url: str | None = None, workers: int = 4, only: Iterable[str] | None = None) -> list[str]:
     """Fetch from `source_url` / ICLIGHT_WEIGHTS_URL when set, else from the hub.
 
-    A mirror's manifest says what to fetch; from the hub, `only` limits it to those destinations."""
+    A mirror's manifest says what to fetch; from the hub, `only` limits it to those destinations.
+    One process at a time per folder (a lock file): several workers booting on one node download
+    once, the others then find every file present and valid."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / LOCK_NAME, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _fetch(root, source_url, workers, only)
+
+
+def _fetch(root: Path, source_url: str | None, workers: int, only: Iterable[str] | None) -> list[str]:
     url = source_url or os.environ.get(layout.WEIGHTS_URL_ENV)
     if url:
         log.info("fetching weights from mirror %s into %s", url, root)

@@ -36,6 +36,8 @@ from .imaging import (
 from .normals import normal_map
 from .prompts import PromptEncoder
 from .rmbg import estimate_matte, on_grey
+from .speed import SpeedSettings, attention_backend, boot_compiled
+from .speed import apply as apply_speed
 from .unet import ConditionedUNet
 from .validation import InputError, validate
 from .weights import Components, load_components, resolve_device
@@ -103,6 +105,8 @@ class Relighter:
             image_encoder=None,
             requires_safety_checker=False,
         )
+        self.speed = SpeedSettings()
+        self.compile_report: dict[str, float | bool] | None = None
         self.t2i = StableDiffusionPipeline(**modules)
         self.i2i = StableDiffusionImg2ImgPipeline(**modules)
         if device.type == "cuda":
@@ -110,16 +114,25 @@ class Relighter:
 
     @classmethod
     def load(
-        cls, weights_dir: str | os.PathLike | None = None, device: str | None = None, use_prepared: bool = True
+        cls,
+        weights_dir: str | os.PathLike | None = None,
+        device: str | None = None,
+        use_prepared: bool = True,
+        speed: SpeedSettings | None = None,
     ) -> Relighter:
         """Load from `weights_dir` (default: ICLIGHT_WEIGHTS_DIR, else weights/) onto `device`.
 
-        A valid prepared UNet is used when present, unless `use_prepared` is False."""
+        A valid prepared UNet is used when present, unless `use_prepared` is False. `speed`
+        defaults to `SpeedSettings.default` (see `speed.py`); a compiled model is warmed up here."""
         dev = resolve_device(device)
         start = time.perf_counter()
         root = layout.weights_dir(weights_dir)
         relighter = cls(load_components(root, dev, use_prepared), dev, root)
-        log.info("ready on %s in %.2f s", dev, time.perf_counter() - start)
+        settings = speed or SpeedSettings.default(dev)
+        apply_speed(relighter, settings)
+        if settings.compile:
+            relighter.compile_report = boot_compiled(relighter, root)
+        log.info("ready on %s (%s) in %.2f s", dev, settings.label, time.perf_counter() - start)
         return relighter
 
     @torch.inference_mode()
@@ -195,7 +208,8 @@ class Relighter:
         # On CUDA, tile the VAE only for very large outputs (tiling changes pixels a little).
         self.vae.use_tiling = self.device.type == "cuda" and max(s.highres_size) > C.CUDA_VAE_TILE_ABOVE
         try:
-            return self._relight(a, s, subject, background, mask, detail_transfer, keep_background)
+            with attention_backend(self.speed.attention):
+                return self._relight(a, s, subject, background, mask, detail_transfer, keep_background)
         except torch.cuda.OutOfMemoryError:
             pass  # handled below, once the traceback (and the tensors its frames hold) is gone
         gc.collect()
@@ -329,7 +343,9 @@ class Relighter:
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
         vae = self.vae
         dist = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist
-        return dist.mode() * vae.config.scaling_factor
+        # Contiguous: the encoder may hand back another memory layout, which a compiled UNet
+        # would see as a new input and compile again for.
+        return (dist.mode() * vae.config.scaling_factor).contiguous()
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.vae

@@ -87,3 +87,23 @@ def test_pip_install_gives_a_working_command(fresh_venv: Path, tmp_path: Path) -
     )
     assert where.returncode == 0, where.stderr[-2000:]
     assert str(fresh_venv) in where.stdout  # the installed copy, not this checkout
+
+
+def test_kuberay_example_runs_our_command() -> None:
+    import shlex
+
+    import yaml
+
+    from iclight.cli import build_parser
+
+    job = yaml.safe_load((ROOT / "examples" / "rayjob.yaml").read_text())
+    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[:3] == ["python", "-m", "iclight"]
+    args = build_parser().parse_args(argv[3:])
+    assert args.command == "batch" and args.ray == "auto"
+    workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    gpus = int(workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
+    assert args.workers * args.gpus_per_worker <= workers["replicas"] * gpus
+    env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
+    assert env["ICLIGHT_WEIGHTS_URL"] and env["ICLIGHT_WEIGHTS_DIR"]

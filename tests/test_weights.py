@@ -71,6 +71,18 @@ def test_fetch_from_mirror_then_nothing_twice(
     assert _relight(dest, subject_array, background_array).shape == (256, 256, 3)
 
 
+def test_workers_booting_together_download_once(mirror_dir: Path, tmp_path: Path) -> None:
+    """Several actors on one node fetch into one folder at once: one downloads, the rest wait."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    dest = tmp_path / "dest"
+    with FileServer(mirror_dir) as srv, ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: fetch.fetch(dest, srv.url, workers=2), range(3)))
+        assert sorted(len(r) for r in results) == [0, 0, len(layout.MANIFEST)]
+        assert len(srv.file_gets()) == len(layout.MANIFEST)
+    assert fetch.verify(dest) == []
+
+
 def test_corrupt_file_on_mirror_fails_naming_it(mirror_dir: Path, tmp_path: Path) -> None:
     dest = tmp_path / "dest"
     with FileServer(mirror_dir) as srv:

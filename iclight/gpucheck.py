@@ -1,0 +1,570 @@
+"""`make gpu-check`: the CUDA path, run and measured in one command, against the hosted code.
+
+    python -m iclight.gpucheck OUT_DIR [--reference DIR] [--device cuda|cpu] [--quick]
+
+On a bare CUDA machine with Python 3.12 and torch (and this package's dependencies) it
+writes full-size SD1.5 stand-in weights itself (random values, real shapes), prepares the
+float16 UNet, then measures:
+
+  parity    ours against the hosted model's code, same GPU, weights, inputs and seeds, in the
+            hosted dtypes: the hosted defaults, 4 images with Left Light, compute_normal. Mean
+            and p99 absolute difference per image, and any NaN or inf (skipped without
+            --reference: the hosted code is never part of this repository)
+  speed     setup from prepared weights; 1 image, 4 images, compute_normal at the hosted
+            defaults, best of 3 after a warm-up, per stage, ours and the hosted code's
+  memory    peak CUDA memory per case; 20 predictions in a row, allocated memory flat
+  big       1 image at 1024x1024 with highres 3, and 12 images: done, or the out-of-memory
+            error and the next prediction fine
+  settings  every speed setting (speed.py) against eager float16: gain and pixel difference;
+            torch.compile booted twice in fresh processes, with a cold and a warm cache
+
+--reference DIR holds the hosted `ref_predict.py` and `briarmbg.py` (exported from a clone
+of zsxkib/IC-Light, branch background-model) and `ref_run.py`, the runner from the parity kit.
+`--device cpu --quick` runs every step on the CPU with tiny weights and small sizes (`make
+test` does), so the script cannot rot. Writes OUT_DIR/gpu-check.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import constants as C
+from . import cuda, layout
+from .bench import predict_once
+from .pipeline import GPUOutOfMemoryError, Relighter
+from .speed import COMPILE_ENV, SpeedSettings
+from .standins import write_weights
+from .weights import dtypes_for, prepare, prepared_path, resolve_device
+
+PARITY_MEAN, PARITY_P99 = 1.0, 4.0  # grey levels, per image
+SETTING_MEAN = 1.0  # a setting stays on by default only within this of eager float16
+DEFAULTS = dict(width=512, height=640, steps=25, highres_scale=1.5)
+SKIPPABLE = ("memory", "big", "settings", "compile")
+
+
+@dataclass(frozen=True)
+class Plan:
+    size: str
+    cases: dict[str, dict]
+    big: dict[str, dict]
+    flat: dict  # the case repeated for the memory check
+    repeat: int
+    in_a_row: int = 20
+    matted: bool = False  # after the speed cases, a subject with its own alpha (no background removal)
+    attention: tuple[str, ...] = ("flash", "efficient", "cudnn")
+
+
+FULL = Plan(
+    "full",
+    cases={
+        "1 image": dict(DEFAULTS),
+        "4 images, Left Light": dict(DEFAULTS, number_of_images=4, light_source=C.LEFT_LIGHT),
+        "compute_normal": dict(DEFAULTS, compute_normal=True),
+    },
+    big={
+        "1024x1024, highres 3": dict(DEFAULTS, width=1024, height=1024, highres_scale=3.0),
+        "12 images": dict(DEFAULTS, number_of_images=12),
+    },
+    flat=dict(width=512, height=640, steps=8, highres_scale=1.5),
+    repeat=3,
+)
+SMALL = dict(width=256, height=256, steps=2, highres_scale=1.5)
+QUICK = Plan(
+    "tiny",
+    cases={
+        "1 image": dict(SMALL),
+        "4 images, Left Light": dict(SMALL, number_of_images=4, light_source=C.LEFT_LIGHT),
+        "compute_normal": dict(SMALL, compute_normal=True),
+    },
+    big={
+        "512x512, highres 3": dict(SMALL, width=512, height=512, highres_scale=3.0),
+        "12 images": dict(SMALL, number_of_images=12, highres_scale=1.0),
+    },
+    flat=dict(SMALL, highres_scale=1.0),
+    repeat=2,
+    in_a_row=5,
+    matted=True,
+    attention=("math",),
+)
+
+
+@dataclass
+class Report:
+    mode: str
+    machine: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, Any] = field(default_factory=dict)
+    setup: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    speed: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    big: dict[str, Any] = field(default_factory=dict)
+    settings: list[dict[str, Any]] = field(default_factory=list)
+    compile: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# -- what runs where --------------------------------------------------------------------------------
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "device": str(device),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["driver"] = _driver()
+        wheel = ".".join((torch.version.cuda or "").split(".")[:2])
+        info["driver_problem"] = cuda.driver_problem(info["driver"], wheel) if info["driver"] else None
+    return info
+
+
+def _driver() -> str:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 else ""
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return ""
+
+
+def stand_ins(root: Path, plan: Plan, device: torch.device) -> dict[str, Any]:
+    """Stand-in weights (written once, then reused) and the prepared UNet for `device`."""
+    start = time.perf_counter()
+    if layout.missing_files(root):
+        write_weights(root, plan.size)
+    written = time.perf_counter() - start
+    dtype = dtypes_for(device).unet
+    start = time.perf_counter()
+    if not prepared_path(root, dtype).is_file():
+        prepare(root, dtype)
+    size = sum(p.stat().st_size for p in root.rglob("*.safetensors"))
+    return {
+        "root": str(root),
+        "size": plan.size,
+        "bytes": size,
+        "write_s": written,
+        "prepare_s": time.perf_counter() - start,
+    }
+
+
+def inputs(out: Path) -> tuple[Path, Path]:
+    """The examples when this is a checkout, else a made-up subject and background."""
+    examples = layout.REPO_ROOT / "examples"
+    if (examples / "astronaut.png").is_file():
+        return examples / "astronaut.png", examples / "coffee.png"
+    yy, xx = np.mgrid[0:512, 0:512]
+    subject = np.zeros((512, 512, 3), np.uint8) + 40
+    subject[((xx - 256) ** 2 + (yy - 256) ** 2) < 150**2] = (210, 170, 130)
+    background = np.broadcast_to(np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None], (480, 640, 3))
+    Image.fromarray(subject).save(out / "subject.png")
+    Image.fromarray(np.ascontiguousarray(background)).save(out / "background.png")
+    return out / "subject.png", out / "background.png"
+
+
+def with_alpha(subject: Path, out: Path) -> Path:
+    """The subject with an elliptic alpha: the matte comes with it, no background removal."""
+    img = Image.open(subject).convert("RGB")
+    w, h = img.size
+    yy, xx = np.mgrid[0:h, 0:w]
+    inside = ((xx - w / 2) / (w / 2.5)) ** 2 + ((yy - h / 2) / (h / 2.5)) ** 2 < 1
+    img.putalpha(Image.fromarray(np.where(inside, 255, 0).astype(np.uint8)))
+    img.save(out / "subject-alpha.png")
+    return out / "subject-alpha.png"
+
+
+def _free() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- the hosted code --------------------------------------------------------------------------------
+
+
+class Hosted:
+    """The hosted model's own code, driven through the parity kit's runner (`ref_run.py`)."""
+
+    def __init__(self, ref_dir: Path, weights: Path, device: torch.device, images: tuple[Path, Path]) -> None:
+        sys.path.insert(0, str(ref_dir))
+        import ref_run  # the parity kit's runner, copied beside the hosted files
+
+        start = time.perf_counter()
+        self.runner = ref_run
+        self.ref = ref_run.load_reference(str(ref_dir), str(weights), str(device))
+        _sync(device)
+        self.setup_s = time.perf_counter() - start
+        self.device = device
+        self.images = images
+
+    def run(self, case: dict) -> tuple[list[np.ndarray], float]:
+        """Images in generation order, and seconds."""
+        full = {s.name: s.default for s in C.INPUTS if s.type is not object}
+        full |= {"prompt": "sunshine from window", "seed": 12345, **case}
+        full |= {"subject_image": self.images[0].name, "background_image": self.images[1].name}
+        _sync(self.device)
+        start = time.perf_counter()
+        outs = self.runner.run_case(self.ref, full, str(self.images[0].parent))
+        _sync(self.device)
+        return list(reversed(outs)), time.perf_counter() - start  # run_case gives the predictor's order
+
+
+@contextmanager
+def non_finite(*modules: torch.nn.Module) -> Iterator[list[int]]:
+    """Count NaN or inf values in the outputs of `modules` while the block runs."""
+    found = [0]
+
+    def hook(_module, _args, output) -> None:
+        tensor = output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
+        if isinstance(tensor, torch.Tensor):
+            found[0] += int((~torch.isfinite(tensor)).sum())
+
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        yield found
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def difference(a: np.ndarray | Image.Image, b: np.ndarray | Image.Image) -> dict[str, float]:
+    d = np.abs(np.asarray(a, dtype=np.float32) - np.asarray(b, dtype=np.float32))
+    return {"mean": float(d.mean()), "p99": float(np.percentile(d, 99)), "max": float(d.max())}
+
+
+# -- sections ---------------------------------------------------------------------------------------
+
+
+def parity(ours: Relighter, hosted: Hosted | None, plan: Plan, images: tuple[Path, Path]) -> dict[str, Any]:
+    if hosted is None:
+        return {"skipped": "no --reference: the hosted code is not part of this repository"}
+    found: dict[str, Any] = {}
+    for name, case in plan.cases.items():
+        with non_finite(ours.unet, ours.vae.decoder) as ours_bad:
+            mine = predict_once(ours, case, ours.device, images, keep_images=True)["images"]
+        with non_finite(hosted.ref.unet, hosted.ref.vae.decoder) as theirs_bad:
+            theirs, _ = hosted.run(case)
+        per_image = [difference(a, b) for a, b in zip(mine, theirs, strict=True)]
+        found[name] = {
+            "images": per_image,
+            "non_finite": {"ours": ours_bad[0], "hosted": theirs_bad[0]},
+            "ok": all(d["mean"] <= PARITY_MEAN and d["p99"] <= PARITY_P99 for d in per_image)
+            and ours_bad[0] == theirs_bad[0] == 0,
+        }
+    return found
+
+
+def speed(ours: Relighter, hosted: Hosted | None, plan: Plan, images: tuple[Path, Path]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name, case in plan.cases.items():
+        predict_once(ours, case, ours.device, images)  # warm-up
+        runs = [predict_once(ours, case, ours.device, images) for _ in range(plan.repeat)]
+        best = min(runs, key=lambda r: r["predict_s"])
+        n = 1 if case.get("compute_normal") else case.get("number_of_images", 1)
+        entry = {"ours_s": best["predict_s"], "ours_per_image_s": best["predict_s"] / n, "stages_s": best["stages_s"]}
+        entry["peak_cuda_gb"] = best["peak_cuda_gb"]
+        if hosted:
+            hosted.run(case)  # warm-up
+            entry["hosted_s"] = min(hosted.run(case)[1] for _ in range(plan.repeat))
+            entry["speedup"] = entry["hosted_s"] / entry["ours_s"]
+        found[name] = entry
+    return found
+
+
+def memory(ours: Relighter, plan: Plan, images: tuple[Path, Path]) -> dict[str, Any]:
+    """The allocated memory after each of `in_a_row` predictions (CUDA), else the resident set."""
+    import resource
+
+    samples = []
+    for i in range(plan.in_a_row):
+        predict_once(ours, {**plan.flat, "seed": i}, ours.device, images)
+        if ours.device.type == "cuda":
+            samples.append(torch.cuda.memory_allocated(ours.device) / 1e9)
+        else:
+            samples.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9)
+    growth = samples[-1] - samples[0]
+    what = "allocated CUDA GB" if ours.device.type == "cuda" else "peak resident GB"
+    return {"measure": what, "samples": samples, "growth_gb": growth, "flat": growth <= 0.05 * max(samples[0], 0.1)}
+
+
+def big(ours: Relighter, plan: Plan, images: tuple[Path, Path]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name, case in plan.big.items():
+        entry: dict[str, Any]
+        try:
+            run = predict_once(ours, case, ours.device, images)
+            entry = {"status": "completed", "seconds": run["predict_s"], "peak_cuda_gb": run["peak_cuda_gb"]}
+        except GPUOutOfMemoryError as e:
+            entry = {"status": "out of memory", "error": str(e)}
+        _free()
+        after = predict_once(ours, plan.cases["1 image"], ours.device, images)
+        entry["next_prediction_s"] = after["predict_s"]
+        found[name] = entry
+    return found
+
+
+def sweep(root: Path, device: torch.device, plan: Plan, images: tuple[Path, Path], out: Path) -> list[dict[str, Any]]:
+    """Each setting alone, then the defaults, each in a fresh relighter against eager."""
+    configs = [SpeedSettings(), SpeedSettings(fused_qkv=True), SpeedSettings(channels_last=True)]
+    configs += [SpeedSettings(attention=name) for name in plan.attention]
+    configs.append(replace(SpeedSettings.default(device), compile=False, compile_vae=False))
+    case, rows, eager = plan.cases["1 image"], [], None
+    for settings in configs:
+        try:
+            relighter = Relighter.load(root, device=str(device), speed=settings)
+            predict_once(relighter, case, device, images)  # warm-up
+            runs = [predict_once(relighter, case, device, images, keep_images=True) for _ in range(plan.repeat)]
+        except (RuntimeError, ValueError) as e:  # a backend this GPU or build lacks
+            rows.append({"setting": settings.label, "error": f"{type(e).__name__}: {e}"[:300]})
+            continue
+        finally:
+            relighter = None
+            _free()
+        best = min(runs, key=lambda r: r["predict_s"])
+        eager = eager or best
+        row = {
+            "setting": settings.label,
+            "predict_s": best["predict_s"],
+            "gain": eager["predict_s"] / best["predict_s"],
+        }
+        row["vs_eager"] = difference(best["images"][0], eager["images"][0])
+        row["within_tolerance"] = row["vs_eager"]["mean"] <= SETTING_MEAN
+        rows.append(row)
+        if settings == SpeedSettings():
+            best["images"][0].save(out / "eager.png")
+    return rows
+
+
+def compiled_boots(root: Path, device: torch.device, plan: Plan, out: Path) -> dict[str, Any]:
+    """ICLIGHT_COMPILE as a deployment uses it, each step a fresh process: `weights prepare
+    --compile` compiles with no cache and writes it, then a boot loads it (warm); on the full
+    run also the UNet and the VAE, cold."""
+    cache = root / "compile-cache"
+    if cache.is_dir():
+        import shutil
+
+        shutil.rmtree(cache)
+    env = {**os.environ, "ICLIGHT_DEVICE": str(device)}
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "iclight.weights", "prepare", str(root), "--compile"]
+    prepared = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+    found: dict[str, Any] = {
+        "cold (weights prepare --compile)": {"wall_s": time.perf_counter() - start, "ok": prepared.returncode == 0}
+        if prepared.returncode == 0
+        else {"error": prepared.stderr[-2000:]}
+    }
+    boots = {"warm": "1"} | ({} if plan.size == "tiny" else {"with the VAE, cold": "all"})
+    for name, request in boots.items():
+        cmd = [sys.executable, "-m", "iclight.gpucheck", str(out), "--child-boot", "--weights", str(root)]
+        cmd += ["--device", str(device)] + (["--quick"] if plan.size == "tiny" else [])
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env={**env, COMPILE_ENV: request})
+        if run.returncode != 0:
+            found[name] = {"error": run.stderr[-2000:]}
+            continue
+        found[name] = json.loads(run.stdout.strip().splitlines()[-1])
+        if (out / "eager.png").is_file():
+            found[name]["vs_eager"] = difference(Image.open(found[name]["image"]), Image.open(out / "eager.png"))
+    return found
+
+
+def child_boot(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
+    from torch._dynamo.utils import counters
+
+    device = resolve_device(args.device)
+    start = time.perf_counter()
+    relighter = Relighter.load(args.weights, device=str(device))  # compiled as ICLIGHT_COMPILE says
+    _sync(device)
+    boot = time.perf_counter() - start
+    images = inputs(args.out)
+    if plan.matted:
+        images = (with_alpha(images[0], args.out), images[1])
+    case = plan.cases["1 image"]
+    runs = [predict_once(relighter, case, device, images, keep_images=True) for _ in range(plan.repeat)]
+    best = min(runs, key=lambda r: r["predict_s"])
+    # Other sizes must not compile again (one dynamic graph serves every width x height).
+    for width, height in ((320, 448), (448, 320), (512, 512)):
+        predict_once(relighter, {**case, "width": width, "height": height}, device, images)
+    path = (
+        args.out
+        / f"compiled-{relighter.speed.key()}-{'warm' if relighter.compile_report['warm_cache'] else 'cold'}.png"
+    )
+    best["images"][0].save(path)
+    return {
+        "setting": relighter.speed.label,
+        "boot_s": boot,
+        **relighter.compile_report,
+        "predict_s": best["predict_s"],
+        "image": str(path),
+        "graphs": int(counters["stats"]["unique_graphs"]),
+        "fx_cache_hits": int(counters["inductor"]["fxgraph_cache_hit"]),
+        "fx_cache_misses": int(counters["inductor"]["fxgraph_cache_miss"]),
+    }
+
+
+# -- report -----------------------------------------------------------------------------------------
+
+
+def table(r: Report) -> str:
+    m = r.machine
+    lines = [
+        f"gpu-check ({r.mode}) on {m.get('gpu', m['device'])}, driver {m.get('driver', '-')}, torch {m['torch']}"
+        f" (CUDA {m['torch_cuda']}), {r.seconds:.0f} s",
+        f"weights: {r.weights['size']} stand-ins, written in {r.weights['write_s']:.1f} s, "
+        f"prepared in {r.weights['prepare_s']:.1f} s; setup from prepared {r.setup['ours_s']:.2f} s"
+        + (f", hosted setup {r.setup['hosted_s']:.2f} s" if "hosted_s" in r.setup else ""),
+        "",
+        "parity with the hosted code (mean / p99 grey levels per image; non-finite values):",
+    ]
+    if "skipped" in r.parity:
+        lines.append(f"  skipped: {r.parity['skipped']}")
+    for name, p in r.parity.items():
+        if name != "skipped":
+            diffs = ", ".join(f"{d['mean']:.2f}/{d['p99']:.0f}" for d in p["images"])
+            lines.append(f"  {name:<22} {diffs}  NaN/inf {p['non_finite']}  {'ok' if p['ok'] else 'FAIL'}")
+    lines += [
+        "",
+        f"{'speed (best of runs)':<24} {'ours s':>8} {'s/image':>8} {'hosted s':>9} {'speedup':>8} {'peak GB':>8}",
+    ]
+    for name, s in r.speed.items():
+        hosted = f"{s['hosted_s']:>9.2f} {s['speedup']:>7.2f}x" if "hosted_s" in s else f"{'-':>9} {'-':>8}"
+        peak = f"{s['peak_cuda_gb']:>8.2f}" if s.get("peak_cuda_gb") else f"{'-':>8}"
+        lines.append(f"  {name:<22} {s['ours_s']:>8.2f} {s['ours_per_image_s']:>8.2f} {hosted} {peak}")
+    mem = r.memory or {"samples": [0.0], "measure": "skipped", "flat": True}
+    lines += [
+        "",
+        f"{len(mem['samples'])} in a row: {mem['measure']} {mem['samples'][0]:.3f} -> {mem['samples'][-1]:.3f}"
+        f" ({'flat' if mem['flat'] else 'GROWING'})",
+        "big requests:",
+    ]
+    for name, b in r.big.items():
+        done = f"{b['status']} in {b['seconds']:.1f} s" if b["status"] == "completed" else b["status"]
+        lines.append(f"  {name:<22} {done}; next prediction {b['next_prediction_s']:.2f} s")
+    lines += ["", f"{'setting':<34} {'s':>7} {'gain':>6} {'mean':>6} {'p99':>5}  (difference from eager)"]
+    for s in r.settings:
+        if "error" in s:
+            lines.append(f"  {s['setting']:<32} unavailable: {s['error'][:70]}")
+            continue
+        d = s["vs_eager"]
+        flag = "" if s["within_tolerance"] else "  > tolerance"
+        lines.append(
+            f"  {s['setting']:<32} {s['predict_s']:>7.2f} {s['gain']:>5.2f}x {d['mean']:>6.2f} {d['p99']:>5.0f}{flag}"
+        )
+    for name, b in r.compile.items():
+        if "error" in b:
+            lines.append(f"  compiled, {name}: failed: {b['error'][-200:]}")
+        elif "wall_s" in b:
+            lines.append(f"  compile, {name}: {b['wall_s']:.1f} s (process start, load, compile, cache written)")
+        else:
+            diff = f", vs eager {b['vs_eager']['mean']:.2f}/{b['vs_eager']['p99']:.0f}" if "vs_eager" in b else ""
+            label = f"{b['setting']} ({name})"
+            lines.append(
+                f"  {label:<32} {b['predict_s']:>7.2f}  boot {b['boot_s']:.1f} s (compile {b['compile_s']:.1f} s),"
+                f" graphs {b['graphs']}, FX cache hits {b['fx_cache_hits']}{diff}"
+            )
+    return "\n".join(lines)
+
+
+# -- command line -----------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, plan: Plan) -> Report:
+    start = time.perf_counter()
+    device = resolve_device(args.device)
+    report = Report("quick" if args.quick else "full", machine(device))
+    args.out.mkdir(parents=True, exist_ok=True)
+    report.weights = stand_ins(args.weights, plan, device)
+    images = inputs(args.out)
+    t = time.perf_counter()
+    defaults = replace(SpeedSettings.default(device), compile=False, compile_vae=False)  # compiled: see below
+    ours = Relighter.load(args.weights, device=str(device), speed=defaults)
+    _sync(device)
+    report.setup = {"ours_s": time.perf_counter() - t, "settings": ours.speed.label}
+    hosted = Hosted(args.reference, args.weights, device, images) if args.reference else None
+    if hosted:
+        report.setup["hosted_s"] = hosted.setup_s
+    report.parity = parity(ours, hosted, plan, images)
+    report.speed = speed(ours, hosted, plan, images)
+    hosted = None
+    _free()
+    if plan.matted:
+        images = (with_alpha(images[0], args.out), images[1])
+    if "memory" not in args.skip:
+        report.memory = memory(ours, plan, images)
+    if "big" not in args.skip:
+        report.big = big(ours, plan, images)
+    ours = None
+    _free()
+    if "settings" not in args.skip:
+        report.settings = sweep(args.weights, device, plan, images, args.out)
+    if "compile" not in args.skip:
+        report.compile = compiled_boots(args.weights, device, plan, args.out)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m iclight.gpucheck", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("out", type=Path, help="folder for gpu-check.json and the images")
+    p.add_argument("--reference", type=Path, default=None, help="folder with the hosted code (see above)")
+    p.add_argument("--device", default="auto", help="cuda (default where available) or cpu")
+    p.add_argument("--quick", action="store_true", help="tiny weights and small sizes (the CPU mode)")
+    p.add_argument("--weights", type=Path, default=None, help="where the stand-in weights go (default: a temp folder)")
+    p.add_argument(
+        "--skip",
+        type=lambda v: set(v.split(",")),
+        default=set(),
+        metavar="SECTIONS",
+        help=f"leave out some of: {', '.join(SKIPPABLE)} (comma-separated)",
+    )
+    p.add_argument("--child-boot", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.weights is None:
+        args.weights = Path(tempfile.gettempdir()) / f"iclight-gpucheck-weights-{plan.size}"
+    if args.skip - set(SKIPPABLE):
+        p.error(f"--skip: {', '.join(sorted(args.skip - set(SKIPPABLE)))}; choose from {', '.join(SKIPPABLE)}")
+    if args.reference is not None and not (args.reference / "ref_predict.py").is_file():
+        p.error(f"--reference {args.reference}: no ref_predict.py there (see --help)")
+    if args.child_boot:
+        args.out.mkdir(parents=True, exist_ok=True)
+        print(json.dumps(child_boot(args, plan)))
+        return 0
+    report = run(args, plan)
+    (args.out / "gpu-check.json").write_text(json.dumps(asdict(report), indent=1, default=str))
+    print(table(report))
+    print(f"wrote {args.out / 'gpu-check.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

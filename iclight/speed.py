@@ -1,0 +1,212 @@
+"""Speed settings, applied in one fixed order; `python -m iclight.gpucheck` measures each one.
+
+The order follows diffusers' fast-diffusion recipe: the dtypes (chosen in `weights.py`), then
+fused QKV projections, the attention backend, channels_last, and last `torch.compile`.
+
+- On CUDA by default: fused QKV projections and channels_last (each is to stay within one
+  grey level mean of eager float16; gpucheck reports the difference of every setting).
+- `ICLIGHT_COMPILE=1` (or `unet`): compile the UNet with dynamic shapes, so the 169 width x
+  height pairs and both passes share one graph instead of compiling 169 times; after the
+  warm-up any further recompile falls back to eager rather than stall a request.
+  `ICLIGHT_COMPILE=all` compiles the VAE's encoder and decoder too (their size heuristics
+  add graphs: measure before keeping it). Results are cached beside the weights
+  (`compile-cache/KEY/`, KEY naming the device, torch, CUDA and the settings), so a second
+  boot, or every replica serving a prepared mirror, loads instead of compiling.
+- `ICLIGHT_ATTENTION=auto|flash|efficient|cudnn|math`: force one SDPA backend (default auto,
+  torch's own choice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger("iclight")
+
+COMPILE_ENV = "ICLIGHT_COMPILE"
+ATTENTION_ENV = "ICLIGHT_ATTENTION"
+CACHE_DIR = "compile-cache"
+MEGA_CACHE = "artifacts.bin"
+ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    fused_qkv: bool = False
+    channels_last: bool = False
+    attention: str = "auto"
+    compile: bool = False
+    compile_vae: bool = False
+    cuda_graphs: bool = False  # compile mode "reduce-overhead": one graph recorded per shape
+
+    @classmethod
+    def default(cls, device: torch.device) -> SpeedSettings:
+        """What a deployment gets: the safe settings on CUDA; compile as ICLIGHT_COMPILE says."""
+        unet, vae = compile_request()
+        attention = os.environ.get(ATTENTION_ENV, "auto").strip().lower() or "auto"
+        on_cuda = device.type == "cuda"
+        return cls(on_cuda, on_cuda, attention, compile=unet, compile_vae=vae)
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.attention not in ATTENTION_BACKENDS:
+            found.append(f"{ATTENTION_ENV}: {self.attention!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
+        if (self.compile_vae or self.cuda_graphs) and not self.compile:
+            found.append("compile_vae and cuda_graphs need compile")
+        return found
+
+    @property
+    def label(self) -> str:
+        on = [f.name for f in fields(self) if f.type in (bool, "bool") and getattr(self, f.name)]
+        if self.attention != "auto":
+            on.append(f"attention={self.attention}")
+        return "+".join(on) or "eager"
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def compile_request() -> tuple[bool, bool]:
+    """(compile the UNet, compile the VAE too) from ICLIGHT_COMPILE: 0/1, unet or all."""
+    value = os.environ.get(COMPILE_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False, False
+    if value in ("1", "true", "yes", "on", "unet"):
+        return True, False
+    if value == "all":
+        return True, True
+    raise ValueError(f"{COMPILE_ENV}: {value!r}; use 0, 1 (the UNet) or all (the UNet and the VAE)")
+
+
+def apply(relighter, settings: SpeedSettings) -> None:
+    """Put `settings` into effect on a freshly loaded relighter (once: fusing and compiling
+    change the modules in place)."""
+    problems = settings.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    unet, vae = relighter.unet.unet, relighter.vae
+    if settings.fused_qkv:
+        unet.fuse_qkv_projections()
+        vae.fuse_qkv_projections()
+    if settings.channels_last:
+        unet.to(memory_format=torch.channels_last)
+        vae.to(memory_format=torch.channels_last)
+    relighter.speed = settings
+    if settings.compile:
+        _compile(relighter, settings)
+
+
+@contextlib.contextmanager
+def attention_backend(name: str) -> Iterator[None]:
+    """Restrict scaled-dot-product attention to one backend for the duration (auto: no change)."""
+    if name == "auto":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "math": SDPBackend.MATH,
+    }[name]
+    with sdpa_kernel([backend]):
+        yield
+
+
+def _compile(relighter, settings: SpeedSettings) -> None:
+    import torch.fx.experimental._config as fx_config
+
+    # Without this, a first square request would make height == width an assumption of the graph.
+    fx_config.use_duck_shape = False
+    mode = "reduce-overhead" if settings.cuda_graphs else None
+    relighter.unet.compile(dynamic=True, fullgraph=True, mode=mode)
+    if settings.compile_vae:
+        relighter.vae.encoder.compile(dynamic=True, mode=mode)
+        relighter.vae.decoder.compile(dynamic=True, mode=mode)
+
+
+class CompileCache:
+    """torch.compile's results for one device, torch, CUDA and settings, kept beside the weights."""
+
+    def __init__(self, weights_root: Path, device: torch.device, settings: SpeedSettings) -> None:
+        self.folder = weights_root / CACHE_DIR / cache_key(device, settings)
+
+    def activate(self) -> bool:
+        """Point Inductor's caches here and load the saved artifacts; True when there were some."""
+        try:
+            (self.folder / "inductor").mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a read-only weights folder: compile without a persistent cache
+            log.warning("compile cache %s not writable (%s); compiling without it", self.folder, e)
+            return False
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(self.folder / "inductor")
+        artifacts = self.folder / MEGA_CACHE
+        if not artifacts.is_file():
+            return False
+        torch.compiler.load_cache_artifacts(artifacts.read_bytes())
+        return True
+
+    def save(self) -> Path | None:
+        saved = torch.compiler.save_cache_artifacts()
+        if not saved:
+            return None
+        tmp = self.folder / (MEGA_CACHE + ".part")
+        try:
+            tmp.write_bytes(saved[0])
+            os.replace(tmp, self.folder / MEGA_CACHE)
+        except OSError as e:
+            log.warning("could not save the compile cache in %s: %s", self.folder, e)
+            return None
+        return self.folder / MEGA_CACHE
+
+
+def cache_key(device: torch.device, settings: SpeedSettings) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    parts = [name, f"torch{torch.__version__}", f"cuda{torch.version.cuda}", settings.key()]
+    return "-".join("".join(c if c.isalnum() or c in ".+" else "_" for c in p) for p in parts)
+
+
+def warm_up(relighter) -> float:
+    """Compile now, not in the first request: one small relight through both passes."""
+    start = time.perf_counter()
+    subject = np.full((64, 64, 3), 200, np.uint8)
+    mask = np.full((64, 64), 255, np.uint8)
+    relighter.relight(
+        subject,
+        None,
+        "warm up",
+        light_source="Left Light",
+        width=256,
+        height=320,
+        steps=2,
+        highres_scale=1.5,
+        seed=0,
+        mask=mask,
+    )
+    if relighter.device.type == "cuda":
+        torch.cuda.synchronize(relighter.device)
+    # Any later shape that the dynamic graph's guards reject runs eager instead of compiling mid-request.
+    torch.compiler.set_stance("eager_on_recompile")
+    return time.perf_counter() - start
+
+
+def boot_compiled(relighter, weights_root: Path | None) -> dict[str, float | bool]:
+    """Activate the cache, apply the settings, warm up, save the cache; returns what it took."""
+    settings = relighter.speed
+    cache = CompileCache(weights_root, relighter.device, settings) if weights_root else None
+    warm_cache = cache.activate() if cache else False
+    seconds = warm_up(relighter)
+    if cache:
+        cache.save()
+    log.info("compiled (%s) in %.1f s with a %s cache", settings.label, seconds, "warm" if warm_cache else "cold")
+    return {"compile_s": seconds, "warm_cache": warm_cache}

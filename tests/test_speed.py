@@ -1,0 +1,100 @@
+"""Speed settings: defaults per device, the environment, and pixels against eager (on the CPU).
+
+Compiling (torch.compile with Inductor, its cache written and then loaded by a fresh boot) is
+run end to end by `tests/test_gpucheck.py`, through `python -m iclight.gpucheck --quick`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers.models.attention_processor import FusedAttnProcessor2_0
+
+from iclight.pipeline import Relighter
+from iclight.speed import (
+    COMPILE_ENV,
+    CompileCache,
+    SpeedSettings,
+    attention_backend,
+    cache_key,
+    compile_request,
+)
+
+SMALL = dict(width=256, height=256, steps=2, highres_scale=1.5, seed=3)
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(COMPILE_ENV, raising=False)
+    monkeypatch.delenv("ICLIGHT_ATTENTION", raising=False)
+
+
+def test_defaults_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert SpeedSettings.default(torch.device("cpu")) == SpeedSettings()
+    cuda = SpeedSettings.default(torch.device("cuda"))
+    assert cuda.fused_qkv and cuda.channels_last and not cuda.compile
+    assert cuda.label == "fused_qkv+channels_last"
+    monkeypatch.setenv(COMPILE_ENV, "1")
+    assert SpeedSettings.default(torch.device("cuda")).label == "fused_qkv+channels_last+compile"
+    monkeypatch.setenv(COMPILE_ENV, "all")
+    assert SpeedSettings.default(torch.device("cpu")).label == "compile+compile_vae"
+    monkeypatch.setenv("ICLIGHT_ATTENTION", "flash")
+    assert SpeedSettings.default(torch.device("cpu")).attention == "flash"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", (False, False)), ("0", (False, False)), ("1", (True, False)), ("unet", (True, False)), ("all", (True, True))],
+)
+def test_compile_request(monkeypatch: pytest.MonkeyPatch, value: str, expected: tuple[bool, bool]) -> None:
+    monkeypatch.setenv(COMPILE_ENV, value)
+    assert compile_request() == expected
+
+
+def test_bad_settings_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(COMPILE_ENV, "fast please")
+    with pytest.raises(ValueError, match=COMPILE_ENV):
+        compile_request()
+    assert SpeedSettings(attention="warp").problems() == [
+        "ICLIGHT_ATTENTION: 'warp'; choose one of auto, flash, efficient, cudnn, math"
+    ]
+    assert SpeedSettings(compile_vae=True).problems() == ["compile_vae and cuda_graphs need compile"]
+
+
+def _image(relighter: Relighter, subject: np.ndarray, background: np.ndarray) -> np.ndarray:
+    return np.asarray(relighter.relight(subject, background, "sun", **SMALL).images[0], dtype=np.int16)
+
+
+def test_fused_qkv_and_channels_last_keep_the_pixels(
+    weights_dir: Path, relighter: Relighter, subject_array, background_array
+) -> None:
+    fast = Relighter.load(weights_dir, device="cpu", speed=SpeedSettings(fused_qkv=True, channels_last=True))
+    processors = list(fast.unet.unet.attn_processors.values())
+    assert processors and all(isinstance(p, FusedAttnProcessor2_0) for p in processors)
+    assert fast.unet.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    diff = np.abs(_image(fast, subject_array, background_array) - _image(relighter, subject_array, background_array))
+    assert diff.mean() <= 0.05 and diff.max() <= 2
+
+
+def test_attention_backend_is_applied(weights_dir: Path, relighter: Relighter, subject_array, background_array):
+    math = Relighter.load(weights_dir, device="cpu", speed=SpeedSettings(attention="math"))
+    diff = np.abs(_image(math, subject_array, background_array) - _image(relighter, subject_array, background_array))
+    assert diff.mean() <= 0.05
+    with attention_backend("efficient"), pytest.raises(RuntimeError):  # no such kernel on the CPU: it was applied
+        q = torch.randn(1, 2, 8, 4)
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+
+def test_compile_cache_key_and_a_read_only_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = cache_key(torch.device("cpu"), SpeedSettings(compile=True))
+    b = cache_key(torch.device("cpu"), SpeedSettings(compile=True, fused_qkv=True))
+    assert a != b and a.startswith("cpu-torch") and "/" not in a
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "compile-cache").write_text("not a folder")  # as unwritable as a read-only mount, even for root
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert CompileCache(weights, torch.device("cpu"), SpeedSettings(compile=True)).activate() is False
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
