@@ -71,28 +71,29 @@ class Plan:
     attention: tuple[str, ...] = ("flash", "efficient", "cudnn")
 
 
+def parity_cases(base: dict) -> dict[str, dict]:
+    """The cases that parity and speed measure: one image, four with Left Light, compute_normal."""
+    return {
+        "1 image": dict(base),
+        "4 images, Left Light": dict(base, number_of_images=4, light_source=C.LEFT_LIGHT),
+        "compute_normal": dict(base, compute_normal=True),
+    }
+
+
 FULL = Plan(
     "full",
-    cases={
-        "1 image": dict(DEFAULTS),
-        "4 images, Left Light": dict(DEFAULTS, number_of_images=4, light_source=C.LEFT_LIGHT),
-        "compute_normal": dict(DEFAULTS, compute_normal=True),
-    },
+    cases=parity_cases(DEFAULTS),
     big={
         "1024x1024, highres 3": dict(DEFAULTS, width=1024, height=1024, highres_scale=3.0),
         "12 images": dict(DEFAULTS, number_of_images=12),
     },
-    flat=dict(width=512, height=640, steps=8, highres_scale=1.5),
+    flat=dict(DEFAULTS, steps=8),
     repeat=3,
 )
 SMALL = dict(width=256, height=256, steps=2, highres_scale=1.5)
 QUICK = Plan(
     "tiny",
-    cases={
-        "1 image": dict(SMALL),
-        "4 images, Left Light": dict(SMALL, number_of_images=4, light_source=C.LEFT_LIGHT),
-        "compute_normal": dict(SMALL, compute_normal=True),
-    },
+    cases=parity_cases(SMALL),
     big={
         "512x512, highres 3": dict(SMALL, width=512, height=512, highres_scale=3.0),
         "12 images": dict(SMALL, number_of_images=12, highres_scale=1.0),

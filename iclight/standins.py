@@ -46,13 +46,11 @@ def write_tokenizer(folder: Path) -> int:
     return len(vocab)
 
 
-def tiny_unet() -> UNet2DConditionModel:
-    # Attention only at the lower resolution: at the hosted sizes, full-resolution attention
-    # would cost the CPU most of a minute per prediction even in this tiny model.
-    return UNet2DConditionModel(
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
+# The SD1.5 parts at each size. `full` is SD1.5 (UNet 860M parameters, CLIP ViT-L/14's text
+# tower, the KL VAE). `tiny` puts attention only at the lower resolution: at the hosted sizes,
+# full-resolution attention would cost the CPU most of a minute per prediction even so small.
+UNETS = {
+    "tiny": dict(
         layers_per_block=1,
         block_out_channels=[32, 64],
         norm_num_groups=8,
@@ -60,49 +58,57 @@ def tiny_unet() -> UNet2DConditionModel:
         up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
         cross_attention_dim=32,
         attention_head_dim=4,
-    )
-
-
-def full_unet() -> UNet2DConditionModel:
-    """SD1.5's UNet (860M parameters)."""
-    return UNet2DConditionModel(
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
+        sample_size=32,
+    ),
+    "full": dict(
         layers_per_block=2,
         block_out_channels=[320, 640, 1280, 1280],
         down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
         up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
         cross_attention_dim=768,
         attention_head_dim=8,
-    )
+        sample_size=64,
+    ),
+}
+VAES = {
+    "tiny": dict(layers_per_block=1, block_out_channels=[8, 8, 16, 16], norm_num_groups=8, sample_size=64),
+    "full": dict(layers_per_block=2, block_out_channels=[128, 256, 512, 512], sample_size=512),
+}
+TEXT = {  # hidden, intermediate, layers, heads, smallest embedding table
+    "tiny": (32, 64, 2, 4, 0),
+    "full": (768, 3072, 12, 12, 49408),
+}
 
 
-def full_vae() -> AutoencoderKL:
+def unet(size: str = "tiny") -> UNet2DConditionModel:
+    return UNet2DConditionModel(in_channels=4, out_channels=4, **UNETS[size])
+
+
+def vae(size: str = "tiny") -> AutoencoderKL:
+    blocks = len(VAES[size]["block_out_channels"])
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         latent_channels=4,
-        layers_per_block=2,
-        block_out_channels=[128, 256, 512, 512],
-        sample_size=512,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
+        down_block_types=["DownEncoderBlock2D"] * blocks,
+        up_block_types=["UpDecoderBlock2D"] * blocks,
+        **VAES[size],
     )
 
 
-def full_text_encoder(vocab_size: int) -> CLIPTextModel:
-    """CLIP ViT-L/14's text tower: SD1.5's shapes (the embedding as big as the real vocabulary)."""
+def text_encoder(vocab_size: int, size: str = "tiny") -> CLIPTextModel:
+    """A CLIP text tower; its special tokens are the tokenizer's last two ids."""
+    hidden, intermediate, layers, heads, embeddings = TEXT[size]
     return CLIPTextModel(
         CLIPTextConfig(
-            vocab_size=max(vocab_size, 49408),
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
+            vocab_size=max(vocab_size, embeddings),
+            hidden_size=hidden,
+            intermediate_size=intermediate,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
             max_position_embeddings=77,
             hidden_act="quick_gelu",
-            projection_dim=768,
+            projection_dim=hidden,
             bos_token_id=vocab_size - 2,
             eos_token_id=vocab_size - 1,
             pad_token_id=vocab_size - 1,
@@ -110,36 +116,12 @@ def full_text_encoder(vocab_size: int) -> CLIPTextModel:
     )
 
 
-def tiny_vae() -> AutoencoderKL:
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        layers_per_block=1,
-        block_out_channels=[8, 8, 16, 16],
-        norm_num_groups=8,
-        sample_size=64,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-    )
+def tiny_unet() -> UNet2DConditionModel:
+    return unet("tiny")
 
 
 def tiny_text_encoder(vocab_size: int) -> CLIPTextModel:
-    return CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            projection_dim=32,
-            bos_token_id=vocab_size - 2,
-            eos_token_id=vocab_size - 1,
-            pad_token_id=vocab_size - 1,
-        )
-    )
+    return text_encoder(vocab_size, "tiny")
 
 
 def offset_for(unet: UNet2DConditionModel, scale: float = 0.02) -> dict[str, torch.Tensor]:
@@ -159,17 +141,16 @@ def write_tiny_weights(root: Path, seed: int = 0) -> Path:
 def write_weights(root: Path, size: str = "tiny", seed: int = 0) -> Path:
     """A complete weights folder at `root`: `tiny` (about 180 MB) or `full` (SD1.5 shapes in
     float32, as published: about 7.7 GB)."""
-    if size not in ("tiny", "full"):
+    if size not in UNETS:
         raise ValueError(f"size: {size!r}; expected tiny or full")
     torch.manual_seed(seed)
     sd = root / layout.SD_DIR
     vocab_size = write_tokenizer(sd / "tokenizer")
-    text = tiny_text_encoder(vocab_size) if size == "tiny" else full_text_encoder(vocab_size)
-    text.save_pretrained(sd / "text_encoder", safe_serialization=True)
-    (tiny_vae() if size == "tiny" else full_vae()).save_pretrained(sd / "vae", safe_serialization=True)
-    unet = tiny_unet() if size == "tiny" else full_unet()
-    unet.save_pretrained(sd / "unet", safe_serialization=True)
-    save_file(offset_for(unet), str(root / layout.OFFSET_FILE))
+    text_encoder(vocab_size, size).save_pretrained(sd / "text_encoder", safe_serialization=True)
+    vae(size).save_pretrained(sd / "vae", safe_serialization=True)
+    model = unet(size)
+    model.save_pretrained(sd / "unet", safe_serialization=True)
+    save_file(offset_for(model), str(root / layout.OFFSET_FILE))
     rmbg_path = root / layout.RMBG_FILE
     rmbg_path.parent.mkdir(parents=True, exist_ok=True)
     rmbg = BriaRMBG()

@@ -57,3 +57,26 @@ def image_files(tmp_path: Path, subject_array: np.ndarray, background_array: np.
     Image.fromarray(subject_array).save(s)
     Image.fromarray(background_array).save(b)
     return s, b
+
+
+@pytest.fixture
+def cog_predict(weights_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The Cog predictor as the worker drives it: setup(), then run() with every input given
+    (the hosted defaults, overridden by the keywords); returns the files it wrote."""
+    from cog import Path as CogPath
+
+    from iclight import constants as C
+    from predict import Predictor
+
+    monkeypatch.setenv("ICLIGHT_WEIGHTS_DIR", str(weights_dir))
+    monkeypatch.setenv("ICLIGHT_DEVICE", "cpu")
+    monkeypatch.setenv("ICLIGHT_OUTPUT_DIR", str(tmp_path / "cog-outputs"))
+    predictor = Predictor()
+    predictor.setup()
+
+    def run(subject: Path, background: Path, **inputs) -> list[Path]:
+        values = {s.name: s.default for s in C.INPUTS} | inputs
+        values |= {"subject_image": CogPath(subject), "background_image": CogPath(background)}
+        return [Path(f) for f in predictor.run(**values)]
+
+    return run

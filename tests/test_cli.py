@@ -16,7 +16,8 @@ from iclight.pipeline import Relighter
 from iclight.recipe import read_recipe
 
 SMALL = ["--width", "256", "--height", "256", "--steps", "2", "--highres-scale", "1.0", "--seed", "21"]
-API_SMALL = dict(width=256, height=256, steps=2, highres_scale=1.0, seed=21)
+API_SMALL_SIZES = dict(width=256, height=256, steps=2, highres_scale=1.0)
+API_SMALL = dict(API_SMALL_SIZES, seed=21)
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def _pixels(path: Path) -> np.ndarray:
 
 
 def test_cli_api_and_predictor_agree(
-    weights_dir: Path, relighter: Relighter, image_files, mask_file: Path, tmp_path: Path, monkeypatch
+    weights_dir: Path, relighter: Relighter, image_files, mask_file: Path, tmp_path: Path, cog_predict
 ) -> None:
     subject, background = image_files
     out = tmp_path / "out"
@@ -52,33 +53,7 @@ def test_cli_api_and_predictor_agree(
     api_img = np.asarray(relighter.relight(subject, background, "sun", **API_SMALL).images[0])
     assert np.array_equal(cli_img, api_img)
 
-    monkeypatch.setenv("ICLIGHT_WEIGHTS_DIR", str(weights_dir))
-    monkeypatch.setenv("ICLIGHT_DEVICE", "cpu")
-    from cog import Path as CogPath
-
-    from predict import Predictor
-
-    predictor = Predictor()
-    predictor.setup()
-    files = predictor.run(
-        subject_image=CogPath(subject),
-        background_image=CogPath(background),
-        prompt="sun",
-        appended_prompt="best quality",
-        negative_prompt="lowres, bad anatomy, bad hands, cropped, worst quality",
-        compute_normal=False,
-        width=256,
-        height=256,
-        steps=2,
-        cfg=2.0,
-        highres_scale=1.0,
-        highres_denoise=0.5,
-        light_source="Use Background Image",
-        seed=21,
-        number_of_images=1,
-        output_format="png",
-        output_quality=80,
-    )
+    files = cog_predict(subject, background, prompt="sun", seed=21, output_format="png", **API_SMALL_SIZES)
     assert np.array_equal(_pixels(Path(files[0])), cli_img)
 
 

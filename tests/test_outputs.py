@@ -125,8 +125,10 @@ def test_keep_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
 
 @pytest.mark.server
 def test_thirty_predictions_through_the_server_stay_bounded(
-    weights_dir: Path, tmp_path: Path, subject_array: np.ndarray, background_array: np.ndarray
+    weights_dir: Path, tmp_path: Path, subject_array: np.ndarray, background_array: np.ndarray, capsys
 ) -> None:
+    """ICLIGHT_TEST_PREDICTIONS=200 pytest -s -k thirty measures a longer run the same way."""
+    count = int(os.environ.get("ICLIGHT_TEST_PREDICTIONS", "30"))
     root = tmp_path / "outputs"
     root.mkdir()
     foreign = root / "iclight-not-ours"
@@ -147,7 +149,7 @@ def test_thirty_predictions_through_the_server_stay_bounded(
         highres_scale=1.0,
     )
     with cog_server(weights_dir, tmp_path, ICLIGHT_OUTPUT_DIR=str(root)) as url:
-        for i in range(30):
+        for i in range(count):
             out = predict(url, seed=i, number_of_images=1 + i % 2, **inputs)
             assert out["status"] == "succeeded", out.get("error")
             served = [uri_bytes(u) for u in out["output"]]
@@ -159,5 +161,8 @@ def test_thirty_predictions_through_the_server_stay_bounded(
             on_disk = [(newest / f"output_{k}.webp").read_bytes() for k in range(len(served))]
             assert on_disk == served
     assert len(_ours(root)) == DEFAULT_KEEP
+    on_disk = sum(f.stat().st_size for folder in _ours(root) for f in folder.iterdir())
+    with capsys.disabled():
+        print(f"\n{count} predictions: {len(_ours(root))} output folders, {on_disk} bytes in them")
     assert (foreign / "output_0.webp").read_bytes() == b"someone else's"
     assert (user_out / "subject-1-0.png").read_bytes() == b"the user's"

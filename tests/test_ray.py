@@ -91,7 +91,7 @@ def _check_complete(out: Path) -> list[dict]:
 
 
 def test_ray_matches_local_batch_and_predictor(
-    cluster: str, manifest: Path, weights_dir: Path, tmp_path: Path, monkeypatch
+    cluster: str, manifest: Path, weights_dir: Path, tmp_path: Path, cog_predict
 ) -> None:
     on_ray, local = tmp_path / "ray", tmp_path / "local"
     assert cli.main(_argv(manifest, on_ray, weights_dir, "--ray", "--workers", "2", "--device", "cpu")) == 1
@@ -103,36 +103,20 @@ def test_ray_matches_local_batch_and_predictor(
     assert ray_px.keys() == local_px.keys()
     assert all(np.array_equal(ray_px[k], local_px[k]) for k in ray_px)
 
-    monkeypatch.setenv("ICLIGHT_WEIGHTS_DIR", str(weights_dir))
-    monkeypatch.setenv("ICLIGHT_DEVICE", "cpu")
-    monkeypatch.setenv("ICLIGHT_OUTPUT_DIR", str(tmp_path / "cog"))
-    from cog import Path as CogPath
-
-    from predict import Predictor
-
-    predictor = Predictor()
-    predictor.setup()
     first = results[0]
     job = json.loads(manifest.read_text().splitlines()[0])
     with one_thread():
-        (file,) = predictor.run(
-            subject_image=CogPath(manifest.parent / job["subject"]),
-            background_image=CogPath(manifest.parent / job["background"]),
+        (file,) = cog_predict(
+            manifest.parent / job["subject"],
+            manifest.parent / job["background"],
             prompt="sun",
-            appended_prompt="best quality",
-            negative_prompt="lowres, bad anatomy, bad hands, cropped, worst quality",
-            compute_normal=False,
+            light_source=job["light_source"],
+            seed=job["seed"],
+            output_format="png",
             width=256,
             height=256,
             steps=2,
-            cfg=2.0,
             highres_scale=1.0,
-            highres_denoise=0.5,
-            light_source=job["light_source"],
-            seed=job["seed"],
-            number_of_images=1,
-            output_format="png",
-            output_quality=80,
         )
     assert np.array_equal(_pixels(file), _pixels(first["outputs"][0]))
 
