@@ -283,15 +283,49 @@ def parity(ours: Relighter, hosted: Hosted | None, plan: Plan, images: tuple[Pat
     return found
 
 
+@contextmanager
+def host_syncs(relighter: Relighter) -> Iterator[dict[str, int]]:
+    """Count the operations that make the host wait for the GPU inside each diffusion pass (the
+    denoising loops: the pipelines' calls), with torch's sync debug mode. CUDA only."""
+    import warnings
+
+    counts = {"low-res pass": 0, "high-res pass": 0}
+    if relighter.device.type != "cuda":
+        yield counts
+        return
+    originals = relighter.t2i, relighter.i2i
+
+    def counted(pipe, key: str):
+        def call(*args, **kwargs):
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                with warnings.catch_warnings(record=True) as seen:
+                    warnings.simplefilter("always")
+                    return pipe(*args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+                counts[key] += sum("synchroniz" in str(w.message) for w in seen)
+
+        return call
+
+    relighter.t2i, relighter.i2i = counted(originals[0], "low-res pass"), counted(originals[1], "high-res pass")
+    try:
+        yield counts
+    finally:
+        relighter.t2i, relighter.i2i = originals
+
+
 def speed(ours: Relighter, hosted: Hosted | None, plan: Plan, images: tuple[Path, Path]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for name, case in plan.cases.items():
-        predict_once(ours, case, ours.device, images)  # warm-up
+        with host_syncs(ours) as syncs:
+            predict_once(ours, case, ours.device, images)  # warm-up, counting the host syncs
         runs = [predict_once(ours, case, ours.device, images) for _ in range(plan.repeat)]
         best = min(runs, key=lambda r: r["predict_s"])
         n = 1 if case.get("compute_normal") else case.get("number_of_images", 1)
         entry = {"ours_s": best["predict_s"], "ours_per_image_s": best["predict_s"] / n, "stages_s": best["stages_s"]}
         entry["peak_cuda_gb"] = best["peak_cuda_gb"]
+        entry["host_syncs"] = syncs
         if hosted:
             hosted.run(case)  # warm-up
             entry["hosted_s"] = min(hosted.run(case)[1] for _ in range(plan.repeat))
@@ -458,6 +492,11 @@ def table(r: Report) -> str:
         hosted = f"{s['hosted_s']:>9.2f} {s['speedup']:>7.2f}x" if "hosted_s" in s else f"{'-':>9} {'-':>8}"
         peak = f"{s['peak_cuda_gb']:>8.2f}" if s.get("peak_cuda_gb") else f"{'-':>8}"
         lines.append(f"  {name:<22} {s['ours_s']:>8.2f} {s['ours_per_image_s']:>8.2f} {hosted} {peak}")
+    if m["device"].startswith("cuda"):
+        syncs = "; ".join(
+            f"{n}: {s['host_syncs']['low-res pass']}/{s['host_syncs']['high-res pass']}" for n, s in r.speed.items()
+        )
+        lines.append(f"  host syncs inside the passes (low-res/high-res): {syncs}")
     mem = r.memory or {"samples": [0.0], "measure": "skipped", "flat": True}
     lines += [
         "",

@@ -55,3 +55,31 @@ def test_compile_cache_is_written_then_loaded(report) -> None:
     assert warm["graphs"] == 1  # one dynamic graph for both passes and four sizes
     assert warm["vs_eager"]["mean"] <= 1.0
     assert warm["boot_s"] < cold["wall_s"]
+
+
+def test_host_syncs_are_counted_per_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counting itself (CUDA's sync debug mode is stood in for: this is a CPU build)."""
+    import types
+    import warnings
+
+    import torch
+
+    from iclight.gpucheck import host_syncs
+
+    modes = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+
+    def pipe(syncs: int):
+        def call(**kwargs):
+            for _ in range(syncs):
+                warnings.warn("called a synchronizing CUDA operation", stacklevel=1)
+            return "latents"
+
+        return call
+
+    t2i, i2i = pipe(1), pipe(3)
+    fake = types.SimpleNamespace(device=torch.device("cuda"), t2i=t2i, i2i=i2i)
+    with host_syncs(fake) as counts:
+        assert fake.t2i(prompt="x") == "latents" and fake.i2i() == "latents" and fake.i2i() == "latents"
+    assert counts == {"low-res pass": 1, "high-res pass": 6}
+    assert fake.t2i is t2i and fake.i2i is i2i and modes == ["warn", "default"] * 3
