@@ -159,3 +159,18 @@ def write_weights(root: Path, size: str = "tiny", seed: int = 0) -> Path:
             buf.uniform_(0.5, 1.5)
     save_file({k: v.contiguous() for k, v in rmbg.state_dict().items()}, str(rmbg_path))
     return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m iclight.standins", description=__doc__)
+    p.add_argument("dir", type=Path, help="the weights folder to write")
+    p.add_argument("--size", choices=sorted(UNETS), default="tiny")
+    args = p.parse_args(argv)
+    print(f"wrote {args.size} stand-in weights into {write_weights(args.dir, args.size)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
