@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -57,21 +58,18 @@ def run_batch(jobs: list[Job], out: Path, executor: Executor) -> Summary:
             log.write(json.dumps(record) + "\n")
         runnable = [job for job in todo if not job.error]
         outcomes = [Outcome(job.id, job.error, job.params.get("seed"), 0.0) for job in todo if job.error]
-        for outcome in _chain(outcomes, executor(runnable) if runnable else ()):
+        failed = 0
+        for outcome in chain(outcomes, executor(runnable) if runnable else ()):
             record = commit(out, by_id[outcome.id], outcome)
             summary.records[outcome.id] = record
             log.write(json.dumps(record) + "\n")
             log.flush()
+            failed += not outcome.ok
             bar.update()
-            bar.set_postfix(failed=len(summary.failures), refresh=False)
+            bar.set_postfix(failed=failed, refresh=False)
     summary.seconds = time.perf_counter() - start
     _write_results(out, jobs, summary)
     return summary
-
-
-def _chain(*parts: Iterable[Outcome]) -> Iterable[Outcome]:
-    for part in parts:
-        yield from part
 
 
 def _write_results(out: Path, jobs: list[Job], summary: Summary) -> None:

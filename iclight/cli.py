@@ -99,9 +99,10 @@ def add_model_options(p: argparse.ArgumentParser, prompt_required: bool = True) 
     add_runtime_options(p)
 
 
-def add_runtime_options(p: argparse.ArgumentParser) -> None:
+def add_runtime_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
     r = p.add_argument_group("where")
-    r.add_argument("-o", "--out", type=Path, default=Path("out"), help="output folder (default: out)")
+    if outputs:
+        r.add_argument("-o", "--out", type=Path, default=Path("out"), help="output folder (default: out)")
     r.add_argument(
         "--weights", type=Path, default=None, help="weights folder (default: ICLIGHT_WEIGHTS_DIR or weights/)"
     )
@@ -171,10 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         "this machine use the page, its GPU and its disk space)",
     )
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument(
-        "--weights", type=Path, default=None, help="weights folder (default: ICLIGHT_WEIGHTS_DIR or weights/)"
-    )
-    p.add_argument("--device", default=None, help="auto, cpu or cuda (default: ICLIGHT_DEVICE or auto)")
+    add_runtime_options(p, outputs=False)
     p = command("reproduce", "make an output again from its sidecar JSON or from the image itself")
     p.add_argument("recipe", type=Path, help="NAME.json, or an image that carries a recipe")
     add_runtime_options(p)
