@@ -2,7 +2,9 @@
 
 A Linux torch wheel carries its own CUDA runtime (the `nvidia-*` or `cuda-toolkit`
 packages it requires), so the container's CUDA (`build.cuda` in cog.yaml) must be the
-same one, and the host needs a driver at least as new as that CUDA asks for.
+same one, and the host needs a driver at least as new as that CUDA asks for. Cog's own
+torch -> CUDA table (August 2026) ends at torch 2.11, so for newer pins `build.cuda` must be
+given: Cog then picks its newest base image of that CUDA and installs the pinned torch as is.
 """
 
 from __future__ import annotations

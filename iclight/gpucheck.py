@@ -1,6 +1,7 @@
 """`make gpu-check`: the CUDA path, run and measured in one command, against the hosted code.
 
-    python -m iclight.gpucheck OUT_DIR [--reference DIR] [--device cuda|cpu] [--quick]
+    python -m iclight.gpucheck OUT_DIR [--reference DIR] [--device cuda|cpu] [--quick] [--budget S]
+    python -m iclight.gpucheck --table OUT_DIR/gpu-check.json
 
 On a bare CUDA machine with Python 3.12 and torch (and this package's dependencies) it
 writes full-size SD1.5 stand-in weights itself (random values, real shapes), prepares the
@@ -11,17 +12,23 @@ float16 UNet, then measures:
             and p99 absolute difference per image, and any NaN or inf (skipped without
             --reference: the hosted code is never part of this repository)
   speed     setup from prepared weights; 1 image, 4 images, compute_normal at the hosted
-            defaults, best of 3 after a warm-up, per stage, ours and the hosted code's
+            defaults, best of 3 after a warm-up, per stage, ours and the hosted code's, and
+            our host syncs inside the diffusion passes
   memory    peak CUDA memory per case; 20 predictions in a row, allocated memory flat
+  settings  every speed setting (speed.py) against eager float16 (and the hosted code's
+            image): gain and pixel difference
+  compile   ICLIGHT_COMPILE=1 booted in fresh processes, with a cold and then a warm cache
   big       1 image at 1024x1024 with highres 3, and 12 images: done, or the out-of-memory
             error and the next prediction fine
-  settings  every speed setting (speed.py) against eager float16: gain and pixel difference;
-            torch.compile booted twice in fresh processes, with a cold and a warm cache
+  compile-vae, compile-graphs  ICLIGHT_COMPILE=all, then graphs, booted cold (full run only)
 
 --reference DIR holds the hosted `ref_predict.py` and `briarmbg.py` (exported from a clone
 of zsxkib/IC-Light, branch background-model) and `ref_run.py`, the runner from the parity kit.
 `--device cpu --quick` runs every step on the CPU with tiny weights and small sizes (`make
-test` does), so the script cannot rot. Writes OUT_DIR/gpu-check.json and prints a table.
+test` does), so the script cannot rot. Writes OUT_DIR/gpu-check.json after every section (a run
+cut short keeps what it measured; `--table` prints it) and prints a table at the end. With
+`--budget S`, the optional sections that would start after S seconds are skipped, and the
+compile processes are stopped at the budget: a lent GPU's time is short.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +56,17 @@ from . import constants as C
 from . import cuda, layout
 from .bench import predict_once
 from .pipeline import GPUOutOfMemoryError, Relighter
-from .speed import COMPILE_ENV, SpeedSettings
+from .speed import CACHE_DIR, COMPILE_ENV, SpeedSettings
 from .standins import write_weights
 from .weights import dtypes_for, prepare, prepared_path, resolve_device
 
 PARITY_MEAN, PARITY_P99 = 1.0, 4.0  # grey levels, per image
 SETTING_MEAN = 1.0  # a setting stays on by default only within this of eager float16
+HOSTED_IMAGE, EAGER_IMAGE = "hosted.png", "eager.png"  # the first case's first image, for the settings
 DEFAULTS = dict(width=512, height=640, steps=25, highres_scale=1.5)
-SKIPPABLE = ("memory", "big", "settings", "compile")
+# Boots after the others, in fresh processes with a cold cache (full run): section -> (name, ICLIGHT_COMPILE).
+EXTRA_BOOTS = {"compile-vae": ("with the VAE, cold", "all"), "compile-graphs": ("CUDA graphs, cold", "graphs")}
+SKIPPABLE = ("memory", "settings", "compile", "big", *EXTRA_BOOTS)  # in the order they run
 
 
 @dataclass(frozen=True)
@@ -65,9 +75,11 @@ class Plan:
     cases: dict[str, dict]
     big: dict[str, dict]
     flat: dict  # the case repeated for the memory check
-    repeat: int
+    repeat: int  # timed runs of each speed case, after a warm-up (parity's run, where it ran)
+    sweep_repeat: int  # timed runs of each setting, after a warm-up
     in_a_row: int = 20
     matted: bool = False  # after the speed cases, a subject with its own alpha (no background removal)
+    extra_boots: bool = True  # the EXTRA_BOOTS
     attention: tuple[str, ...] = ("flash", "efficient", "cudnn")
 
 
@@ -89,6 +101,7 @@ FULL = Plan(
     },
     flat=dict(DEFAULTS, steps=8),
     repeat=3,
+    sweep_repeat=2,
 )
 SMALL = dict(width=256, height=256, steps=2, highres_scale=1.5)
 QUICK = Plan(
@@ -100,8 +113,10 @@ QUICK = Plan(
     },
     flat=dict(SMALL, highres_scale=1.0),
     repeat=2,
+    sweep_repeat=2,
     in_a_row=5,
     matted=True,
+    extra_boots=False,
     attention=("math",),
 )
 
@@ -118,7 +133,44 @@ class Report:
     big: dict[str, Any] = field(default_factory=dict)
     settings: list[dict[str, Any]] = field(default_factory=list)
     compile: dict[str, Any] = field(default_factory=dict)
+    sections_s: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+
+
+class Progress:
+    """Saves the report after every section, so that a run cut short keeps its figures, and
+    keeps the optional sections within the time budget (None: no budget)."""
+
+    def __init__(self, report: Report, out: Path, budget: float | None, skip: set[str]) -> None:
+        self.report, self.path, self.budget, self.skip = report, out / "gpu-check.json", budget, skip
+        self.start = time.perf_counter()
+
+    def left(self) -> float | None:
+        return None if self.budget is None else self.budget - (time.perf_counter() - self.start)
+
+    def wants(self, name: str) -> bool:
+        """Whether optional section `name` runs: neither skipped by request nor out of time."""
+        if name in self.skip:
+            self.report.skipped[name] = "--skip"
+            return False
+        left = self.left()
+        if left is not None and left <= 0:
+            self.report.skipped[name] = "out of time (--budget)"
+            return False
+        return True
+
+    @contextmanager
+    def section(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.report.sections_s[name] = time.perf_counter() - start
+        self.save()
+        print(f"gpu-check: {name} done in {self.report.sections_s[name]:.0f} s", flush=True)
+
+    def save(self) -> None:
+        self.report.seconds = time.perf_counter() - self.start
+        self.path.write_text(json.dumps(asdict(self.report), indent=1, default=str))
 
 
 # -- what runs where --------------------------------------------------------------------------------
@@ -240,13 +292,14 @@ class Hosted:
 
 @contextmanager
 def non_finite(*modules: torch.nn.Module) -> Iterator[list[int]]:
-    """Count NaN or inf values in the outputs of `modules` while the block runs."""
-    found = [0]
+    """Count NaN or inf values in the outputs of `modules` while the block runs. The counts stay
+    on the device until the block ends: reading each would add a host sync to every step."""
+    found, counts = [0], []
 
     def hook(_module, _args, output) -> None:
         tensor = output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
         if isinstance(tensor, torch.Tensor):
-            found[0] += int((~torch.isfinite(tensor)).sum())
+            counts.append((~torch.isfinite(tensor)).sum())
 
     handles = [m.register_forward_hook(hook) for m in modules]
     try:
@@ -254,6 +307,7 @@ def non_finite(*modules: torch.nn.Module) -> Iterator[list[int]]:
     finally:
         for h in handles:
             h.remove()
+        found[0] = sum(int(c) for c in counts)
 
 
 def difference(a: np.ndarray | Image.Image, b: np.ndarray | Image.Image) -> dict[str, float]:
@@ -264,21 +318,26 @@ def difference(a: np.ndarray | Image.Image, b: np.ndarray | Image.Image) -> dict
 # -- sections ---------------------------------------------------------------------------------------
 
 
-def parity(ours: Relighter, hosted: Hosted | None, plan: Plan, images: tuple[Path, Path]) -> dict[str, Any]:
+def parity(ours: Relighter, hosted: Hosted | None, plan: Plan, images: tuple[Path, Path], out: Path) -> dict[str, Any]:
+    """Per case and image, ours against the hosted code; each run also warms its case up for
+    `speed` and counts our host syncs. The hosted code's first image goes to OUT/hosted.png."""
     if hosted is None:
         return {"skipped": "no --reference: the hosted code is not part of this repository"}
     found: dict[str, Any] = {}
     for name, case in plan.cases.items():
-        with non_finite(ours.unet, ours.vae.decoder) as ours_bad:
+        with non_finite(ours.unet, ours.vae.decoder) as ours_bad, host_syncs(ours) as syncs:
             mine = predict_once(ours, case, ours.device, images, keep_images=True)["images"]
         with non_finite(hosted.ref.unet, hosted.ref.vae.decoder) as theirs_bad:
             theirs, _ = hosted.run(case)
+        if not found:
+            Image.fromarray(theirs[0]).save(out / HOSTED_IMAGE)
         per_image = [difference(a, b) for a, b in zip(mine, theirs, strict=True)]
         found[name] = {
             "images": per_image,
             "non_finite": {"ours": ours_bad[0], "hosted": theirs_bad[0]},
             "ok": all(d["mean"] <= PARITY_MEAN and d["p99"] <= PARITY_P99 for d in per_image)
             and ours_bad[0] == theirs_bad[0] == 0,
+            "host_syncs": syncs,
         }
     return found
 
@@ -315,11 +374,18 @@ def host_syncs(relighter: Relighter) -> Iterator[dict[str, int]]:
         relighter.t2i, relighter.i2i = originals
 
 
-def speed(ours: Relighter, hosted: Hosted | None, plan: Plan, images: tuple[Path, Path]) -> dict[str, Any]:
+def speed(
+    ours: Relighter, hosted: Hosted | None, plan: Plan, images: tuple[Path, Path], warmed: dict[str, Any]
+) -> dict[str, Any]:
+    """Best of `plan.repeat` per case, ours and the hosted code's; the cases that parity ran
+    (`warmed`) are warm already, with our host syncs counted."""
     found: dict[str, Any] = {}
     for name, case in plan.cases.items():
-        with host_syncs(ours) as syncs:
-            predict_once(ours, case, ours.device, images)  # warm-up, counting the host syncs
+        if name in warmed:
+            syncs = warmed[name]["host_syncs"]
+        else:
+            with host_syncs(ours) as syncs:
+                predict_once(ours, case, ours.device, images)  # warm-up, counting the host syncs
         runs = [predict_once(ours, case, ours.device, images) for _ in range(plan.repeat)]
         best = min(runs, key=lambda r: r["predict_s"])
         n = 1 if case.get("compute_normal") else case.get("number_of_images", 1)
@@ -327,7 +393,8 @@ def speed(ours: Relighter, hosted: Hosted | None, plan: Plan, images: tuple[Path
         entry["peak_cuda_gb"] = best["peak_cuda_gb"]
         entry["host_syncs"] = syncs
         if hosted:
-            hosted.run(case)  # warm-up
+            if name not in warmed:
+                hosted.run(case)  # warm-up
             entry["hosted_s"] = min(hosted.run(case)[1] for _ in range(plan.repeat))
             entry["speedup"] = entry["hosted_s"] / entry["ours_s"]
         found[name] = entry
@@ -366,68 +433,96 @@ def big(ours: Relighter, plan: Plan, images: tuple[Path, Path]) -> dict[str, Any
     return found
 
 
-def sweep(root: Path, device: torch.device, plan: Plan, images: tuple[Path, Path], out: Path) -> list[dict[str, Any]]:
-    """Each setting alone, then the defaults, each in a fresh relighter against eager."""
+def sweep(
+    root: Path,
+    device: torch.device,
+    plan: Plan,
+    images: tuple[Path, Path],
+    out: Path,
+    progress: Progress,
+    hosted: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Each setting alone, then the defaults, each in a fresh relighter against eager (and
+    against the hosted code's image of the same case, where parity ran)."""
     configs = [SpeedSettings(), SpeedSettings(fused_qkv=True), SpeedSettings(channels_last=True)]
     configs += [SpeedSettings(attention=name) for name in plan.attention]
-    configs.append(replace(SpeedSettings.default(device), compile=False, compile_vae=False))
-    case, rows, eager = plan.cases["1 image"], [], None
-    for settings in configs:
+    configs.append(SpeedSettings.default(device).uncompiled())
+    case, rows, eager = plan.cases["1 image"], progress.report.settings, None
+    for i, settings in enumerate(configs):
+        label = f"defaults: {settings.label}" if i == len(configs) - 1 else settings.label
+        left = progress.left()
+        if left is not None and left <= 0:
+            rows.append({"setting": label, "skipped": "out of time (--budget)"})
+            continue
         try:
             relighter = Relighter.load(root, device=str(device), speed=settings)
             predict_once(relighter, case, device, images)  # warm-up
-            runs = [predict_once(relighter, case, device, images, keep_images=True) for _ in range(plan.repeat)]
+            runs = [predict_once(relighter, case, device, images, keep_images=True) for _ in range(plan.sweep_repeat)]
         except (RuntimeError, ValueError) as e:  # a backend this GPU or build lacks
-            rows.append({"setting": settings.label, "error": f"{type(e).__name__}: {e}"[:300]})
+            rows.append({"setting": label, "error": f"{type(e).__name__}: {e}"[:300]})
             continue
         finally:
             relighter = None
             _free()
         best = min(runs, key=lambda r: r["predict_s"])
         eager = eager or best
-        row = {
-            "setting": settings.label,
-            "predict_s": best["predict_s"],
-            "gain": eager["predict_s"] / best["predict_s"],
-        }
+        row = {"setting": label, "predict_s": best["predict_s"], "gain": eager["predict_s"] / best["predict_s"]}
         row["vs_eager"] = difference(best["images"][0], eager["images"][0])
         row["within_tolerance"] = row["vs_eager"]["mean"] <= SETTING_MEAN
+        if hosted is not None and hosted.is_file():
+            row["vs_hosted"] = difference(best["images"][0], Image.open(hosted))
         rows.append(row)
+        progress.save()
         if settings == SpeedSettings():
-            best["images"][0].save(out / "eager.png")
+            best["images"][0].save(out / EAGER_IMAGE)
     return rows
 
 
-def compiled_boots(root: Path, device: torch.device, plan: Plan, out: Path) -> dict[str, Any]:
-    """ICLIGHT_COMPILE as a deployment uses it, each step a fresh process: `weights prepare
-    --compile` compiles with no cache and writes it, then a boot loads it (warm); on the full
-    run also the UNet and the VAE, cold."""
-    cache = root / "compile-cache"
+def compiled_boots(root: Path, device: torch.device, plan: Plan, out: Path, progress: Progress) -> None:
+    """ICLIGHT_COMPILE=1 as a deployment uses it, each step a fresh process: `weights prepare
+    --compile` compiles with no cache and writes it, then a boot loads it (warm)."""
+    cache = root / CACHE_DIR
     if cache.is_dir():
         import shutil
 
         shutil.rmtree(cache)
-    env = {**os.environ, "ICLIGHT_DEVICE": str(device)}
+    found = progress.report.compile
     start = time.perf_counter()
     cmd = [sys.executable, "-m", "iclight.weights", "prepare", str(root), "--compile"]
-    prepared = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
-    found: dict[str, Any] = {
-        "cold (weights prepare --compile)": {"wall_s": time.perf_counter() - start, "ok": prepared.returncode == 0}
-        if prepared.returncode == 0
-        else {"error": prepared.stderr[-2000:]}
-    }
-    boots = {"warm": "1"} | ({} if plan.size == "tiny" else {"with the VAE, cold": "all"})
-    for name, request in boots.items():
-        cmd = [sys.executable, "-m", "iclight.gpucheck", str(out), "--child-boot", "--weights", str(root)]
-        cmd += ["--device", str(device)] + (["--quick"] if plan.size == "tiny" else [])
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env={**env, COMPILE_ENV: request})
-        if run.returncode != 0:
-            found[name] = {"error": run.stderr[-2000:]}
-            continue
-        found[name] = json.loads(run.stdout.strip().splitlines()[-1])
-        if (out / "eager.png").is_file():
-            found[name]["vs_eager"] = difference(Image.open(found[name]["image"]), Image.open(out / "eager.png"))
+    prepared = _child(cmd, _child_env(device), progress)
+    ok = isinstance(prepared, str)
+    found["cold (weights prepare --compile)"] = {"wall_s": time.perf_counter() - start, "ok": True} if ok else prepared
+    progress.save()
+    found["warm"] = _boot(root, device, plan, out, progress, "1")
+
+
+def _boot(root: Path, device: torch.device, plan: Plan, out: Path, progress: Progress, request: str) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "iclight.gpucheck", str(out), "--child-boot", "--weights", str(root)]
+    cmd += ["--device", str(device)] + (["--quick"] if plan.size == "tiny" else [])
+    run = _child(cmd, {**_child_env(device), COMPILE_ENV: request}, progress)
+    if not isinstance(run, str):
+        return run
+    found = json.loads(run.strip().splitlines()[-1])
+    if (out / EAGER_IMAGE).is_file():
+        found["vs_eager"] = difference(Image.open(found["image"]), Image.open(out / EAGER_IMAGE))
     return found
+
+
+def _child_env(device: torch.device) -> dict[str, str]:
+    return {**os.environ, "ICLIGHT_DEVICE": str(device)}
+
+
+def _child(cmd: list[str], env: dict[str, str], progress: Progress) -> str | dict[str, str]:
+    """A child process's standard output, or what went wrong; stopped when the budget is spent."""
+    left = progress.left()
+    if left is not None and left <= 0:
+        return {"skipped": "out of time (--budget)"}
+    timeout = 1800 if left is None else max(left, 1.0)
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"stopped after {timeout:.0f} s (--budget or 30 min)"}
+    return run.stdout if run.returncode == 0 else {"error": run.stderr[-2000:]}
 
 
 def child_boot(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
@@ -468,23 +563,45 @@ def child_boot(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
 
 
 def table(r: Report) -> str:
-    m = r.machine
+    """The report as text; sections not (yet) run are left out, and the skipped ones named."""
+    lines = _head(r) + _parity_lines(r.parity) + _speed_lines(r) + _memory_lines(r) + _settings_lines(r)
+    lines += [f"skipped: {name} ({why})" for name, why in r.skipped.items()]
+    return "\n".join(lines)
+
+
+def _head(r: Report) -> list[str]:
+    m, w, s = r.machine, r.weights, r.setup
     lines = [
         f"gpu-check ({r.mode}) on {m.get('gpu', m['device'])}, driver {m.get('driver', '-')}, torch {m['torch']}"
-        f" (CUDA {m['torch_cuda']}), {r.seconds:.0f} s",
-        f"weights: {r.weights['size']} stand-ins, written in {r.weights['write_s']:.1f} s, "
-        f"prepared in {r.weights['prepare_s']:.1f} s; setup from prepared {r.setup['ours_s']:.2f} s"
-        + (f", hosted setup {r.setup['hosted_s']:.2f} s" if "hosted_s" in r.setup else ""),
-        "",
-        "parity with the hosted code (mean / p99 grey levels per image; non-finite values):",
+        f" (CUDA {m['torch_cuda']}), {r.seconds:.0f} s"
     ]
-    if "skipped" in r.parity:
-        lines.append(f"  skipped: {r.parity['skipped']}")
-    for name, p in r.parity.items():
-        if name != "skipped":
-            diffs = ", ".join(f"{d['mean']:.2f}/{d['p99']:.0f}" for d in p["images"])
-            lines.append(f"  {name:<22} {diffs}  NaN/inf {p['non_finite']}  {'ok' if p['ok'] else 'FAIL'}")
-    lines += [
+    if w:
+        lines.append(
+            f"weights: {w['size']} stand-ins, written in {w['write_s']:.1f} s, prepared in {w['prepare_s']:.1f} s"
+        )
+    if s:
+        hosted = f", hosted setup {s['hosted_s']:.2f} s" if "hosted_s" in s else ""
+        lines.append(f"setup from prepared weights {s['ours_s']:.2f} s ({s['settings']}){hosted}")
+    return lines
+
+
+def _parity_lines(parity: dict[str, Any]) -> list[str]:
+    if not parity:
+        return []
+    lines = ["", "parity with the hosted code (mean / p99 grey levels per image; non-finite values):"]
+    for name, p in parity.items():
+        if name == "skipped":
+            lines.append(f"  skipped: {p}")
+            continue
+        diffs = ", ".join(f"{d['mean']:.2f}/{d['p99']:.0f}" for d in p["images"])
+        lines.append(f"  {name:<22} {diffs}  NaN/inf {p['non_finite']}  {'ok' if p['ok'] else 'FAIL'}")
+    return lines
+
+
+def _speed_lines(r: Report) -> list[str]:
+    if not r.speed:
+        return []
+    lines = [
         "",
         f"{'speed (best of runs)':<24} {'ours s':>8} {'s/image':>8} {'hosted s':>9} {'speedup':>8} {'peak GB':>8}",
     ]
@@ -492,34 +609,47 @@ def table(r: Report) -> str:
         hosted = f"{s['hosted_s']:>9.2f} {s['speedup']:>7.2f}x" if "hosted_s" in s else f"{'-':>9} {'-':>8}"
         peak = f"{s['peak_cuda_gb']:>8.2f}" if s.get("peak_cuda_gb") else f"{'-':>8}"
         lines.append(f"  {name:<22} {s['ours_s']:>8.2f} {s['ours_per_image_s']:>8.2f} {hosted} {peak}")
-    if m["device"].startswith("cuda"):
+    if r.machine["device"].startswith("cuda"):
         syncs = "; ".join(
             f"{n}: {s['host_syncs']['low-res pass']}/{s['host_syncs']['high-res pass']}" for n, s in r.speed.items()
         )
         lines.append(f"  host syncs inside the passes (low-res/high-res): {syncs}")
-    mem = r.memory or {"samples": [0.0], "measure": "skipped", "flat": True}
-    lines += [
-        "",
-        f"{len(mem['samples'])} in a row: {mem['measure']} {mem['samples'][0]:.3f} -> {mem['samples'][-1]:.3f}"
-        f" ({'flat' if mem['flat'] else 'GROWING'})",
-        "big requests:",
-    ]
+    return lines
+
+
+def _memory_lines(r: Report) -> list[str]:
+    lines = []
+    if r.memory:
+        mem = r.memory
+        lines += [
+            "",
+            f"{len(mem['samples'])} in a row: {mem['measure']} {mem['samples'][0]:.3f} -> {mem['samples'][-1]:.3f}"
+            f" ({'flat' if mem['flat'] else 'GROWING'})",
+        ]
+    if r.big:
+        lines.append("big requests:")
     for name, b in r.big.items():
         done = f"{b['status']} in {b['seconds']:.1f} s" if b["status"] == "completed" else b["status"]
         lines.append(f"  {name:<22} {done}; next prediction {b['next_prediction_s']:.2f} s")
-    lines += ["", f"{'setting':<34} {'s':>7} {'gain':>6} {'mean':>6} {'p99':>5}  (difference from eager)"]
+    return lines
+
+
+def _settings_lines(r: Report) -> list[str]:
+    if not (r.settings or r.compile):
+        return []
+    lines = ["", f"{'setting':<34} {'s':>7} {'gain':>6} {'mean':>6} {'p99':>5}  (difference from eager; from hosted)"]
     for s in r.settings:
-        if "error" in s:
-            lines.append(f"  {s['setting']:<32} unavailable: {s['error'][:70]}")
+        if "vs_eager" not in s:
+            lines.append(f"  {s['setting']:<32} {'unavailable: ' + s['error'][:70] if 'error' in s else s['skipped']}")
             continue
         d = s["vs_eager"]
         flag = "" if s["within_tolerance"] else "  > tolerance"
-        lines.append(
-            f"  {s['setting']:<32} {s['predict_s']:>7.2f} {s['gain']:>5.2f}x {d['mean']:>6.2f} {d['p99']:>5.0f}{flag}"
-        )
+        hosted = f"; {s['vs_hosted']['mean']:.2f}/{s['vs_hosted']['p99']:.0f}" if "vs_hosted" in s else ""
+        figures = f"{s['predict_s']:>7.2f} {s['gain']:>5.2f}x {d['mean']:>6.2f} {d['p99']:>5.0f}"
+        lines.append(f"  {s['setting']:<32} {figures}{hosted}{flag}")
     for name, b in r.compile.items():
-        if "error" in b:
-            lines.append(f"  compiled, {name}: failed: {b['error'][-200:]}")
+        if "error" in b or "skipped" in b:
+            lines.append(f"  compiled, {name}: {b.get('skipped') or 'failed: ' + b['error'][-200:]}")
         elif "wall_s" in b:
             lines.append(f"  compile, {name}: {b['wall_s']:.1f} s (process start, load, compile, cache written)")
         else:
@@ -529,44 +659,57 @@ def table(r: Report) -> str:
                 f"  {label:<32} {b['predict_s']:>7.2f}  boot {b['boot_s']:.1f} s (compile {b['compile_s']:.1f} s),"
                 f" graphs {b['graphs']}, FX cache hits {b['fx_cache_hits']}{diff}"
             )
-    return "\n".join(lines)
+    return lines
 
 
 # -- command line -----------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace, plan: Plan) -> Report:
-    start = time.perf_counter()
     device = resolve_device(args.device)
     report = Report("quick" if args.quick else "full", machine(device))
     args.out.mkdir(parents=True, exist_ok=True)
-    report.weights = stand_ins(args.weights, plan, device)
+    progress = Progress(report, args.out, args.budget, args.skip)
+    with progress.section("weights"):
+        report.weights = stand_ins(args.weights, plan, device)
     images = inputs(args.out)
-    t = time.perf_counter()
-    defaults = replace(SpeedSettings.default(device), compile=False, compile_vae=False)  # compiled: see below
-    ours = Relighter.load(args.weights, device=str(device), speed=defaults)
-    _sync(device)
-    report.setup = {"ours_s": time.perf_counter() - t, "settings": ours.speed.label}
-    hosted = Hosted(args.reference, args.weights, device, images) if args.reference else None
-    if hosted:
-        report.setup["hosted_s"] = hosted.setup_s
-    report.parity = parity(ours, hosted, plan, images)
-    report.speed = speed(ours, hosted, plan, images)
+    with progress.section("setup"):
+        t = time.perf_counter()
+        defaults = SpeedSettings.default(device).uncompiled()  # compiled: see below
+        ours = Relighter.load(args.weights, device=str(device), speed=defaults)
+        _sync(device)
+        report.setup = {"ours_s": time.perf_counter() - t, "settings": ours.speed.label}
+        hosted = Hosted(args.reference, args.weights, device, images) if args.reference else None
+        if hosted:
+            report.setup["hosted_s"] = hosted.setup_s
+    with progress.section("parity"):
+        report.parity = parity(ours, hosted, plan, images, args.out)
+    with progress.section("speed"):
+        report.speed = speed(ours, hosted, plan, images, report.parity)
     hosted = None
     _free()
+    hosted_image = None if plan.matted else args.out / HOSTED_IMAGE
     if plan.matted:
         images = (with_alpha(images[0], args.out), images[1])
-    if "memory" not in args.skip:
-        report.memory = memory(ours, plan, images)
-    if "big" not in args.skip:
-        report.big = big(ours, plan, images)
+    if progress.wants("memory"):
+        with progress.section("memory"):
+            report.memory = memory(ours, plan, images)
+    if progress.wants("settings"):
+        with progress.section("settings"):
+            sweep(args.weights, device, plan, images, args.out, progress, hosted_image)
+    if progress.wants("compile"):
+        with progress.section("compile"):
+            compiled_boots(args.weights, device, plan, args.out, progress)
+    if progress.wants("big"):
+        with progress.section("big"):
+            report.big = big(ours, plan, images)
     ours = None
     _free()
-    if "settings" not in args.skip:
-        report.settings = sweep(args.weights, device, plan, images, args.out)
-    if "compile" not in args.skip:
-        report.compile = compiled_boots(args.weights, device, plan, args.out)
-    report.seconds = time.perf_counter() - start
+    for section, (name, request) in EXTRA_BOOTS.items() if plan.extra_boots else ():
+        if progress.wants(section):
+            with progress.section(section):
+                report.compile[name] = _boot(args.weights, device, plan, args.out, progress, request)
+    progress.save()
     return report
 
 
@@ -575,6 +718,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m iclight.gpucheck", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("out", type=Path, help="folder for gpu-check.json and the images")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds: optional sections that would start later are skipped, compiling stops there",
+    )
+    p.add_argument("--table", action="store_true", help="print the table of OUT (a gpu-check.json), even a partial one")
     p.add_argument("--reference", type=Path, default=None, help="folder with the hosted code (see above)")
     p.add_argument("--device", default="auto", help="cuda (default where available) or cpu")
     p.add_argument("--quick", action="store_true", help="tiny weights and small sizes (the CPU mode)")
@@ -588,6 +739,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--child-boot", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.table:
+        print(table(Report(**json.loads(args.out.read_text()))))
+        return 0
     plan = QUICK if args.quick else FULL
     if args.weights is None:
         args.weights = Path(tempfile.gettempdir()) / f"iclight-gpucheck-weights-{plan.size}"
@@ -600,7 +754,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child_boot(args, plan)))
         return 0
     report = run(args, plan)
-    (args.out / "gpu-check.json").write_text(json.dumps(asdict(report), indent=1, default=str))
     print(table(report))
     print(f"wrote {args.out / 'gpu-check.json'}")
     return 0

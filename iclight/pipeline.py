@@ -6,8 +6,6 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from .prompts import PromptEncoder
 from .rmbg import estimate_matte, on_grey
 from .speed import SpeedSettings, attention_backend, boot_compiled
 from .speed import apply as apply_speed
+from .timing import StageTimer
 from .unet import ConditionedUNet
 from .validation import InputError, validate
 from .weights import Components, load_components, resolve_device
@@ -232,31 +231,31 @@ class Relighter:
     ) -> RelightResult:
         seed = random_seed() if a["seed"] is None else a["seed"]
         log.info("Using seed: %d", seed)
-        timings: dict[str, float] = {}
+        stage = StageTimer(self.device)
         sigma = C.NORMAL_SIGMA if a["compute_normal"] else C.RELIGHT_SIGMA
 
         image, alpha = load_image_and_alpha(subject, "subject_image")  # both first: a bad file fails at once
         bg_upload = None if background is None else load_image(background, "background_image")
-        with _stage("background removal", timings):
+        with stage("background removal"):
             matte = self._matte(image, alpha, mask)
             fg = on_grey(image, matte, sigma)
-        with _stage("text", timings):
+        with stage("text"):
             embeds = self.prompts(f"{a['prompt']}, {a['appended_prompt']}", a["negative_prompt"])
 
         if a["compute_normal"]:
             runs = [
-                self._two_passes(fg, light_background(light, s.width, s.height, bg_upload), embeds, s, 1, seed, timings)
+                self._two_passes(fg, light_background(light, s.width, s.height, bg_upload), embeds, s, 1, seed, stage)
                 for light in C.NORMAL_LIGHTS
             ]
             images = normal_map(*(r[0] for r in runs), matte)
         else:
             bg = light_background(a["light_source"], s.width, s.height, bg_upload)
-            floats = self._two_passes(fg, bg, embeds, s, a["number_of_images"], seed, timings)
+            floats = self._two_passes(fg, bg, embeds, s, a["number_of_images"], seed, stage)
             images = [
                 self._finish(unit_to_uint8(x), image, bg_upload, matte, detail_transfer, keep_background)
                 for x in floats
             ]
-        return RelightResult([Image.fromarray(x) for x in images], seed, matte[..., 0], fg, timings)
+        return RelightResult([Image.fromarray(x) for x in images], seed, matte[..., 0], fg, stage.result())
 
     @staticmethod
     def _finish(
@@ -294,7 +293,7 @@ class Relighter:
         s: Settings,
         count: int,
         seed: int,
-        timings: dict[str, float],
+        stage: StageTimer,
     ) -> list[np.ndarray]:
         """Low-res text-to-image, then high-res latent refinement; floats in [0, 1]."""
         rng = torch.Generator(device=self.device).manual_seed(seed)
@@ -307,7 +306,7 @@ class Relighter:
             output_type="latent",
             guidance_scale=s.cfg,
         )
-        with _stage("low-res diffusion", timings):
+        with stage("low-res diffusion"):
             cond = self._condition(fg, bg, s.width, s.height)
             latents = self.t2i(
                 width=s.width,
@@ -316,14 +315,14 @@ class Relighter:
                 cross_attention_kwargs={"concat_conds": cond},
                 **common,
             ).images
-        with _stage("decode and resize", timings):
+        with stage("decode and resize"):
             hw, hh = s.highres_size
             pixels = [resize(p, hw, hh) for p in to_uint8(self._decode(latents))]
-        with _stage("high-res encode", timings):
+        with stage("high-res encode"):
             latents = self._encode(to_tensor(pixels)).to(device=self.unet.device, dtype=self.unet.dtype)
             height, width = latents.shape[2] * C.LATENT_FACTOR, latents.shape[3] * C.LATENT_FACTOR
             cond = self._condition(fg, bg, width, height)
-        with _stage("high-res diffusion", timings):
+        with stage("high-res diffusion"):
             latents = self.i2i(
                 image=latents,
                 strength=s.highres_denoise,
@@ -331,14 +330,14 @@ class Relighter:
                 cross_attention_kwargs={"concat_conds": cond},
                 **common,
             ).images
-        with _stage("final decode", timings):
+        with stage("final decode"):
             return to_unit(self._decode(latents))
 
     def _condition(self, fg: np.ndarray, bg: np.ndarray, width: int, height: int) -> torch.Tensor:
-        """fg and bg latents joined on channels: [1, 8, h, w]."""
+        """fg and bg latents joined on channels, in the UNet's dtype (cast once, not at every step): [1, 8, h, w]."""
         pair = [resize_and_center_crop(fg, width, height), resize_and_center_crop(bg, width, height)]
         latents = self._encode(to_tensor(pair))
-        return latents.reshape(1, -1, *latents.shape[2:])
+        return latents.reshape(1, -1, *latents.shape[2:]).to(self.unet.dtype)
 
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
         vae = self.vae
@@ -359,12 +358,3 @@ def _check_extras(a: dict, detail_transfer: float, keep_background: bool) -> Non
         raise InputError("keep_background: needs a background image")
     if a["compute_normal"] and (detail_transfer or keep_background):
         raise InputError("compute_normal: cannot be combined with detail_transfer or keep_background")
-
-
-@contextmanager
-def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    elapsed = time.perf_counter() - start
-    timings[name] = timings.get(name, 0.0) + elapsed
-    log.info("%s: %.2f s", name, elapsed)

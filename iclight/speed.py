@@ -9,11 +9,14 @@ fused QKV projections, the attention backend, channels_last, and last `torch.com
   height pairs and both passes share one graph instead of compiling 169 times; after the
   warm-up any further recompile falls back to eager rather than stall a request.
   `ICLIGHT_COMPILE=all` compiles the VAE's encoder and decoder too (their size heuristics
-  add graphs: measure before keeping it). Results are cached beside the weights
+  add graphs: measure before keeping it). `ICLIGHT_COMPILE=graphs` compiles the UNet in
+  "reduce-overhead" mode: CUDA graphs replay each pass's kernels without launching them one by
+  one (one graph recorded per shape, CUDA only). Results are cached beside the weights
   (`compile-cache/KEY/`, KEY naming the device, torch, CUDA and the settings), so a second
   boot, or every replica serving a prepared mirror, loads instead of compiling.
-- `ICLIGHT_ATTENTION=auto|flash|efficient|cudnn|math`: force one SDPA backend (default auto,
-  torch's own choice).
+- `ICLIGHT_ATTENTION=auto|flash|efficient|cudnn|math`: the SDPA backend tried first (default
+  auto, torch's own order). Where it cannot serve a call (flash attention takes heads up to
+  256 wide; the VAE's one head is 512), torch's usual order takes over instead of failing.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +55,9 @@ class SpeedSettings:
     @classmethod
     def default(cls, device: torch.device) -> SpeedSettings:
         """What a deployment gets: the safe settings on CUDA; compile as ICLIGHT_COMPILE says."""
-        unet, vae = compile_request()
         attention = os.environ.get(ATTENTION_ENV, "auto").strip().lower() or "auto"
         on_cuda = device.type == "cuda"
-        return cls(on_cuda, on_cuda, attention, compile=unet, compile_vae=vae)
+        return cls(on_cuda, on_cuda, attention, **compile_request())
 
     def problems(self) -> list[str]:
         found = []
@@ -64,6 +66,9 @@ class SpeedSettings:
         if (self.compile_vae or self.cuda_graphs) and not self.compile:
             found.append("compile_vae and cuda_graphs need compile")
         return found
+
+    def uncompiled(self) -> SpeedSettings:
+        return replace(self, compile=False, compile_vae=False, cuda_graphs=False)
 
     @property
     def label(self) -> str:
@@ -76,16 +81,18 @@ class SpeedSettings:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
 
 
-def compile_request() -> tuple[bool, bool]:
-    """(compile the UNet, compile the VAE too) from ICLIGHT_COMPILE: 0/1, unet or all."""
+def compile_request() -> dict[str, bool]:
+    """The compile settings that ICLIGHT_COMPILE asks for: 0, 1 (or unet), all, or graphs."""
     value = os.environ.get(COMPILE_ENV, "").strip().lower()
+    wanted = {"compile": True, "compile_vae": False, "cuda_graphs": False}
     if value in ("", "0", "false", "no", "off"):
-        return False, False
+        return dict.fromkeys(wanted, False)
     if value in ("1", "true", "yes", "on", "unet"):
-        return True, False
-    if value == "all":
-        return True, True
-    raise ValueError(f"{COMPILE_ENV}: {value!r}; use 0, 1 (the UNet) or all (the UNet and the VAE)")
+        return wanted
+    if value in ("all", "graphs"):
+        return wanted | ({"compile_vae": True} if value == "all" else {"cuda_graphs": True})
+    choices = "0, 1 (the UNet), all (the UNet and the VAE) or graphs (the UNet with CUDA graphs)"
+    raise ValueError(f"{COMPILE_ENV}: {value!r}; use {choices}")
 
 
 def apply(relighter, settings: SpeedSettings) -> None:
@@ -108,19 +115,21 @@ def apply(relighter, settings: SpeedSettings) -> None:
 
 @contextlib.contextmanager
 def attention_backend(name: str) -> Iterator[None]:
-    """Restrict scaled-dot-product attention to one backend for the duration (auto: no change)."""
+    """Put one scaled-dot-product attention backend first for the duration, the others after it
+    in torch's order (auto: no change)."""
     if name == "auto":
         yield
         return
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    backend = {
+    backends = {
         "flash": SDPBackend.FLASH_ATTENTION,
         "efficient": SDPBackend.EFFICIENT_ATTENTION,
         "cudnn": SDPBackend.CUDNN_ATTENTION,
         "math": SDPBackend.MATH,
-    }[name]
-    with sdpa_kernel([backend]):
+    }
+    first = backends[name]
+    with sdpa_kernel([first, *(b for b in backends.values() if b != first)], set_priority=True):
         yield
 
 

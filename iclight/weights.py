@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         const="1",
         default=None,
         metavar="WHAT",
-        help="then compile for this machine (1: the UNet, all: the VAE too) and keep the cache beside the "
+        help="then compile for this machine (1: the UNet, all: the VAE too, graphs: the UNet with CUDA graphs) "
+        "and keep the cache beside the "
         "weights, so that serving with the same ICLIGHT_COMPILE boots without compiling",
     )
     args = parser.parse_args(argv)

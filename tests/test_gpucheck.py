@@ -36,6 +36,8 @@ def test_every_section_ran(report) -> None:
     assert all(b["status"] == "completed" and b["next_prediction_s"] > 0 for b in data["big"].values())
     for part in ("parity with the hosted code", "speed (best of runs)", "big requests", "eager", "compile"):
         assert part in printed
+    sections = ("weights", "setup", "parity", "speed", "memory", "settings", "compile", "big")
+    assert list(data["sections_s"]) == list(sections) and not data["skipped"]
 
 
 def test_settings_against_eager(report) -> None:
@@ -83,3 +85,51 @@ def test_host_syncs_are_counted_per_pass(monkeypatch: pytest.MonkeyPatch) -> Non
         assert fake.t2i(prompt="x") == "latents" and fake.i2i() == "latents" and fake.i2i() == "latents"
     assert counts == {"low-res pass": 1, "high-res pass": 6}
     assert fake.t2i is t2i and fake.i2i is i2i and modes == ["warn", "default"] * 3
+
+
+def test_a_budget_skips_late_sections_and_a_partial_report_prints(tmp_path, capsys) -> None:
+    from iclight.gpucheck import Progress, Report, main
+
+    report = Report("full", {"device": "cuda", "torch": "2.11.0", "torch_cuda": "13.0"})
+    progress = Progress(report, tmp_path, budget=0.0, skip={"big"})
+    with progress.section("parity"):
+        report.parity = {"skipped": "no --reference"}
+    assert not progress.wants("big") and not progress.wants("memory")
+    progress.save()
+    saved = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert saved["skipped"] == {"big": "--skip", "memory": "out of time (--budget)"}
+    assert saved["sections_s"]["parity"] >= 0 and saved["speed"] == {}
+
+    assert main([str(tmp_path / "gpu-check.json"), "--table"]) == 0
+    printed = capsys.readouterr().out
+    assert "parity with the hosted code" in printed and "speed (best of runs)" not in printed
+    assert "skipped: memory (out of time (--budget))" in printed and "skipped: big (--skip)" in printed
+
+
+def test_a_compile_process_stops_at_the_budget(tmp_path) -> None:
+    from iclight.gpucheck import Progress, Report, _child
+
+    progress = Progress(Report("full", {}), tmp_path, budget=1.0, skip=set())
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    assert _child(sleeper, dict(os.environ), progress) == {"error": "stopped after 1 s (--budget or 30 min)"}
+    assert _child(sleeper, dict(os.environ), progress) == {"skipped": "out of time (--budget)"}
+    assert (
+        _child(
+            [sys.executable, "-c", "print('ok')"], dict(os.environ), Progress(Report("full", {}), tmp_path, None, set())
+        )
+        == "ok\n"
+    )
+
+
+def test_non_finite_values_are_counted_when_the_block_ends() -> None:
+    """Counted on the device and read once at the end, so that no step waits for the host."""
+    import torch
+
+    from iclight.gpucheck import non_finite
+
+    layer = torch.nn.Identity()
+    with non_finite(layer) as bad:
+        layer(torch.tensor([1.0, float("nan"), float("inf")]))
+        layer(torch.tensor([float("-inf"), 0.0]))
+        assert bad == [0]
+    assert bad == [3]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers.models.attention_processor import FusedAttnProcessor2_0
+from torch.nn.attention import SDPBackend
 
 from iclight.pipeline import Relighter
 from iclight.speed import (
@@ -46,12 +47,19 @@ def test_defaults_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
-    [("", (False, False)), ("0", (False, False)), ("1", (True, False)), ("unet", (True, False)), ("all", (True, True))],
+    ("value", "label"),
+    [
+        ("", "eager"),
+        ("0", "eager"),
+        ("1", "compile"),
+        ("unet", "compile"),
+        ("all", "compile+compile_vae"),
+        ("graphs", "compile+cuda_graphs"),
+    ],
 )
-def test_compile_request(monkeypatch: pytest.MonkeyPatch, value: str, expected: tuple[bool, bool]) -> None:
+def test_compile_request(monkeypatch: pytest.MonkeyPatch, value: str, label: str) -> None:
     monkeypatch.setenv(COMPILE_ENV, value)
-    assert compile_request() == expected
+    assert SpeedSettings(**compile_request()).label == label
 
 
 def test_bad_settings_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,9 +91,13 @@ def test_attention_backend_is_applied(weights_dir: Path, relighter: Relighter, s
     math = Relighter.load(weights_dir, device="cpu", speed=SpeedSettings(attention="math"))
     diff = np.abs(_image(math, subject_array, background_array) - _image(relighter, subject_array, background_array))
     assert diff.mean() <= 0.05
-    with attention_backend("efficient"), pytest.raises(RuntimeError):  # no such kernel on the CPU: it was applied
-        q = torch.randn(1, 2, 8, 4)
-        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    q = torch.randn(1, 2, 8, 4)
+    usual = torch._C._get_sdp_priority_order()
+    with attention_backend("efficient"):  # first in line; the CPU has no such kernel, so the next one serves
+        assert torch._C._get_sdp_priority_order()[0] == int(SDPBackend.EFFICIENT_ATTENTION)
+        assert sorted(torch._C._get_sdp_priority_order()) == sorted(usual)
+        assert torch.isfinite(torch.nn.functional.scaled_dot_product_attention(q, q, q)).all()
+    assert torch._C._get_sdp_priority_order() == usual
 
 
 def test_compile_cache_key_and_a_read_only_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,54 @@
+"""Stage timings: wall clock on the CPU, the GPU's own timeline on CUDA."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from iclight.timing import StageTimer
+
+
+def test_cpu_stages_are_wall_clock_and_repeated_stages_add_up() -> None:
+    timer = StageTimer(torch.device("cpu"))
+    for _ in range(2):
+        with timer("low-res diffusion"):
+            time.sleep(0.02)
+    with timer("final decode"):
+        pass
+    seconds = timer.result()
+    assert list(seconds) == ["low-res diffusion", "final decode"]
+    assert 0.04 <= seconds["low-res diffusion"] < 0.5 and seconds["final decode"] < 0.02
+
+
+def test_cuda_stages_are_read_from_events_after_the_prediction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No host sync inside a stage: events are only recorded there, and read in `result`."""
+    recorded: list[str] = []
+
+    class Event:
+        clock = 0.0
+
+        def __init__(self, enable_timing: bool) -> None:
+            assert enable_timing
+            self.at, self.done = None, False
+
+        def record(self) -> None:
+            Event.clock += 0.25  # milliseconds between two records on the GPU's timeline
+            self.at = Event.clock
+            recorded.append("record")
+
+        def synchronize(self) -> None:
+            self.done = True
+
+        def elapsed_time(self, end: Event) -> float:
+            assert end.done, "read before the stage's work finished"
+            return (end.at - self.at) * 1000
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    timer = StageTimer(torch.device("cuda"))
+    for name in ("high-res diffusion", "final decode", "high-res diffusion"):
+        with timer(name):
+            pass
+    assert recorded == ["record"] * 6 and timer.seconds == {}
+    assert timer.result() == {"high-res diffusion": 0.5, "final decode": 0.25}
