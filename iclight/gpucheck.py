@@ -552,6 +552,10 @@ def child_boot(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
         "boot_s": boot,
         **relighter.compile_report,
         "predict_s": best["predict_s"],
+        "stages_s": best["stages_s"],
+        "peak_cuda_gb": best["peak_cuda_gb"],
+        # after the other sizes: CUDA graphs keep a memory pool per recorded shape
+        "reserved_cuda_gb": torch.cuda.memory_reserved(device) / 1e9 if device.type == "cuda" else None,
         "image": str(path),
         "graphs": int(counters["stats"]["unique_graphs"]),
         "fx_cache_hits": int(counters["inductor"]["fxgraph_cache_hit"]),
@@ -654,6 +658,8 @@ def _settings_lines(r: Report) -> list[str]:
             lines.append(f"  compile, {name}: {b['wall_s']:.1f} s (process start, load, compile, cache written)")
         else:
             diff = f", vs eager {b['vs_eager']['mean']:.2f}/{b['vs_eager']['p99']:.0f}" if "vs_eager" in b else ""
+            if b.get("reserved_cuda_gb"):
+                diff += f", peak {b['peak_cuda_gb']:.1f} GB, reserved after 4 sizes {b['reserved_cuda_gb']:.1f} GB"
             label = f"{b['setting']} ({name})"
             lines.append(
                 f"  {label:<32} {b['predict_s']:>7.2f}  boot {b['boot_s']:.1f} s (compile {b['compile_s']:.1f} s),"

@@ -110,3 +110,27 @@ def test_compile_cache_key_and_a_read_only_folder(tmp_path: Path, monkeypatch: p
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     assert CompileCache(weights, torch.device("cpu"), SpeedSettings(compile=True)).activate() is False
     assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+
+
+def test_the_hosted_cuda_dtypes_run_on_the_cpu_with_the_cuda_defaults(
+    weights_dir: Path, subject_array, background_array, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What CUDA runs (UNet and text encoder float16, VAE bfloat16, RMBG float32, fused QKV and
+    channels_last), run here with the CPU's half-precision kernels: no dtype seam breaks."""
+    import iclight.weights
+
+    monkeypatch.setattr(iclight.weights, "dtypes_for", lambda device: iclight.weights.CUDA_DTYPES)
+    images = []
+    for speed in (SpeedSettings(), SpeedSettings(fused_qkv=True, channels_last=True)):
+        half = Relighter.load(weights_dir, device="cpu", use_prepared=False, speed=speed)
+        assert (half.unet.dtype, half.vae.dtype, half.prompts.text_encoder.dtype) == (
+            torch.float16,
+            torch.bfloat16,
+            torch.float16,
+        )
+        assert next(half.rmbg.parameters()).dtype == torch.float32
+        images.append(_image(half, subject_array, background_array))
+        normal = half.relight(subject_array, background_array, "sun", compute_normal=True, **SMALL).images
+        assert len(normal) == 9 and all(np.asarray(x).std() > 0 for x in normal)
+    assert images[0].std() > 0
+    assert np.abs(images[1] - images[0]).mean() <= 1.0  # the CUDA defaults against eager, in half precision
