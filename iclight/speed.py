@@ -138,6 +138,9 @@ def _compile(relighter, settings: SpeedSettings) -> None:
 
     # Without this, a first square request would make height == width an assumption of the graph.
     fx_config.use_duck_shape = False
+    # Dynamic shapes would also make every float attribute (each norm's eps) a symbol, which
+    # Inductor then cannot use and Dynamo traces the whole UNet a second time to specialize.
+    torch._dynamo.config.specialize_float = True
     mode = "reduce-overhead" if settings.cuda_graphs else None
     relighter.unet.compile(dynamic=True, fullgraph=True, mode=mode)
     if settings.compile_vae:
