@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="default: what ICLIGHT_DEVICE resolves to needs (float16 on CUDA, float32 on the CPU)",
     )
+    p.add_argument("--force", action="store_true", help="write the prepared UNet even if it is up to date")
     p.add_argument(
         "--compile",
         nargs="?",
@@ -272,9 +273,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_prepare(args: argparse.Namespace) -> int:
     root = layout.weights_dir(args.dir)
     dtype = getattr(torch, args.dtype) if args.dtype else dtypes_for(resolve_device()).unet
-    start = time.perf_counter()
-    path = prepare(root, dtype)
-    print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
+    existing = None if args.force else prepared_unet(root, dtype)
+    if existing:
+        print(f"{existing} is up to date with the sources present (--force writes it again)")
+    else:
+        start = time.perf_counter()
+        path = prepare(root, dtype)
+        print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
     if args.compile:
         from .pipeline import Relighter
         from .speed import COMPILE_ENV

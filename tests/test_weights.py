@@ -159,8 +159,14 @@ def test_prepared_weights_same_pixels_and_stale_ignored(
     shutil.copytree(mirror_dir, root)
     merged_at_boot = _relight(root, subject_array, background_array)
     assert weights.main(["prepare", str(root), "--dtype", "float32"]) == 0
-    assert weights.prepared_unet(root, torch.float32) is not None
+    prepared = weights.prepared_unet(root, torch.float32)
+    assert prepared is not None
     assert np.array_equal(_relight(root, subject_array, background_array), merged_at_boot)
+    written = prepared.stat().st_mtime_ns
+    assert weights.main(["prepare", str(root), "--dtype", "float32"]) == 0  # up to date: left alone
+    assert prepared.stat().st_mtime_ns == written
+    assert weights.main(["prepare", str(root), "--dtype", "float32", "--force"]) == 0
+    assert prepared.stat().st_mtime_ns != written
 
     # A prepared-only layout (what a mirror can serve) boots without the sources.
     lean = tmp_path / "lean"
@@ -181,6 +187,8 @@ def test_prepared_weights_same_pixels_and_stale_ignored(
     save_file(offset, str(root / layout.OFFSET_FILE))
     assert weights.prepared_unet(root, torch.float32) is None
     assert not np.array_equal(_relight(root, subject_array, background_array), merged_at_boot)
+    assert weights.main(["prepare", str(root), "--dtype", "float32"]) == 0  # stale: made again
+    assert weights.prepared_unet(root, torch.float32) is not None
 
 
 def test_manifest_lists_only_loaded_files() -> None:
