@@ -3,7 +3,8 @@
 # `make device-kit` put in .whl/, then run the GPU check against the hosted code in .ref/.
 #   device run, carrying .whl and .ref:  bash tools/gpu-session.sh [gpucheck options, e.g. --skip compile]
 # Output: $OUT/gpu-check.json (saved after every section), $OUT/log.txt and a few images (within the
-# device's 8 files). BUDGET (default 480 s; run it with timeout_s 590): optional sections that would start later are skipped.
+# device's 8 files). BUDGET (default 480 s; give the device run timeout_s 590): optional sections
+# that would start later are skipped.
 # Dry run here, in a Python 3.12 venv holding the device's torch and transformers:
 #   PYTHON=/tmp/devsim/bin/python SITE=/tmp/devsim-site bash tools/gpu-session.sh --device cpu --quick
 set -euo pipefail
