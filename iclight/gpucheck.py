@@ -66,7 +66,7 @@ HOSTED_IMAGE, EAGER_IMAGE = "hosted.png", "eager.png"  # the first case's first 
 DEFAULTS = dict(width=512, height=640, steps=25, highres_scale=1.5)
 # Boots after the others, in fresh processes with a cold cache (full run): section -> (name, ICLIGHT_COMPILE).
 EXTRA_BOOTS = {"compile-vae": ("with the VAE, cold", "all"), "compile-graphs": ("CUDA graphs, cold", "graphs")}
-SKIPPABLE = ("memory", "settings", "compile", "big", *EXTRA_BOOTS)  # in the order they run
+SKIPPABLE = ("parity", "speed", "memory", "settings", "compile", "big", *EXTRA_BOOTS)  # in the order they run
 
 
 @dataclass(frozen=True)
@@ -688,10 +688,12 @@ def run(args: argparse.Namespace, plan: Plan) -> Report:
         hosted = Hosted(args.reference, args.weights, device, images) if args.reference else None
         if hosted:
             report.setup["hosted_s"] = hosted.setup_s
-    with progress.section("parity"):
-        report.parity = parity(ours, hosted, plan, images, args.out)
-    with progress.section("speed"):
-        report.speed = speed(ours, hosted, plan, images, report.parity)
+    if progress.wants("parity"):  # parity and speed come first: only --skip leaves them out
+        with progress.section("parity"):
+            report.parity = parity(ours, hosted, plan, images, args.out)
+    if progress.wants("speed"):
+        with progress.section("speed"):
+            report.speed = speed(ours, hosted, plan, images, report.parity)
     hosted = None
     _free()
     hosted_image = None if plan.matted else args.out / HOSTED_IMAGE

@@ -133,3 +133,18 @@ def test_non_finite_values_are_counted_when_the_block_ends() -> None:
         layer(torch.tensor([float("-inf"), 0.0]))
         assert bad == [0]
     assert bad == [3]
+
+
+def test_every_section_can_be_skipped_for_a_follow_up_run(tmp_path, capsys) -> None:
+    """A second device run measures only what the first one left out."""
+    from iclight.gpucheck import EXTRA_BOOTS, SKIPPABLE, main
+
+    out, weights = tmp_path / "out", tmp_path / "weights"
+    argv = [str(out), "--device", "cpu", "--quick", "--weights", str(weights), "--skip", ",".join(SKIPPABLE)]
+    assert main(argv) == 0
+    data = json.loads((out / "gpu-check.json").read_text())
+    assert list(data["sections_s"]) == ["weights", "setup"] and set(data["skipped"]) == set(SKIPPABLE) - set(
+        EXTRA_BOOTS
+    )
+    assert data["parity"] == data["speed"] == {} and data["settings"] == []
+    assert "skipped: compile (--skip)" in capsys.readouterr().out
