@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -135,6 +136,7 @@ class Report:
     compile: dict[str, Any] = field(default_factory=dict)
     sections_s: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # section -> what it raised (the run went on)
     seconds: float = 0.0
 
 
@@ -161,11 +163,20 @@ class Progress:
         return True
 
     @contextmanager
-    def section(self, name: str) -> Iterator[None]:
+    def section(self, name: str, fatal: bool = False) -> Iterator[None]:
+        """Time and save section `name`. An error in a section that is not `fatal` is recorded
+        and the run goes on: one broken part must not cost a lent GPU's whole run."""
         start = time.perf_counter()
-        yield
-        self.report.sections_s[name] = time.perf_counter() - start
-        self.save()
+        try:
+            yield
+        except Exception as e:
+            if fatal:
+                raise
+            self.report.errors[name] = "".join(traceback.format_exception(e))[-3000:]
+            print(f"gpu-check: {name} failed: {type(e).__name__}: {e}", flush=True)
+        finally:
+            self.report.sections_s[name] = time.perf_counter() - start
+            self.save()
         print(f"gpu-check: {name} done in {self.report.sections_s[name]:.0f} s", flush=True)
 
     def save(self) -> None:
@@ -374,12 +385,10 @@ def host_syncs(relighter: Relighter) -> Iterator[dict[str, int]]:
         relighter.t2i, relighter.i2i = originals
 
 
-def speed(
-    ours: Relighter, hosted: Hosted | None, plan: Plan, images: tuple[Path, Path], warmed: dict[str, Any]
-) -> dict[str, Any]:
-    """Best of `plan.repeat` per case, ours and the hosted code's; the cases that parity ran
-    (`warmed`) are warm already, with our host syncs counted."""
-    found: dict[str, Any] = {}
+def speed(ours: Relighter, hosted: Hosted | None, plan: Plan, images: tuple[Path, Path], progress: Progress) -> None:
+    """Best of `plan.repeat` per case, ours and the hosted code's, into the report as each case
+    ends; the cases that parity ran are warm already, with our host syncs counted."""
+    found, warmed = progress.report.speed, progress.report.parity
     for name, case in plan.cases.items():
         if name in warmed:
             syncs = warmed[name]["host_syncs"]
@@ -392,13 +401,13 @@ def speed(
         entry = {"ours_s": best["predict_s"], "ours_per_image_s": best["predict_s"] / n, "stages_s": best["stages_s"]}
         entry["peak_cuda_gb"] = best["peak_cuda_gb"]
         entry["host_syncs"] = syncs
+        found[name] = entry
+        progress.save()
         if hosted:
             if name not in warmed:
                 hosted.run(case)  # warm-up
             entry["hosted_s"] = min(hosted.run(case)[1] for _ in range(plan.repeat))
             entry["speedup"] = entry["hosted_s"] / entry["ours_s"]
-        found[name] = entry
-    return found
 
 
 def memory(ours: Relighter, plan: Plan, images: tuple[Path, Path]) -> dict[str, Any]:
@@ -570,6 +579,7 @@ def table(r: Report) -> str:
     """The report as text; sections not (yet) run are left out, and the skipped ones named."""
     lines = _head(r) + _parity_lines(r.parity) + _speed_lines(r) + _memory_lines(r) + _settings_lines(r)
     lines += [f"skipped: {name} ({why})" for name, why in r.skipped.items()]
+    lines += [f"FAILED: {name}: {error.strip().splitlines()[-1]}" for name, error in r.errors.items()]
     return "\n".join(lines)
 
 
@@ -676,24 +686,30 @@ def run(args: argparse.Namespace, plan: Plan) -> Report:
     report = Report("quick" if args.quick else "full", machine(device))
     args.out.mkdir(parents=True, exist_ok=True)
     progress = Progress(report, args.out, args.budget, args.skip)
-    with progress.section("weights"):
+    with progress.section("weights", fatal=True):
         report.weights = stand_ins(args.weights, plan, device)
     images = inputs(args.out)
-    with progress.section("setup"):
+    with progress.section("setup", fatal=True):
         t = time.perf_counter()
         defaults = SpeedSettings.default(device).uncompiled()  # compiled: see below
         ours = Relighter.load(args.weights, device=str(device), speed=defaults)
         _sync(device)
         report.setup = {"ours_s": time.perf_counter() - t, "settings": ours.speed.label}
-        hosted = Hosted(args.reference, args.weights, device, images) if args.reference else None
-        if hosted:
+    hosted = None
+    if args.reference:
+        with progress.section("hosted setup"):
+            hosted = Hosted(args.reference, args.weights, device, images)
             report.setup["hosted_s"] = hosted.setup_s
     if progress.wants("parity"):  # parity and speed come first: only --skip leaves them out
         with progress.section("parity"):
             report.parity = parity(ours, hosted, plan, images, args.out)
+    if "hosted setup" in report.errors:
+        report.parity = {"skipped": "the hosted code did not load: see FAILED"}
+    if "parity" in report.errors:
+        hosted = None  # it may be the hosted code that broke: keep our own speed figures
     if progress.wants("speed"):
         with progress.section("speed"):
-            report.speed = speed(ours, hosted, plan, images, report.parity)
+            speed(ours, hosted, plan, images, progress)
     hosted = None
     _free()
     hosted_image = None if plan.matted else args.out / HOSTED_IMAGE

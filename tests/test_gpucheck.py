@@ -148,3 +148,22 @@ def test_every_section_can_be_skipped_for_a_follow_up_run(tmp_path, capsys) -> N
     )
     assert data["parity"] == data["speed"] == {} and data["settings"] == []
     assert "skipped: compile (--skip)" in capsys.readouterr().out
+
+
+def test_a_failing_section_is_recorded_and_the_run_goes_on(tmp_path) -> None:
+    from iclight.gpucheck import Progress, Report, table
+
+    report = Report("full", {"device": "cuda", "torch": "2.11.0", "torch_cuda": "13.0"})
+    progress = Progress(report, tmp_path, budget=None, skip=set())
+    with progress.section("big"):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    with progress.section("compile"):
+        report.compile["warm"] = {"skipped": "out of time (--budget)"}
+    saved = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert "an illegal memory access" in saved["errors"]["big"] and set(saved["sections_s"]) == {"big", "compile"}
+    assert "FAILED: big: RuntimeError: CUDA error: an illegal memory access" in table(report)
+    with pytest.raises(ValueError), progress.section("setup", fatal=True):
+        raise ValueError("no weights")
+    assert (
+        "setup" not in report.errors and "setup" in json.loads((tmp_path / "gpu-check.json").read_text())["sections_s"]
+    )
