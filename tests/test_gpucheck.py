@@ -167,3 +167,26 @@ def test_a_failing_section_is_recorded_and_the_run_goes_on(tmp_path) -> None:
     assert (
         "setup" not in report.errors and "setup" in json.loads((tmp_path / "gpu-check.json").read_text())["sections_s"]
     )
+
+
+def test_hosted_code_that_does_not_load_costs_only_its_own_figures(tmp_path, capsys, monkeypatch) -> None:
+    from iclight.gpucheck import main
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # Hosted puts the reference folder first,
+    monkeypatch.delitem(sys.modules, "ref_run", raising=False)  # then imports its runner
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    (ref / "ref_predict.py").write_text("")
+    (ref / "ref_run.py").write_text("def load_reference(*args):\n    raise ImportError('diffusers too old')\n")
+    out = tmp_path / "out"
+    skip = "speed,memory,settings,compile,big"
+    argv = [str(out), "--device", "cpu", "--quick", "--weights", str(tmp_path / "w"), "--reference", str(ref)]
+    try:
+        assert main([*argv, "--skip", skip]) == 0
+    finally:
+        sys.modules.pop("ref_run", None)
+    data = json.loads((out / "gpu-check.json").read_text())
+    assert "diffusers too old" in data["errors"]["hosted setup"]
+    assert data["parity"] == {"skipped": "the hosted code did not load: see FAILED"}
+    assert "FAILED: hosted setup: ImportError: diffusers too old" in capsys.readouterr().out
