@@ -77,7 +77,7 @@ class Plan:
     big: dict[str, dict]
     flat: dict  # the case repeated for the memory check
     repeat: int  # timed runs of each speed case, after a warm-up (parity's run, where it ran)
-    sweep_repeat: int  # timed runs of each setting, after a warm-up
+    sweep_repeat: int = 2  # timed runs of each setting, after a warm-up
     in_a_row: int = 20
     matted: bool = False  # after the speed cases, a subject with its own alpha (no background removal)
     extra_boots: bool = True  # the EXTRA_BOOTS
@@ -102,7 +102,6 @@ FULL = Plan(
     },
     flat=dict(DEFAULTS, steps=8),
     repeat=3,
-    sweep_repeat=2,
 )
 SMALL = dict(width=256, height=256, steps=2, highres_scale=1.5)
 QUICK = Plan(
@@ -114,7 +113,6 @@ QUICK = Plan(
     },
     flat=dict(SMALL, highres_scale=1.0),
     repeat=2,
-    sweep_repeat=2,
     in_a_row=5,
     matted=True,
     extra_boots=False,
@@ -151,13 +149,16 @@ class Progress:
     def left(self) -> float | None:
         return None if self.budget is None else self.budget - (time.perf_counter() - self.start)
 
+    def out_of_time(self) -> bool:
+        left = self.left()
+        return left is not None and left <= 0
+
     def wants(self, name: str) -> bool:
         """Whether optional section `name` runs: neither skipped by request nor out of time."""
         if name in self.skip:
             self.report.skipped[name] = "--skip"
             return False
-        left = self.left()
-        if left is not None and left <= 0:
+        if self.out_of_time():
             self.report.skipped[name] = "out of time (--budget)"
             return False
         return True
@@ -450,17 +451,16 @@ def sweep(
     out: Path,
     progress: Progress,
     hosted: Path | None = None,
-) -> list[dict[str, Any]]:
+) -> None:
     """Each setting alone, then the defaults, each in a fresh relighter against eager (and
-    against the hosted code's image of the same case, where parity ran)."""
+    against the hosted code's image of the same case, where parity ran), into the report."""
     configs = [SpeedSettings(), SpeedSettings(fused_qkv=True), SpeedSettings(channels_last=True)]
     configs += [SpeedSettings(attention=name) for name in plan.attention]
     configs.append(SpeedSettings.default(device).uncompiled())
     case, rows, eager = plan.cases["1 image"], progress.report.settings, None
     for i, settings in enumerate(configs):
         label = f"defaults: {settings.label}" if i == len(configs) - 1 else settings.label
-        left = progress.left()
-        if left is not None and left <= 0:
+        if progress.out_of_time():
             rows.append({"setting": label, "skipped": "out of time (--budget)"})
             continue
         try:
@@ -484,7 +484,6 @@ def sweep(
         progress.save()
         if settings == SpeedSettings():
             best["images"][0].save(out / EAGER_IMAGE)
-    return rows
 
 
 def compiled_boots(root: Path, device: torch.device, plan: Plan, out: Path, progress: Progress) -> None:
@@ -523,9 +522,9 @@ def _child_env(device: torch.device) -> dict[str, str]:
 
 def _child(cmd: list[str], env: dict[str, str], progress: Progress) -> str | dict[str, str]:
     """A child process's standard output, or what went wrong; stopped when the budget is spent."""
-    left = progress.left()
-    if left is not None and left <= 0:
+    if progress.out_of_time():
         return {"skipped": "out of time (--budget)"}
+    left = progress.left()
     timeout = 1800 if left is None else max(left, 1.0)
     try:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

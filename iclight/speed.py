@@ -84,15 +84,11 @@ class SpeedSettings:
 def compile_request() -> dict[str, bool]:
     """The compile settings that ICLIGHT_COMPILE asks for: 0, 1 (or unet), all, or graphs."""
     value = os.environ.get(COMPILE_ENV, "").strip().lower()
-    wanted = {"compile": True, "compile_vae": False, "cuda_graphs": False}
-    if value in ("", "0", "false", "no", "off"):
-        return dict.fromkeys(wanted, False)
-    if value in ("1", "true", "yes", "on", "unet"):
-        return wanted
-    if value in ("all", "graphs"):
-        return wanted | ({"compile_vae": True} if value == "all" else {"cuda_graphs": True})
-    choices = "0, 1 (the UNet), all (the UNet and the VAE) or graphs (the UNet with CUDA graphs)"
-    raise ValueError(f"{COMPILE_ENV}: {value!r}; use {choices}")
+    off = value in ("", "0", "false", "no", "off")
+    if not off and value not in ("1", "true", "yes", "on", "unet", "all", "graphs"):
+        choices = "0, 1 (the UNet), all (the UNet and the VAE) or graphs (the UNet with CUDA graphs)"
+        raise ValueError(f"{COMPILE_ENV}: {value!r}; use {choices}")
+    return {"compile": not off, "compile_vae": value == "all", "cuda_graphs": value == "graphs"}
 
 
 def apply(relighter, settings: SpeedSettings) -> None:
