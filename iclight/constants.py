@@ -193,6 +193,10 @@ NORMAL_SIGMA = 16.0
 RMBG_AREA = 256.0  # in units of 64x64 tiles: about one megapixel fed to the matting net
 
 CUDA_VAE_TILE_ABOVE = 2048  # high-res side (px) above which the VAE works in tiles on CUDA
+# High-res pixels of a whole batch above which the VAE takes one image at a time on CUDA. Below,
+# it takes the batch at once like the hosted code: 6% faster with 4 images at the defaults on an
+# H200, peak 8.5 GB instead of 4.2 GB.
+CUDA_VAE_SLICE_ABOVE = 4_000_000
 
 NORMAL_EPS = 1e-5
 NORMAL_Z_POWER = 5.0

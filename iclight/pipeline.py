@@ -75,6 +75,15 @@ class Settings:
 
         return snap(self.width), snap(self.height)
 
+    def vae_slicing(self, count: int) -> bool:
+        """Whether the VAE should take `count` images one at a time (on CUDA), to bound memory."""
+        hw, hh = self.highres_size
+        return count * hw * hh > C.CUDA_VAE_SLICE_ABOVE
+
+    def vae_tiling(self) -> bool:
+        """Whether the VAE should work in tiles (on CUDA); tiles change pixels a little."""
+        return max(self.highres_size) > C.CUDA_VAE_TILE_ABOVE
+
 
 def random_seed() -> int:
     return int.from_bytes(os.urandom(C.RANDOM_SEED_BITS // 8), "big")
@@ -108,8 +117,6 @@ class Relighter:
         self.compile_report: dict[str, float | bool] | None = None
         self.t2i = StableDiffusionPipeline(**modules)
         self.i2i = StableDiffusionImg2ImgPipeline(**modules)
-        if device.type == "cuda":
-            self.vae.enable_slicing()  # VAE passes one image at a time: memory stays flat in the batch size
 
     @classmethod
     def load(
@@ -204,8 +211,9 @@ class Relighter:
         )
         _check_extras(a, detail_transfer, keep_background)
         s = Settings(a["width"], a["height"], a["steps"], a["cfg"], a["highres_scale"], a["highres_denoise"])
-        # On CUDA, tile the VAE only for very large outputs (tiling changes pixels a little).
-        self.vae.use_tiling = self.device.type == "cuda" and max(s.highres_size) > C.CUDA_VAE_TILE_ABOVE
+        cuda, count = self.device.type == "cuda", 1 if a["compute_normal"] else a["number_of_images"]
+        self.vae.use_tiling = cuda and s.vae_tiling()
+        self.vae.use_slicing = cuda and s.vae_slicing(count)
         try:
             with attention_backend(self.speed.attention):
                 return self._relight(a, s, subject, background, mask, detail_transfer, keep_background)
@@ -213,9 +221,8 @@ class Relighter:
             pass  # handled below, once the traceback (and the tensors its frames hold) is gone
         gc.collect()
         torch.cuda.empty_cache()
-        n = 1 if a["compute_normal"] else a["number_of_images"]
         raise GPUOutOfMemoryError(
-            f"out of GPU memory for {n} image(s) at {s.width}x{s.height} (high-res {s.highres_size[0]}x"
+            f"out of GPU memory for {count} image(s) at {s.width}x{s.height} (high-res {s.highres_size[0]}x"
             f"{s.highres_size[1]}); try fewer images, a smaller size or a lower highres_scale"
         )
 

@@ -63,3 +63,21 @@ def test_out_of_gpu_memory_fails_that_prediction_only(
     monkeypatch.setattr(Relighter, "_two_passes", real)
     out = relighter.relight(subject_array, background_array, "sun", **FAST, **masked)
     assert len(out.images) == 1
+
+
+def test_vae_takes_the_batch_at_once_unless_it_is_big():
+    from iclight.pipeline import Settings
+
+    defaults = Settings(512, 640, 25, 7.0, 1.5, 0.5)  # high-res 768x960
+    assert defaults.highres_size == (768, 960)
+    # Up to 5 images the VAE takes the batch at once, as the hosted code does (faster); then one at a time.
+    assert not defaults.vae_slicing(1) and not defaults.vae_slicing(5)
+    assert defaults.vae_slicing(6) and defaults.vae_slicing(12)
+    assert not defaults.vae_tiling()
+    huge = Settings(1024, 1024, 25, 7.0, 3.0, 0.5)  # high-res 3072x3072
+    assert huge.vae_slicing(1) and huge.vae_tiling()
+
+
+def test_vae_modes_stay_off_on_the_cpu(relighter: Relighter, subject_array, background_array, masked):
+    relighter.relight(subject_array, background_array, "sun", number_of_images=2, **FAST, **masked)
+    assert not relighter.vae.use_slicing and not relighter.vae.use_tiling

@@ -36,10 +36,11 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert SpeedSettings.default(torch.device("cpu")) == SpeedSettings()
     cuda = SpeedSettings.default(torch.device("cuda"))
-    assert cuda.fused_qkv and cuda.channels_last and not cuda.compile
-    assert cuda.label == "fused_qkv+channels_last"
+    # channels_last stays off: it cost 7% with 4 images on an H200 (README, "On the GPU").
+    assert cuda.fused_qkv and not cuda.channels_last and not cuda.compile
+    assert cuda.label == "fused_qkv"
     monkeypatch.setenv(COMPILE_ENV, "1")
-    assert SpeedSettings.default(torch.device("cuda")).label == "fused_qkv+channels_last+compile"
+    assert SpeedSettings.default(torch.device("cuda")).label == "fused_qkv+compile"
     monkeypatch.setenv(COMPILE_ENV, "all")
     assert SpeedSettings.default(torch.device("cpu")).label == "compile+compile_vae"
     monkeypatch.setenv("ICLIGHT_ATTENTION", "flash")
