@@ -188,6 +188,17 @@ def test_save_images_names_and_formats(fmt: str, tmp_path: Path) -> None:
         assert im.format == {"jpg": "JPEG", "webp": "WEBP", "png": "PNG"}[fmt]
 
 
+@pytest.mark.parametrize("fmt", C.OUTPUT_FORMATS)
+def test_images_encoded_side_by_side_match_one_by_one(fmt: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    imgs = [rng.integers(0, 255, (96, 80, 3), dtype=np.uint8) for _ in range(5)]
+    together = save_images(imgs, fmt, 80, tmp_path / "together")
+    for i, (img, path) in enumerate(zip(imgs, together, strict=True)):
+        alone = save_images([img], fmt, 80, tmp_path / f"alone{i}")[0]
+        assert path.read_bytes() == alone.read_bytes()
+    assert save_images([], fmt, 80, tmp_path / "none") == []
+
+
 def test_quality_changes_lossy_size(tmp_path: Path) -> None:
     img = np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     low, high = save_images([img], "jpg", 5, tmp_path / "low")[0], save_images([img], "jpg", 95, tmp_path / "high")[0]
