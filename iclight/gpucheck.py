@@ -12,12 +12,14 @@ float16 UNet, then measures:
             and p99 absolute difference per image, and any NaN or inf (skipped without
             --reference: the hosted code is never part of this repository)
   speed     setup from prepared weights; 1 image, 4 images, compute_normal at the hosted
-            defaults, best of 3 after a warm-up, per stage, ours and the hosted code's, and
-            our host syncs inside the diffusion passes
+            defaults, best of 3 after a warm-up, per stage, ours and the hosted code's (whole
+            predictions, the images encoded as each predictor does), and our host syncs inside
+            the diffusion passes
   memory    peak CUDA memory per case; 20 predictions in a row, allocated memory flat
-  settings  every speed setting (speed.py) against eager float16 (and the hosted code's
-            image): gain and pixel difference
+  settings  every speed setting (speed.py) with 4 images, against eager float16 (and the
+            hosted code's image): gain and pixel difference
   compile   ICLIGHT_COMPILE=1 booted in fresh processes, with a cold and then a warm cache
+            (4 images and 1 image)
   big       1 image at 1024x1024 with highres 3, and 12 images: done, or the out-of-memory
             error and the next prediction fine
   compile-vae, compile-graphs  ICLIGHT_COMPILE=all, then graphs, booted cold (full run only)
@@ -56,6 +58,7 @@ from PIL import Image
 from . import constants as C
 from . import cuda, layout
 from .bench import predict_once
+from .imaging import save_image
 from .pipeline import GPUOutOfMemoryError, Relighter
 from .speed import CACHE_DIR, COMPILE_ENV, SpeedSettings
 from .standins import write_weights
@@ -63,7 +66,7 @@ from .weights import dtypes_for, prepare, prepared_path, resolve_device
 
 PARITY_MEAN, PARITY_P99 = 1.0, 4.0  # grey levels, per image
 SETTING_MEAN = 1.0  # a setting stays on by default only within this of eager float16
-HOSTED_IMAGE, EAGER_IMAGE = "hosted.png", "eager.png"  # the first case's first image, for the settings
+HOSTED_IMAGE, EAGER_IMAGE = "hosted.png", "eager.png"  # the sweep case's first image
 DEFAULTS = dict(width=512, height=640, steps=25, highres_scale=1.5)
 # Boots after the others, in fresh processes with a cold cache (full run): section -> (name, ICLIGHT_COMPILE).
 EXTRA_BOOTS = {"compile-vae": ("with the VAE, cold", "all"), "compile-graphs": ("CUDA graphs, cold", "graphs")}
@@ -78,6 +81,9 @@ class Plan:
     flat: dict  # the case repeated for the memory check
     repeat: int  # timed runs of each speed case, after a warm-up (parity's run, where it ran)
     sweep_repeat: int = 2  # timed runs of each setting, after a warm-up
+    # What the settings and the compiled boots run: 4 images keep the GPU busy, where one image
+    # mostly waits on kernel launches and hides what a setting costs (channels_last did).
+    sweep_case: str = "4 images, Left Light"
     in_a_row: int = 20
     matted: bool = False  # after the speed cases, a subject with its own alpha (no background removal)
     extra_boots: bool = True  # the EXTRA_BOOTS
@@ -102,6 +108,7 @@ FULL = Plan(
     },
     flat=dict(DEFAULTS, steps=8),
     repeat=3,
+    sweep_repeat=1,  # 4 images at a time varied by under 0.5% between runs on an H200
 )
 SMALL = dict(width=256, height=256, steps=2, highres_scale=1.5)
 QUICK = Plan(
@@ -114,6 +121,7 @@ QUICK = Plan(
     flat=dict(SMALL, highres_scale=1.0),
     repeat=2,
     in_a_row=5,
+    sweep_case="1 image",  # the CPU's test run stays short
     matted=True,
     extra_boots=False,
     attention=("math",),
@@ -131,6 +139,7 @@ class Report:
     memory: dict[str, Any] = field(default_factory=dict)
     big: dict[str, Any] = field(default_factory=dict)
     settings: list[dict[str, Any]] = field(default_factory=list)
+    sweep_case: str = "1 image"  # what the settings rows and the compiled boots ran
     compile: dict[str, Any] = field(default_factory=dict)
     sections_s: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -291,14 +300,18 @@ class Hosted:
         self.images = images
 
     def run(self, case: dict) -> tuple[list[np.ndarray], float]:
-        """Images in generation order, and seconds."""
+        """Images in generation order, and the seconds of a whole prediction: with the images
+        encoded as the hosted predictor does it (one after the other), as ours are timed."""
         full = {s.name: s.default for s in C.INPUTS if s.type is not object}
         full |= {"prompt": "sunshine from window", "seed": 12345, **case}
         full |= {"subject_image": self.images[0].name, "background_image": self.images[1].name}
+        fmt, quality = full["output_format"], full["output_quality"]
         _sync(self.device)
         start = time.perf_counter()
         outs = self.runner.run_case(self.ref, full, str(self.images[0].parent))
-        _sync(self.device)
+        with tempfile.TemporaryDirectory(prefix="iclight-hosted-") as folder:
+            for i, image in enumerate(outs):
+                save_image(image, Path(folder) / f"{i}.{fmt}", fmt, quality)
         return list(reversed(outs)), time.perf_counter() - start  # run_case gives the predictor's order
 
 
@@ -341,7 +354,7 @@ def parity(ours: Relighter, hosted: Hosted | None, plan: Plan, images: tuple[Pat
             mine = predict_once(ours, case, ours.device, images, keep_images=True)["images"]
         with non_finite(hosted.ref.unet, hosted.ref.vae.decoder) as theirs_bad:
             theirs, _ = hosted.run(case)
-        if not found:
+        if name == plan.sweep_case:
             Image.fromarray(theirs[0]).save(out / HOSTED_IMAGE)
         per_image = [difference(a, b) for a, b in zip(mine, theirs, strict=True)]
         found[name] = {
@@ -457,7 +470,7 @@ def sweep(
     configs = [SpeedSettings(), SpeedSettings(fused_qkv=True), SpeedSettings(channels_last=True)]
     configs += [SpeedSettings(attention=name) for name in plan.attention]
     configs.append(SpeedSettings.default(device).uncompiled())
-    case, rows, eager = plan.cases["1 image"], progress.report.settings, None
+    case, rows, eager = plan.cases[plan.sweep_case], progress.report.settings, None
     for i, settings in enumerate(configs):
         label = f"defaults: {settings.label}" if i == len(configs) - 1 else settings.label
         if progress.out_of_time():
@@ -544,12 +557,15 @@ def child_boot(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     images = inputs(args.out)
     if plan.matted:
         images = (with_alpha(images[0], args.out), images[1])
-    case = plan.cases["1 image"]
+    case = plan.cases[plan.sweep_case]
     runs = [predict_once(relighter, case, device, images, keep_images=True) for _ in range(plan.repeat)]
     best = min(runs, key=lambda r: r["predict_s"])
+    one = best["predict_s"]
+    if plan.sweep_case != "1 image":
+        one = min(predict_once(relighter, plan.cases["1 image"], device, images)["predict_s"] for _ in runs)
     # Other sizes must not compile again (one dynamic graph serves every width x height).
     for width, height in ((320, 448), (448, 320), (512, 512)):
-        predict_once(relighter, {**case, "width": width, "height": height}, device, images)
+        predict_once(relighter, {**plan.cases["1 image"], "width": width, "height": height}, device, images)
     path = (
         args.out
         / f"compiled-{relighter.speed.key()}-{'warm' if relighter.compile_report['warm_cache'] else 'cold'}.png"
@@ -560,6 +576,8 @@ def child_boot(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
         "boot_s": boot,
         **relighter.compile_report,
         "predict_s": best["predict_s"],
+        "per_image_s": best["predict_s"] / len(best["images"]),
+        "one_image_s": one,
         "stages_s": best["stages_s"],
         "peak_cuda_gb": best["peak_cuda_gb"],
         # after the other sizes: CUDA graphs keep a memory pool per recorded shape
@@ -650,7 +668,8 @@ def _memory_lines(r: Report) -> list[str]:
 def _settings_lines(r: Report) -> list[str]:
     if not (r.settings or r.compile):
         return []
-    lines = ["", f"{'setting':<34} {'s':>7} {'gain':>6} {'mean':>6} {'p99':>5}  (difference from eager; from hosted)"]
+    lines = ["", f"settings, {r.sweep_case} (s: the whole prediction; mean/p99: difference from eager; from hosted)"]
+    lines.append(f"{'setting':<34} {'s':>7} {'gain':>6} {'mean':>6} {'p99':>5}")
     for s in r.settings:
         if "vs_eager" not in s:
             lines.append(f"  {s['setting']:<32} {'unavailable: ' + s['error'][:70] if 'error' in s else s['skipped']}")
@@ -670,9 +689,10 @@ def _settings_lines(r: Report) -> list[str]:
             if b.get("reserved_cuda_gb"):
                 diff += f", peak {b['peak_cuda_gb']:.1f} GB, reserved after 4 sizes {b['reserved_cuda_gb']:.1f} GB"
             label = f"{b['setting']} ({name})"
+            one = f", 1 image {b['one_image_s']:.2f} s" if "one_image_s" in b else ""
             lines.append(
-                f"  {label:<32} {b['predict_s']:>7.2f}  boot {b['boot_s']:.1f} s (compile {b['compile_s']:.1f} s),"
-                f" graphs {b['graphs']}, FX cache hits {b['fx_cache_hits']}{diff}"
+                f"  {label:<32} {b['predict_s']:>7.2f}{one}  boot {b['boot_s']:.1f} s (compile {b['compile_s']:.1f}"
+                f" s), graphs {b['graphs']}, FX cache hits {b['fx_cache_hits']}{diff}"
             )
     return lines
 
@@ -682,7 +702,7 @@ def _settings_lines(r: Report) -> list[str]:
 
 def run(args: argparse.Namespace, plan: Plan) -> Report:
     device = resolve_device(args.device)
-    report = Report("quick" if args.quick else "full", machine(device))
+    report = Report("quick" if args.quick else "full", machine(device), sweep_case=plan.sweep_case)
     args.out.mkdir(parents=True, exist_ok=True)
     progress = Progress(report, args.out, args.budget, args.skip)
     with progress.section("weights", fatal=True):

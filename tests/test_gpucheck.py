@@ -190,3 +190,46 @@ def test_hosted_code_that_does_not_load_costs_only_its_own_figures(tmp_path, cap
     assert "diffusers too old" in data["errors"]["hosted setup"]
     assert data["parity"] == {"skipped": "the hosted code did not load: see FAILED"}
     assert "FAILED: hosted setup: ImportError: diffusers too old" in capsys.readouterr().out
+
+
+def test_hosted_times_include_encoding_its_images(tmp_path, monkeypatch) -> None:
+    """Ours are timed with the output files encoded, so the hosted code's are too, as its
+    predictor does it: one after the other, in the requested format and quality."""
+    import numpy as np
+
+    import iclight.gpucheck as G
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "ref_run", raising=False)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    (ref / "ref_run.py").write_text(
+        "import numpy as np\n"
+        "def load_reference(*args):\n    return 'ref'\n"
+        "def run_case(ref, case, folder):\n"
+        "    return [np.full((8, 8, 3), v, np.uint8) for v in (1, 2, 3)]\n"
+    )
+    saved = []
+    monkeypatch.setattr(
+        G, "save_image", lambda image, path, fmt, quality: saved.append((int(image[0, 0, 0]), fmt, quality))
+    )
+    try:
+        hosted = G.Hosted(ref, tmp_path, G.torch.device("cpu"), (tmp_path / "s.png", tmp_path / "b.png"))
+        images, seconds = hosted.run({"output_quality": 70})
+    finally:
+        sys.modules.pop("ref_run", None)
+    assert saved == [(1, "webp", 70), (2, "webp", 70), (3, "webp", 70)]
+    assert [int(i[0, 0, 0]) for i in images] == [3, 2, 1] and seconds > 0
+    assert isinstance(images[0], np.ndarray)
+
+
+def test_the_gpu_report_in_docs_still_prints(capsys) -> None:
+    """The H200 run that the README quotes: the report format stays readable."""
+    from iclight.gpucheck import main
+
+    assert main([str(ROOT / "docs/gpu/h200-2026-11-26-gpu-check.json"), "--table"]) == 0
+    printed = capsys.readouterr().out
+    assert "NVIDIA H200, driver 580.159.04" in printed
+    assert (
+        "1 image                0.47/2" in printed and "20 in a row: allocated CUDA GB 2.483 -> 2.483 (flat)" in printed
+    )

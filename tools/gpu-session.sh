@@ -3,7 +3,7 @@
 # `make device-kit` put in .whl/, then run the GPU check against the hosted code in .ref/.
 #   device run, carrying .whl and .ref:  bash tools/gpu-session.sh [gpucheck options, e.g. --skip compile]
 # Output: $OUT/gpu-check.json (saved after every section), $OUT/log.txt and a few images (within the
-# device's 8 files). BUDGET (default 480 s; give the device run timeout_s 590): optional sections
+# device's 8 files). BUDGET (default 520 s; give the device run timeout_s 590): optional sections
 # that would start later are skipped.
 # Dry run here, in a Python 3.12 venv holding the device's torch and transformers:
 #   PYTHON=/tmp/devsim/bin/python SITE=/tmp/devsim-site bash tools/gpu-session.sh --device cpu --quick
@@ -20,4 +20,4 @@ if command -v nvidia-smi >/dev/null; then
 else
 	echo "no nvidia-smi" | tee "$out/log.txt"
 fi
-"$python" -m iclight.gpucheck "$out" --reference .ref --weights /tmp/gpucheck-weights --budget "${BUDGET:-480}" "$@" 2>&1 | tee -a "$out/log.txt"
+"$python" -m iclight.gpucheck "$out" --reference .ref --weights /tmp/gpucheck-weights --budget "${BUDGET:-520}" "$@" 2>&1 | tee -a "$out/log.txt"
