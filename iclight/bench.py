@@ -82,15 +82,15 @@ def predict_once(relighter, case: dict, device, inputs: tuple | None = None, kee
     import torch
 
     from .imaging import save_images
+    from .timing import sync
 
     subject, background = inputs or (EXAMPLES / "astronaut.png", EXAMPLES / "coffee.png")
+    sync(device)
     if device.type == "cuda":
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
     result = relighter.relight(subject, background, "sunshine from window", **{"seed": 12345, **case})
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(device)
     total = time.perf_counter() - t
     t = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="iclight-bench-") as folder:

@@ -62,6 +62,7 @@ from .imaging import save_image
 from .pipeline import GPUOutOfMemoryError, Relighter
 from .speed import CACHE_DIR, COMPILE_ENV, SpeedSettings
 from .standins import write_weights
+from .timing import sync
 from .weights import dtypes_for, prepare, prepared_path, resolve_device
 
 PARITY_MEAN, PARITY_P99 = 1.0, 4.0  # grey levels, per image
@@ -276,11 +277,6 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # -- the hosted code --------------------------------------------------------------------------------
 
 
@@ -294,7 +290,7 @@ class Hosted:
         start = time.perf_counter()
         self.runner = ref_run
         self.ref = ref_run.load_reference(str(ref_dir), str(weights), str(device))
-        _sync(device)
+        sync(device)
         self.setup_s = time.perf_counter() - start
         self.device = device
         self.images = images
@@ -306,7 +302,7 @@ class Hosted:
         full |= {"prompt": "sunshine from window", "seed": 12345, **case}
         full |= {"subject_image": self.images[0].name, "background_image": self.images[1].name}
         fmt, quality = full["output_format"], full["output_quality"]
-        _sync(self.device)
+        sync(self.device)
         start = time.perf_counter()
         outs = self.runner.run_case(self.ref, full, str(self.images[0].parent))
         with tempfile.TemporaryDirectory(prefix="iclight-hosted-") as folder:
@@ -552,7 +548,7 @@ def child_boot(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     device = resolve_device(args.device)
     start = time.perf_counter()
     relighter = Relighter.load(args.weights, device=str(device))  # compiled as ICLIGHT_COMPILE says
-    _sync(device)
+    sync(device)
     boot = time.perf_counter() - start
     images = inputs(args.out)
     if plan.matted:
@@ -713,7 +709,7 @@ def run(args: argparse.Namespace, plan: Plan) -> Report:
         t = time.perf_counter()
         defaults = SpeedSettings.default(device).uncompiled()  # compiled: see below
         ours = Relighter.load(args.weights, device=str(device), speed=defaults)
-        _sync(device)
+        sync(device)
         report.setup = {"ours_s": time.perf_counter() - t, "settings": ours.speed.label}
     hosted = None
     if args.reference:

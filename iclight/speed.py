@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .timing import sync
+
 log = logging.getLogger("iclight")
 
 COMPILE_ENV = "ICLIGHT_COMPILE"
@@ -201,8 +203,7 @@ def warm_up(relighter) -> float:
         seed=0,
         mask=mask,
     )
-    if relighter.device.type == "cuda":
-        torch.cuda.synchronize(relighter.device)
+    sync(relighter.device)
     # Any later shape that the dynamic graph's guards reject runs eager instead of compiling mid-request.
     torch.compiler.set_stance("eager_on_recompile")
     return time.perf_counter() - start

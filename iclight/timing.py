@@ -12,6 +12,12 @@ import torch
 log = logging.getLogger("iclight")
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the work queued on `device` (CUDA); nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class StageTimer:
     """Wall-clock seconds per stage on the CPU. On CUDA the host only queues work, so a stage's
     wall time would be that of the work it queued, not did: there each stage is timed between
