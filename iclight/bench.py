@@ -77,13 +77,18 @@ def hosted_style_components(root: Path, device):
 
 
 def predict_once(relighter, case: dict, device, inputs: tuple | None = None, keep_images: bool = False) -> dict:
-    """One timed prediction (the examples unless `inputs` = (subject, background)): total and
-    per-stage seconds, peak CUDA memory; with `keep_images`, the images too (under "images")."""
+    """One timed prediction (the examples unless `inputs` = (subject, background)), its images
+    encoded as the case's output_format and output_quality say (the predictor's defaults
+    otherwise): total and per-stage seconds, peak CUDA memory; with `keep_images`, the images
+    too (under "images")."""
     import torch
 
+    from . import constants as C
     from .imaging import save_images
     from .timing import sync
 
+    case = dict(case)
+    fmt, quality = (case.pop(name, C.default(name)) for name in ("output_format", "output_quality"))
     subject, background = inputs or (EXAMPLES / "astronaut.png", EXAMPLES / "coffee.png")
     sync(device)
     if device.type == "cuda":
@@ -94,7 +99,7 @@ def predict_once(relighter, case: dict, device, inputs: tuple | None = None, kee
     total = time.perf_counter() - t
     t = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="iclight-bench-") as folder:
-        save_images(result.images, "webp", 80, Path(folder))
+        save_images(result.images, fmt, quality, Path(folder))
     stages = {**result.timings, "image encoding": time.perf_counter() - t}
     peak_cuda = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None
     out = {"predict_s": total + stages["image encoding"], "stages_s": stages, "peak_cuda_gb": peak_cuda}

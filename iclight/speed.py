@@ -13,8 +13,10 @@ fused QKV projections, the attention backend, channels_last, and last `torch.com
   add graphs: measure before keeping it). `ICLIGHT_COMPILE=graphs` compiles the UNet in
   "reduce-overhead" mode: CUDA graphs replay each pass's kernels without launching them one by
   one (one graph recorded per shape, CUDA only). Results are cached beside the weights
-  (`compile-cache/KEY/`, KEY naming the device, torch, CUDA and the settings), so a second
-  boot, or every replica serving a prepared mirror, loads instead of compiling.
+  (`compile-cache/KEY/`, KEY naming the device, torch and CUDA), so a second boot, or every
+  replica serving a prepared mirror, loads instead of compiling. The settings share that
+  folder: Inductor keys every graph and kernel by what built it, so moving from `1` to `all`
+  compiles only the VAE, and `graphs` can reuse the UNet's compiled kernels.
 - `ICLIGHT_ATTENTION=auto|flash|efficient|cudnn|math`: the SDPA backend tried first (default
   auto, torch's own order). Where it cannot serve a call (flash attention takes heads up to
   256 wide; the VAE's one head is 512), torch's usual order takes over instead of failing.
@@ -42,7 +44,6 @@ log = logging.getLogger("iclight")
 COMPILE_ENV = "ICLIGHT_COMPILE"
 ATTENTION_ENV = "ICLIGHT_ATTENTION"
 CACHE_DIR = "compile-cache"
-MEGA_CACHE = "artifacts.bin"
 ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 
 
@@ -147,42 +148,43 @@ def _compile(relighter, settings: SpeedSettings) -> None:
 
 
 class CompileCache:
-    """torch.compile's results for one device, torch, CUDA and settings, kept beside the weights."""
+    """torch.compile's results beside the weights: Inductor's caches for one device, torch and
+    CUDA, and one bundle of artifacts per setting (`torch.compiler.save_cache_artifacts`)."""
 
     def __init__(self, weights_root: Path, device: torch.device, settings: SpeedSettings) -> None:
-        self.folder = weights_root / CACHE_DIR / cache_key(device, settings)
+        self.folder = weights_root / CACHE_DIR / cache_key(device)
+        self.artifacts = self.folder / f"artifacts-{settings.key()}.bin"
 
     def activate(self) -> bool:
-        """Point Inductor's caches here and load the saved artifacts; True when there were some."""
+        """Point Inductor's caches here and load this setting's artifacts; True when there were some."""
         try:
             (self.folder / "inductor").mkdir(parents=True, exist_ok=True)
         except OSError as e:  # a read-only weights folder: compile without a persistent cache
             log.warning("compile cache %s not writable (%s); compiling without it", self.folder, e)
             return False
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(self.folder / "inductor")
-        artifacts = self.folder / MEGA_CACHE
-        if not artifacts.is_file():
+        if not self.artifacts.is_file():
             return False
-        torch.compiler.load_cache_artifacts(artifacts.read_bytes())
+        torch.compiler.load_cache_artifacts(self.artifacts.read_bytes())
         return True
 
     def save(self) -> Path | None:
         saved = torch.compiler.save_cache_artifacts()
         if not saved:
             return None
-        tmp = self.folder / (MEGA_CACHE + ".part")
+        tmp = self.artifacts.with_name(self.artifacts.name + ".part")
         try:
             tmp.write_bytes(saved[0])
-            os.replace(tmp, self.folder / MEGA_CACHE)
+            os.replace(tmp, self.artifacts)
         except OSError as e:
             log.warning("could not save the compile cache in %s: %s", self.folder, e)
             return None
-        return self.folder / MEGA_CACHE
+        return self.artifacts
 
 
-def cache_key(device: torch.device, settings: SpeedSettings) -> str:
+def cache_key(device: torch.device) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    parts = [name, f"torch{torch.__version__}", f"cuda{torch.version.cuda}", settings.key()]
+    parts = [name, f"torch{torch.__version__}", f"cuda{torch.version.cuda}"]
     return "-".join("".join(c if c.isalnum() or c in ".+" else "_" for c in p) for p in parts)
 
 

@@ -101,10 +101,13 @@ def test_attention_backend_is_applied(weights_dir: Path, relighter: Relighter, s
     assert torch._C._get_sdp_priority_order() == usual
 
 
-def test_compile_cache_key_and_a_read_only_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    a = cache_key(torch.device("cpu"), SpeedSettings(compile=True))
-    b = cache_key(torch.device("cpu"), SpeedSettings(compile=True, fused_qkv=True))
-    assert a != b and a.startswith("cpu-torch") and "/" not in a
+def test_compile_cache_folders_and_a_read_only_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = cache_key(torch.device("cpu"))
+    assert key.startswith("cpu-torch") and "/" not in key
+    cpu = torch.device("cpu")
+    one, both = (CompileCache(tmp_path, cpu, SpeedSettings(compile=True, compile_vae=v)) for v in (False, True))
+    assert one.folder == both.folder == tmp_path / "compile-cache" / key  # Inductor's caches: shared
+    assert one.artifacts != both.artifacts and one.artifacts.parent == one.folder  # the bundles: one per setting
     weights = tmp_path / "weights"
     weights.mkdir()
     (weights / "compile-cache").write_text("not a folder")  # as unwritable as a read-only mount, even for root

@@ -52,3 +52,18 @@ def test_cuda_stages_are_read_from_events_after_the_prediction(monkeypatch: pyte
             pass
     assert recorded == ["record"] * 6 and timer.seconds == {}
     assert timer.result() == {"high-res diffusion": 0.5, "final decode": 0.25}
+
+
+def test_a_timed_prediction_encodes_its_images_as_the_case_says(relighter, monkeypatch: pytest.MonkeyPatch) -> None:
+    import iclight.imaging
+    from iclight.bench import predict_once
+
+    encoded = []
+    record = lambda images, fmt, quality, folder: encoded.append((fmt, quality))  # noqa: E731
+    monkeypatch.setattr(iclight.imaging, "save_images", record)
+    small = dict(width=256, height=256, steps=1, highres_scale=1.0)
+    cpu = torch.device("cpu")
+    predict_once(relighter, {**small, "output_format": "png", "output_quality": 95}, cpu)
+    run = predict_once(relighter, small, cpu)
+    assert encoded == [("png", 95), ("webp", 80)]  # the hosted predictor's defaults when the case is silent
+    assert run["predict_s"] >= run["stages_s"]["image encoding"] > 0
