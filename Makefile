@@ -6,7 +6,7 @@ WEIGHTS ?= weights
 OUT ?= out
 BENCH_WEIGHTS ?= /tmp/iclight-full
 
-.PHONY: install test lint format parity weights prepare examples bench gpu-check device-kit clean
+.PHONY: install test lint format parity parity-wide weights prepare examples bench gpu-check device-kit clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,10 @@ format: install
 
 parity: install
 	../shared/parity/check.sh
+
+# Parity with the hosted code itself over the review's cases (tools/parity_cases.py); needs .ref/.
+parity-wide: install
+	bash tools/parity-wide.sh
 
 # The real weights, fetched and verified (about 5 GB), then the UNet prepared for a fast boot.
 weights: install

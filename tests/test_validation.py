@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import ROOT
 
 from iclight import constants as C
 from iclight.validation import InputError, validate
@@ -79,3 +80,21 @@ def test_seed_range() -> None:
 def test_unknown_input() -> None:
     with pytest.raises(InputError, match="^colour: unknown input"):
         validate({**GOOD, "colour": "red"})
+
+
+def test_the_wide_parity_cases_are_valid_hosted_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tools/parity-wide.sh` checks these against the hosted code: each must be a request the
+    hosted schema accepts, and together they cover every light source and both long prompts."""
+    monkeypatch.syspath_prepend(ROOT / "tools")
+    from parity_cases import cases
+
+    base = {s.name: s.default for s in C.INPUTS} | {"name": "basic", "prompt": "sun", "seed": 1}
+    base |= {"subject_image": "astronaut.png", "background_image": "coffee.png", "width": 256, "height": 320}
+    found = cases(base)
+    assert len({c["name"] for c in found}) == len(found)
+    for case in found:
+        validate({k: v for k, v in case.items() if k != "name"})
+    assert {c["light_source"] for c in found} == set(C.LIGHT_SOURCES)
+    assert any(c["compute_normal"] for c in found) and max(c["number_of_images"] for c in found) > 1
+    long = next(c for c in found if c["name"] == "long prompts")
+    assert min(len(long[k].split()) for k in ("prompt", "negative_prompt")) > 77  # past CLIP's 77 tokens

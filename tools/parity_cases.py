@@ -1,0 +1,43 @@
+"""The cases a review checks parity on, written as the parity kit's cases JSON (to stdout).
+
+    python tools/parity_cases.py ../shared/parity/cases.json > cases.json
+
+Each case is the kit's first case with one thing changed: every light source, batches, long
+prompts, an empty appended prompt, high-res scales and denoise, compute_normal, an extreme
+aspect ratio, cfg, one step, a seed above 2**63.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from iclight import constants as C
+
+LONG = " ".join(["a cinematic portrait in warm golden sunlight through tall windows"] * 12)  # about 130 tokens
+
+
+def cases(base: dict) -> list[dict]:
+    found = [dict(base, name=f"light {light}", light_source=light, seed=7) for light in C.LIGHT_SOURCES]
+    found += [
+        dict(base, name="3 images, Left Light", number_of_images=3, light_source=C.LEFT_LIGHT, seed=99),
+        dict(base, name="2 images", number_of_images=2, seed=5),
+        dict(base, name="long prompts", prompt=LONG, negative_prompt=" ".join(["blurry deformed"] * 60), seed=3),
+        # An empty negative prompt crashes the hosted code, so only the appended one is empty here.
+        dict(base, name="no appended prompt", appended_prompt="", negative_prompt="bad", seed=11),
+        *(dict(base, name=f"highres {s}", highres_scale=s, seed=21) for s in (1.0, 1.3, 2.0, 3.0)),
+        dict(base, name="denoise 0.9", highres_denoise=0.9, seed=4),
+        dict(base, name="denoise 0.1, 10 steps", highres_denoise=0.1, steps=10, seed=4),
+        dict(base, name="compute_normal", compute_normal=True, seed=8),
+        dict(base, name="1024x256", width=1024, height=256, light_source=C.RIGHT_LIGHT, seed=2),
+        dict(base, name="cfg 7.5", cfg=7.5, steps=6, seed=1),
+        dict(base, name="cfg 1", cfg=1.0, seed=1),
+        dict(base, name="1 step", steps=1, seed=0),
+        dict(base, name="seed above 2**63", seed=2**63 + 5),
+    ]
+    return found
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        json.dump(cases(json.load(f)[0]), sys.stdout, indent=1)
