@@ -688,6 +688,8 @@ def _settings_lines(r: Report) -> list[str]:
             lines.append(f"  compile, {name}: {b['wall_s']:.1f} s (process start, load, compile, cache written)")
         else:
             diff = f", vs eager {b['vs_eager']['mean']:.2f}/{b['vs_eager']['p99']:.0f}" if "vs_eager" in b else ""
+            if b.get("cuda_graph_skips"):
+                diff += f", ran without CUDA graphs {b['cuda_graph_skips']}x (TORCH_LOGS=cudagraphs)"
             if b.get("reserved_cuda_gb"):
                 diff += f", peak {b['peak_cuda_gb']:.1f} GB, reserved after 4 sizes {b['reserved_cuda_gb']:.1f} GB"
             label = f"{b['setting']} ({name})"

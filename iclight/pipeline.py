@@ -114,7 +114,7 @@ class Relighter:
             requires_safety_checker=False,
         )
         self.speed = SpeedSettings()
-        self.compile_report: dict[str, float | bool] | None = None
+        self.compile_report: dict[str, float | bool | int] | None = None
         self.t2i = StableDiffusionPipeline(**modules)
         self.i2i = StableDiffusionImg2ImgPipeline(**modules)
 

@@ -211,13 +211,32 @@ def warm_up(relighter) -> float:
     return time.perf_counter() - start
 
 
-def boot_compiled(relighter, weights_root: Path | None) -> dict[str, float | bool]:
+def boot_compiled(relighter, weights_root: Path | None) -> dict[str, float | bool | int]:
     """Activate the cache, apply the settings, warm up, save the cache; returns what it took."""
     settings = relighter.speed
     cache = CompileCache(weights_root, relighter.device, settings) if weights_root else None
     warm_cache = cache.activate() if cache else False
+    skipped_before = cuda_graph_skips()
     seconds = warm_up(relighter)
     if cache:
         cache.save()
     log.info("compiled (%s) in %.1f s with a %s cache", settings.label, seconds, "warm" if warm_cache else "cold")
-    return {"compile_s": seconds, "warm_cache": warm_cache}
+    report: dict[str, float | bool | int] = {"compile_s": seconds, "warm_cache": warm_cache}
+    if settings.cuda_graphs:
+        report["cuda_graph_skips"] = skipped = cuda_graph_skips() - skipped_before
+        if skipped:
+            log.warning(
+                "%s=graphs: Inductor ran %d compiled graph(s) without CUDA graphs%s; TORCH_LOGS=cudagraphs says why",
+                COMPILE_ENV,
+                skipped,
+                " (never on the CPU)" if relighter.device.type == "cpu" else "",
+            )
+    return report
+
+
+def cuda_graph_skips() -> int:
+    """How many compiled graphs Inductor has run without CUDA graphs in this process (it does so
+    quietly: a CPU tensor among the inputs, an input mutated, the CPU itself)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["cudagraph_skips"])

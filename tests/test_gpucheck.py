@@ -233,3 +233,15 @@ def test_the_gpu_report_in_docs_still_prints(capsys) -> None:
     assert (
         "1 image                0.47/2" in printed and "20 in a row: allocated CUDA GB 2.483 -> 2.483 (flat)" in printed
     )
+
+
+def test_a_boot_that_ran_without_cuda_graphs_says_so() -> None:
+    from iclight.gpucheck import Report, table
+
+    report = Report(**json.loads((ROOT / "docs/gpu/h200-2026-11-26-gpu-check.json").read_text()))
+    warm = report.compile["warm"]
+    report.compile["CUDA graphs"] = {**warm, "setting": "fused_qkv+compile+cuda_graphs", "cuda_graph_skips": 2}
+    lines = table(report).splitlines()
+    graphs = next(line for line in lines if "(CUDA graphs)" in line)
+    assert "ran without CUDA graphs 2x" in graphs
+    assert not any("without CUDA graphs" in line for line in lines if "(warm)" in line)

@@ -20,6 +20,7 @@ from iclight.speed import (
     CompileCache,
     SpeedSettings,
     attention_backend,
+    boot_compiled,
     cache_key,
     compile_request,
 )
@@ -138,3 +139,33 @@ def test_the_hosted_cuda_dtypes_run_on_the_cpu_with_the_cuda_defaults(
         assert len(normal) == 9 and all(np.asarray(x).std() > 0 for x in normal)
     assert images[0].std() > 0
     assert np.abs(images[1] - images[0]).mean() <= 1.0  # the CUDA defaults against eager, in half precision
+
+
+class _Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.linear(x))
+
+
+def test_cuda_graphs_that_inductor_skips_are_counted_and_named(caplog: pytest.LogCaptureFixture) -> None:
+    """ICLIGHT_COMPILE=graphs: Inductor falls back to plain compiled code without a word (here
+    because this is the CPU), so the boot counts it and says so."""
+    tiny = _Tiny()
+    tiny.compile(mode="reduce-overhead", dynamic=True)
+
+    class Relighting:  # what boot_compiled touches of a Relighter
+        device = torch.device("cpu")
+        speed = SpeedSettings(compile=True, cuda_graphs=True)
+
+        def relight(self, *args, **kwargs) -> None:
+            tiny(torch.randn(kwargs["width"] // 64, 8))
+
+    try:
+        report = boot_compiled(Relighting(), None)
+    finally:
+        torch.compiler.set_stance("default")
+    assert report["cuda_graph_skips"] == 1 and report["compile_s"] > 0 and report["warm_cache"] is False
+    assert "without CUDA graphs (never on the CPU)" in caplog.text
