@@ -4,7 +4,9 @@
 #   device run, carrying .whl and .ref:  bash tools/gpu-session.sh [gpucheck options, e.g. --skip compile]
 # Output: $OUT/gpu-check.json (saved after every section), $OUT/log.txt and a few images (within the
 # device's 8 files). BUDGET (default 520 s; give the device run timeout_s 590): optional sections
-# that would start later are skipped.
+# that would start later are skipped. The stand-in weights and the compile cache beside them stay in
+# the checkout's git-ignored gpucheck-weights/, which the device keeps between calls while the
+# machine is warm: a follow-up call (--skip everything done) reuses both.
 # Dry run here, in a Python 3.12 venv holding the device's torch and transformers:
 #   PYTHON=/tmp/devsim/bin/python SITE=/tmp/devsim-site bash tools/gpu-session.sh --device cpu --quick
 set -euo pipefail
@@ -20,4 +22,5 @@ if command -v nvidia-smi >/dev/null; then
 else
 	echo "no nvidia-smi" | tee "$out/log.txt"
 fi
-"$python" -m iclight.gpucheck "$out" --reference .ref --weights /tmp/gpucheck-weights --budget "${BUDGET:-520}" "$@" 2>&1 | tee -a "$out/log.txt"
+"$python" -m iclight.gpucheck "$out" --reference .ref --weights "${WEIGHTS:-$PWD/gpucheck-weights}" \
+	--budget "${BUDGET:-520}" "$@" 2>&1 | tee -a "$out/log.txt"
