@@ -79,30 +79,27 @@ def hosted_style_components(root: Path, device):
 def predict_once(relighter, case: dict, device, inputs: tuple | None = None, keep_images: bool = False) -> dict:
     """One timed prediction (the examples unless `inputs` = (subject, background)), its images
     encoded as the case's output_format and output_quality say (the predictor's defaults
-    otherwise): total and per-stage seconds, peak CUDA memory; with `keep_images`, the images
-    too (under "images")."""
-    import torch
-
+    otherwise): total and per-stage seconds, peak and working CUDA memory (`timing.cuda_memory`);
+    with `keep_images`, the images too (under "images")."""
     from . import constants as C
     from .imaging import save_images
-    from .timing import sync
+    from .timing import cuda_memory, sync
 
     case = dict(case)
     fmt, quality = (case.pop(name, C.default(name)) for name in ("output_format", "output_quality"))
     subject, background = inputs or (EXAMPLES / "astronaut.png", EXAMPLES / "coffee.png")
     sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
-    result = relighter.relight(subject, background, "sunshine from window", **{"seed": 12345, **case})
-    sync(device)
-    total = time.perf_counter() - t
+    with cuda_memory(device) as memory:
+        t = time.perf_counter()
+        result = relighter.relight(subject, background, "sunshine from window", **{"seed": 12345, **case})
+        sync(device)
+        total = time.perf_counter() - t
     t = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="iclight-bench-") as folder:
         save_images(result.images, fmt, quality, Path(folder))
     stages = {**result.timings, "image encoding": time.perf_counter() - t}
-    peak_cuda = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None
-    out = {"predict_s": total + stages["image encoding"], "stages_s": stages, "peak_cuda_gb": peak_cuda}
+    out = {"predict_s": total + stages["image encoding"], "stages_s": stages}
+    out |= {key: memory.get(key) for key in ("peak_cuda_gb", "working_cuda_gb")}
     if keep_images:
         out["images"] = result.images
     return out

@@ -14,8 +14,9 @@ float16 UNet, then measures:
   speed     setup from prepared weights; 1 image, 4 images, compute_normal at the hosted
             defaults, best of 3 after a warm-up, per stage, ours and the hosted code's (whole
             predictions, the images encoded as each predictor does), and our host syncs inside
-            the diffusion passes
-  memory    peak CUDA memory per case; 20 predictions in a row, allocated memory flat
+            the diffusion passes; CUDA memory side by side: the weights' and each case's
+            working memory (its peak above what was allocated before it), and our peak
+  memory    20 predictions in a row, allocated memory flat
   settings  every speed setting (speed.py) with 4 images, against eager float16 (and the
             hosted code's image): gain and pixel difference
   compile   ICLIGHT_COMPILE=1 booted in fresh processes, with a cold and then a warm cache
@@ -63,7 +64,7 @@ from .imaging import save_image
 from .pipeline import GPUOutOfMemoryError, Relighter
 from .speed import CACHE_DIR, COMPILE_ENV, SpeedSettings
 from .standins import write_weights
-from .timing import sync
+from .timing import cuda_memory, sync
 from .weights import dtypes_for, prepare, prepared_path, resolve_device
 
 PARITY_MEAN, PARITY_P99 = 1.0, 4.0  # grey levels, per image
@@ -294,26 +295,33 @@ class Hosted:
 
         start = time.perf_counter()
         self.runner = ref_run
-        self.ref = ref_run.load_reference(str(ref_dir), str(weights), str(device))
-        sync(device)
+        with cuda_memory(device) as memory:
+            self.ref = ref_run.load_reference(str(ref_dir), str(weights), str(device))
+            sync(device)
         self.setup_s = time.perf_counter() - start
+        self.cuda_gb = memory.get("added_cuda_gb")
         self.device = device
         self.images = images
 
-    def run(self, case: dict) -> tuple[list[np.ndarray], float]:
-        """Images in generation order, and the seconds of a whole prediction: with the images
-        encoded as the hosted predictor does it (one after the other), as ours are timed."""
+    def run(self, case: dict) -> dict[str, Any]:
+        """As `predict_once` gives ours: the images in generation order (under "images"), the
+        seconds of a whole prediction, with the images encoded as the hosted predictor does it
+        (one after the other), and its CUDA memory."""
         full = {s.name: s.default for s in C.INPUTS if s.type is not object}
         full |= {"prompt": "sunshine from window", "seed": 12345, **case}
         full |= {"subject_image": self.images[0].name, "background_image": self.images[1].name}
         fmt, quality = full["output_format"], full["output_quality"]
         sync(self.device)
         start = time.perf_counter()
-        outs = self.runner.run_case(self.ref, full, str(self.images[0].parent))
+        with cuda_memory(self.device) as memory:
+            outs = self.runner.run_case(self.ref, full, str(self.images[0].parent))
+            sync(self.device)
         with tempfile.TemporaryDirectory(prefix="iclight-hosted-") as folder:
             for i, image in enumerate(outs):
                 save_image(image, Path(folder) / f"{i}.{fmt}", fmt, quality)
-        return list(reversed(outs)), time.perf_counter() - start  # run_case gives the predictor's order
+        seconds = time.perf_counter() - start
+        # run_case gives the hosted predictor's order, reversed
+        return {"images": list(reversed(outs)), "predict_s": seconds, **memory}
 
 
 @contextmanager
@@ -354,7 +362,7 @@ def parity(ours: Relighter, hosted: Hosted | None, plan: Plan, images: tuple[Pat
         with non_finite(ours.unet, ours.vae.decoder) as ours_bad, host_syncs(ours) as syncs:
             mine = predict_once(ours, case, ours.device, images, keep_images=True)["images"]
         with non_finite(hosted.ref.unet, hosted.ref.vae.decoder) as theirs_bad:
-            theirs, _ = hosted.run(case)
+            theirs = hosted.run(case)["images"]
         if name == plan.sweep_case:
             Image.fromarray(theirs[0]).save(out / HOSTED_IMAGE)
         per_image = [difference(a, b) for a, b in zip(mine, theirs, strict=True)]
@@ -414,15 +422,16 @@ def speed(ours: Relighter, hosted: Hosted | None, plan: Plan, images: tuple[Path
         best = min(runs, key=lambda r: r["predict_s"])
         n = 1 if case.get("compute_normal") else case.get("number_of_images", 1)
         entry = {"ours_s": best["predict_s"], "ours_per_image_s": best["predict_s"] / n, "stages_s": best["stages_s"]}
-        entry["peak_cuda_gb"] = best["peak_cuda_gb"]
+        entry |= {"peak_cuda_gb": best["peak_cuda_gb"], "working_cuda_gb": best["working_cuda_gb"]}
         entry["host_syncs"] = syncs
         found[name] = entry
         progress.save()
         if hosted:
             if name not in warmed:
                 hosted.run(case)  # warm-up
-            entry["hosted_s"] = min(hosted.run(case)[1] for _ in range(plan.repeat))
-            entry["speedup"] = entry["hosted_s"] / entry["ours_s"]
+            theirs = min((hosted.run(case) for _ in range(plan.repeat)), key=lambda r: r["predict_s"])
+            entry |= {"hosted_s": theirs["predict_s"], "speedup": theirs["predict_s"] / entry["ours_s"]}
+            entry["hosted_working_cuda_gb"] = theirs.get("working_cuda_gb")
 
 
 def memory(ours: Relighter, plan: Plan, images: tuple[Path, Path]) -> dict[str, Any]:
@@ -615,6 +624,9 @@ def _head(r: Report) -> list[str]:
     if s:
         hosted = f", hosted setup {s['hosted_s']:.2f} s" if "hosted_s" in s else ""
         lines.append(f"setup from prepared weights {s['ours_s']:.2f} s ({s['settings']}){hosted}")
+        if s.get("ours_cuda_gb"):
+            hosted = f", the hosted code's {s['hosted_cuda_gb']:.2f} GB" if s.get("hosted_cuda_gb") else ""
+            lines.append(f"weights on the GPU: ours {s['ours_cuda_gb']:.2f} GB{hosted}")
     return lines
 
 
@@ -636,12 +648,15 @@ def _speed_lines(r: Report) -> list[str]:
         return []
     lines = [
         "",
-        f"{'speed (best of runs)':<24} {'ours s':>8} {'s/image':>8} {'hosted s':>9} {'speedup':>8} {'peak GB':>8}",
+        f"{'speed (best of runs)':<24} {'ours s':>8} {'s/image':>8} {'hosted s':>9} {'speedup':>8} {'peak GB':>8}"
+        f" {'working GB ours/hosted':>23}",
     ]
     for name, s in r.speed.items():
         hosted = f"{s['hosted_s']:>9.2f} {s['speedup']:>7.2f}x" if "hosted_s" in s else f"{'-':>9} {'-':>8}"
         peak = f"{s['peak_cuda_gb']:>8.2f}" if s.get("peak_cuda_gb") else f"{'-':>8}"
-        lines.append(f"  {name:<22} {s['ours_s']:>8.2f} {s['ours_per_image_s']:>8.2f} {hosted} {peak}")
+        both = (s.get("working_cuda_gb"), s.get("hosted_working_cuda_gb"))
+        working = "/".join(f"{gb:.2f}" if gb else "-" for gb in both)
+        lines.append(f"  {name:<22} {s['ours_s']:>8.2f} {s['ours_per_image_s']:>8.2f} {hosted} {peak} {working:>23}")
     if r.machine["device"].startswith("cuda"):
         syncs = "; ".join(
             f"{n}: {s['host_syncs']['low-res pass']}/{s['host_syncs']['high-res pass']}" for n, s in r.speed.items()
@@ -715,14 +730,16 @@ def run(args: argparse.Namespace, plan: Plan) -> Report:
     with progress.section("setup", fatal=True):
         t = time.perf_counter()
         defaults = SpeedSettings.default(device).uncompiled()  # compiled: see below
-        ours = Relighter.load(args.weights, device=str(device), speed=defaults)
-        sync(device)
+        with cuda_memory(device) as memory:
+            ours = Relighter.load(args.weights, device=str(device), speed=defaults)
+            sync(device)
         report.setup = {"ours_s": time.perf_counter() - t, "settings": ours.speed.label}
+        report.setup["ours_cuda_gb"] = memory.get("added_cuda_gb")
     hosted = None
     if args.reference:
         with progress.section("hosted setup"):
             hosted = Hosted(args.reference, args.weights, device, images)
-            report.setup["hosted_s"] = hosted.setup_s
+            report.setup |= {"hosted_s": hosted.setup_s, "hosted_cuda_gb": hosted.cuda_gb}
     if progress.wants("parity"):  # parity and speed come first: only --skip leaves them out
         with progress.section("parity"):
             report.parity = parity(ours, hosted, plan, images, args.out)

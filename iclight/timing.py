@@ -18,6 +18,22 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@contextmanager
+def cuda_memory(device: torch.device) -> Iterator[dict[str, float]]:
+    """CUDA memory over the block, in GB, filled in when it ends (empty on the CPU): `peak_cuda_gb`
+    (all that was allocated at the peak), `working_cuda_gb` (the peak above what was allocated
+    when the block began) and `added_cuda_gb` (still allocated at its end, above that)."""
+    found: dict[str, float] = {}
+    if device.type != "cuda":
+        yield found
+        return
+    torch.cuda.reset_peak_memory_stats(device)
+    start = torch.cuda.memory_allocated(device)
+    yield found
+    peak, end = torch.cuda.max_memory_allocated(device), torch.cuda.memory_allocated(device)
+    found.update(peak_cuda_gb=peak / 1e9, working_cuda_gb=(peak - start) / 1e9, added_cuda_gb=(end - start) / 1e9)
+
+
 class StageTimer:
     """Wall-clock seconds per stage on the CPU. On CUDA the host only queues work, so a stage's
     wall time would be that of the work it queued, not did: there each stage is timed between

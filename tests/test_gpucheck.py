@@ -215,11 +215,13 @@ def test_hosted_times_include_encoding_its_images(tmp_path, monkeypatch) -> None
     )
     try:
         hosted = G.Hosted(ref, tmp_path, G.torch.device("cpu"), (tmp_path / "s.png", tmp_path / "b.png"))
-        images, seconds = hosted.run({"output_quality": 70})
+        run = hosted.run({"output_quality": 70})
     finally:
         sys.modules.pop("ref_run", None)
     assert saved == [(1, "webp", 70), (2, "webp", 70), (3, "webp", 70)]
-    assert [int(i[0, 0, 0]) for i in images] == [3, 2, 1] and seconds > 0
+    images = run["images"]
+    assert [int(i[0, 0, 0]) for i in images] == [3, 2, 1] and run["predict_s"] > 0
+    assert "working_cuda_gb" not in run and hosted.cuda_gb is None  # no CUDA memory on the CPU
     assert isinstance(images[0], np.ndarray)
 
 
@@ -245,3 +247,15 @@ def test_a_boot_that_ran_without_cuda_graphs_says_so() -> None:
     graphs = next(line for line in lines if "(CUDA graphs)" in line)
     assert "ran without CUDA graphs 2x" in graphs
     assert not any("without CUDA graphs" in line for line in lines if "(warm)" in line)
+
+
+def test_memory_is_shown_beside_the_hosted_codes() -> None:
+    from iclight.gpucheck import Report, table
+
+    report = Report(**json.loads((ROOT / "docs/gpu/h200-2026-11-26-gpu-check.json").read_text()))
+    report.setup |= {"ours_cuda_gb": 2.31, "hosted_cuda_gb": 2.4}
+    report.speed["1 image"] |= {"working_cuda_gb": 1.5, "hosted_working_cuda_gb": 2.25}
+    printed = table(report)
+    assert "weights on the GPU: ours 2.31 GB, the hosted code's 2.40 GB" in printed
+    one = next(line for line in printed.splitlines() if line.startswith("  1 image") and "1.85" in line)
+    assert one.endswith("1.50/2.25") and "working GB ours/hosted" in printed

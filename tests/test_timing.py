@@ -67,3 +67,20 @@ def test_a_timed_prediction_encodes_its_images_as_the_case_says(relighter, monke
     run = predict_once(relighter, small, cpu)
     assert encoded == [("png", 95), ("webp", 80)]  # the hosted predictor's defaults when the case is silent
     assert run["predict_s"] >= run["stages_s"]["image encoding"] > 0
+
+
+def test_cuda_memory_is_the_peak_above_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from iclight.timing import cuda_memory
+
+    with cuda_memory(torch.device("cpu")) as cpu:
+        pass
+    assert cpu == {}
+    allocated = [3e9]  # what the allocator holds now; the peak follows it
+    peak = [0.0]
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: peak.__setitem__(0, allocated[0]))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: allocated[0])
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: peak[0])
+    with cuda_memory(torch.device("cuda")) as found:
+        peak[0] = 5.5e9  # a prediction's activations, freed before it ends
+        allocated[0] = 3.25e9  # and something it kept
+    assert found == pytest.approx({"peak_cuda_gb": 5.5, "working_cuda_gb": 2.5, "added_cuda_gb": 0.25})
