@@ -295,11 +295,11 @@ class Hosted:
 
         start = time.perf_counter()
         self.runner = ref_run
-        with cuda_memory(device) as memory:
+        with cuda_memory(device) as footprint:
             self.ref = ref_run.load_reference(str(ref_dir), str(weights), str(device))
             sync(device)
         self.setup_s = time.perf_counter() - start
-        self.cuda_gb = memory.get("added_cuda_gb")
+        self.cuda_gb = footprint.get("added_cuda_gb")
         self.device = device
         self.images = images
 
@@ -313,7 +313,7 @@ class Hosted:
         fmt, quality = full["output_format"], full["output_quality"]
         sync(self.device)
         start = time.perf_counter()
-        with cuda_memory(self.device) as memory:
+        with cuda_memory(self.device) as used:
             outs = self.runner.run_case(self.ref, full, str(self.images[0].parent))
             sync(self.device)
         with tempfile.TemporaryDirectory(prefix="iclight-hosted-") as folder:
@@ -321,7 +321,7 @@ class Hosted:
                 save_image(image, Path(folder) / f"{i}.{fmt}", fmt, quality)
         seconds = time.perf_counter() - start
         # run_case gives the hosted predictor's order, reversed
-        return {"images": list(reversed(outs)), "predict_s": seconds, **memory}
+        return {"images": list(reversed(outs)), "predict_s": seconds, **used}
 
 
 @contextmanager
@@ -730,11 +730,11 @@ def run(args: argparse.Namespace, plan: Plan) -> Report:
     with progress.section("setup", fatal=True):
         t = time.perf_counter()
         defaults = SpeedSettings.default(device).uncompiled()  # compiled: see below
-        with cuda_memory(device) as memory:
+        with cuda_memory(device) as footprint:
             ours = Relighter.load(args.weights, device=str(device), speed=defaults)
             sync(device)
         report.setup = {"ours_s": time.perf_counter() - t, "settings": ours.speed.label}
-        report.setup["ours_cuda_gb"] = memory.get("added_cuda_gb")
+        report.setup["ours_cuda_gb"] = footprint.get("added_cuda_gb")
     hosted = None
     if args.reference:
         with progress.section("hosted setup"):

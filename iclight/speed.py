@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import constants as C
 from .timing import sync
 
 log = logging.getLogger("iclight")
@@ -189,22 +190,14 @@ def cache_key(device: torch.device) -> str:
 
 
 def warm_up(relighter) -> float:
-    """Compile now, not in the first request: one small relight through both passes."""
+    """Compile now, not in the first request: a 2-step relight through both passes at the hosted
+    defaults' sizes. Inductor tunes its kernels for the sizes it first sees, and CUDA graphs are
+    recorded per shape, so the most common request gets both from the start."""
     start = time.perf_counter()
     subject = np.full((64, 64, 3), 200, np.uint8)
     mask = np.full((64, 64), 255, np.uint8)
-    relighter.relight(
-        subject,
-        None,
-        "warm up",
-        light_source="Left Light",
-        width=256,
-        height=320,
-        steps=2,
-        highres_scale=1.5,
-        seed=0,
-        mask=mask,
-    )
+    sizes = {name: C.default(name) for name in ("width", "height", "highres_scale")}
+    relighter.relight(subject, None, "warm up", light_source=C.LEFT_LIGHT, steps=2, seed=0, mask=mask, **sizes)
     sync(relighter.device)
     # Any later shape that the dynamic graph's guards reject runs eager instead of compiling mid-request.
     torch.compiler.set_stance("eager_on_recompile")

@@ -150,7 +150,7 @@ class _Tiny(torch.nn.Module):
         return torch.relu(self.linear(x))
 
 
-def test_cuda_graphs_that_inductor_skips_are_counted_and_named(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_graphs_boot_warms_up_at_the_defaults_and_counts_runs_without_graphs(caplog: pytest.LogCaptureFixture) -> None:
     """ICLIGHT_COMPILE=graphs: Inductor falls back to plain compiled code without a word (here
     because this is the CPU), so the boot counts it and says so."""
     tiny = _Tiny()
@@ -161,11 +161,15 @@ def test_cuda_graphs_that_inductor_skips_are_counted_and_named(caplog: pytest.Lo
         speed = SpeedSettings(compile=True, cuda_graphs=True)
 
         def relight(self, *args, **kwargs) -> None:
+            sizes.append((kwargs["width"], kwargs["height"], kwargs["highres_scale"]))
             tiny(torch.randn(kwargs["width"] // 64, 8))
+
+    sizes = []
 
     try:
         report = boot_compiled(Relighting(), None)
     finally:
         torch.compiler.set_stance("default")
     assert report["cuda_graph_skips"] == 1 and report["compile_s"] > 0 and report["warm_cache"] is False
+    assert sizes == [(512, 640, 1.5)]  # warmed up (kernels tuned, graphs recorded) at the hosted defaults
     assert "without CUDA graphs (never on the CPU)" in caplog.text
