@@ -150,7 +150,7 @@ class _Tiny(torch.nn.Module):
         return torch.relu(self.linear(x))
 
 
-def test_a_graphs_boot_warms_up_at_the_defaults_and_counts_runs_without_graphs(caplog: pytest.LogCaptureFixture) -> None:
+def test_graphs_boot_warms_up_at_defaults_and_counts_runs_without_graphs(caplog: pytest.LogCaptureFixture) -> None:
     """ICLIGHT_COMPILE=graphs: Inductor falls back to plain compiled code without a word (here
     because this is the CPU), so the boot counts it and says so."""
     tiny = _Tiny()
