@@ -32,6 +32,10 @@ def test_every_section_ran(report) -> None:
     assert "no --reference" in data["parity"]["skipped"]
     assert set(data["speed"]) == {"1 image", "4 images, Left Light", "compute_normal"}
     assert all(s["ours_s"] > 0 and "background removal" in s["stages_s"] for s in data["speed"].values())
+    for s in data["speed"].values():  # the stages without the image encoding
+        encoding = s["stages_s"]["image encoding"] / (s["ours_s"] / s["ours_per_image_s"])
+        assert 0 < s["gpu_per_image_s"] <= s["ours_per_image_s"] - encoding + 1e-9
+    assert "s/image of the stages, without encoding the images" in printed
     assert data["memory"]["flat"] and len(data["memory"]["samples"]) == 5
     assert all(b["status"] == "completed" and b["next_prediction_s"] > 0 for b in data["big"].values())
     for part in ("parity with the hosted code", "speed (best of runs)", "big requests", "eager", "compile"):
@@ -57,6 +61,7 @@ def test_compile_cache_is_written_then_loaded(report) -> None:
     assert warm["graphs"] == 1  # one dynamic graph for both passes and four sizes
     assert warm["vs_eager"]["mean"] <= 1.0
     assert warm["boot_s"] < cold["wall_s"]
+    assert 0 < warm["one_image_gpu_s"] < warm["one_image_s"] and 0 < warm["gpu_per_image_s"] < warm["per_image_s"]
 
 
 def test_host_syncs_are_counted_per_pass(monkeypatch: pytest.MonkeyPatch) -> None:
