@@ -200,3 +200,9 @@ CUDA_VAE_SLICE_ABOVE = 4_000_000
 
 NORMAL_EPS = 1e-5
 NORMAL_Z_POWER = 5.0
+
+# CUDA graphs of the eager UNet (cudagraphs.py): recorded for a batch of latents up to this many
+# latent pixels (batch x height x width; 1 image up to 1024x1024, guidance doubling the batch).
+# Beyond it the GPU is busy enough without them, and each graph would hold its working memory.
+UNET_GRAPH_MAX_AREA = 2 * 128 * 128
+UNET_GRAPHS_KEPT = 8  # graphs kept at once (least recently used dropped): 4 sizes, both passes

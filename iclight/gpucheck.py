@@ -473,6 +473,12 @@ def big(ours: Relighter, plan: Plan, images: tuple[Path, Path]) -> dict[str, Any
     return found
 
 
+def unet_graphs(relighter: Relighter) -> dict[str, int] | None:
+    """How the eager UNet's CUDA graphs fared (recorded, replays, eager calls, failed), if on."""
+    graphs = relighter.unet.graphs
+    return graphs.summary() if graphs is not None else None
+
+
 def sweep(
     root: Path,
     device: torch.device,
@@ -483,11 +489,14 @@ def sweep(
     hosted: Path | None = None,
 ) -> None:
     """Each setting alone, then the defaults, each in a fresh relighter against eager (and
-    against the hosted code's image of the same case, where parity ran), into the report."""
+    against the hosted code's image of the same case, where parity ran), into the report. The
+    UNet's CUDA graphs and eager also run 1 image: their gain is at launch-bound sizes."""
     configs = [SpeedSettings(), SpeedSettings(fused_qkv=True), SpeedSettings(channels_last=True)]
     configs += [SpeedSettings(attention=name) for name in plan.attention]
+    if device.type == "cuda":
+        configs.append(SpeedSettings(unet_graphs=True))
     configs.append(SpeedSettings.default(device).uncompiled())
-    case, rows, eager = plan.cases[plan.sweep_case], progress.report.settings, None
+    case, rows, eager, eager_one = plan.cases[plan.sweep_case], progress.report.settings, None, None
     for i, settings in enumerate(configs):
         label = f"defaults: {settings.label}" if i == len(configs) - 1 else settings.label
         if progress.out_of_time():
@@ -495,25 +504,40 @@ def sweep(
             continue
         try:
             relighter = Relighter.load(root, device=str(device), speed=settings)
-            predict_once(relighter, case, device, images)  # warm-up
-            runs = [predict_once(relighter, case, device, images, keep_images=True) for _ in range(plan.sweep_repeat)]
+            best = _best_of(relighter, case, images, plan.sweep_repeat)
+            one = None
+            if plan.sweep_case != "1 image" and (settings == SpeedSettings() or settings.unet_graphs):
+                one = _best_of(relighter, plan.cases["1 image"], images, plan.sweep_repeat)
+            graphs = unet_graphs(relighter)
         except (RuntimeError, ValueError) as e:  # a backend this GPU or build lacks
             rows.append({"setting": label, "error": f"{type(e).__name__}: {e}"[:300]})
             continue
         finally:
             relighter = None
             _free()
-        best = min(runs, key=lambda r: r["predict_s"])
         eager = eager or best
         row = {"setting": label, "predict_s": best["predict_s"], "gain": eager["predict_s"] / best["predict_s"]}
         row["vs_eager"] = difference(best["images"][0], eager["images"][0])
         row["within_tolerance"] = row["vs_eager"]["mean"] <= SETTING_MEAN
+        if graphs:
+            row["unet_graphs"] = graphs
+        if one is not None:
+            eager_one = eager_one or one
+            row |= {"one_image_s": one["predict_s"], "one_image_gain": eager_one["predict_s"] / one["predict_s"]}
+            row["one_image_vs_eager"] = difference(one["images"][0], eager_one["images"][0])
         if hosted is not None and hosted.is_file():
             row["vs_hosted"] = difference(best["images"][0], Image.open(hosted))
         rows.append(row)
         progress.save()
         if settings == SpeedSettings():
             best["images"][0].save(out / EAGER_IMAGE)
+
+
+def _best_of(relighter: Relighter, case: dict[str, Any], images: tuple[Path, Path], repeat: int) -> dict[str, Any]:
+    """The fastest of `repeat` predictions after a warm-up."""
+    predict_once(relighter, case, relighter.device, images)
+    runs = [predict_once(relighter, case, relighter.device, images, keep_images=True) for _ in range(repeat)]
+    return min(runs, key=lambda r: r["predict_s"])
 
 
 def compiled_boots(root: Path, device: torch.device, plan: Plan, out: Path, progress: Progress) -> None:
@@ -669,6 +693,8 @@ def _speed_lines(r: Report) -> list[str]:
     gpu = [f"{name} {s['gpu_per_image_s']:.2f}" for name, s in r.speed.items() if "gpu_per_image_s" in s]
     if gpu:
         lines.append(f"  s/image of the stages, without encoding the images (GPU time on CUDA): {'; '.join(gpu)}")
+    if r.setup.get("unet_graphs"):
+        lines.append(f"  UNet CUDA graphs: {_graph_counts(r.setup['unet_graphs'])}")
     if r.machine["device"].startswith("cuda"):
         syncs = "; ".join(
             f"{n}: {s['host_syncs']['low-res pass']}/{s['host_syncs']['high-res pass']}" for n, s in r.speed.items()
@@ -694,6 +720,10 @@ def _memory_lines(r: Report) -> list[str]:
     return lines
 
 
+def _graph_counts(g: dict[str, int]) -> str:
+    return f"{g['recorded']} recorded, {g['replays']} replays, {g['eager']} calls eager, {g['failed']} failed"
+
+
 def _settings_lines(r: Report) -> list[str]:
     if not (r.settings or r.compile):
         return []
@@ -707,7 +737,12 @@ def _settings_lines(r: Report) -> list[str]:
         flag = "" if s["within_tolerance"] else "  > tolerance"
         hosted = f"; {s['vs_hosted']['mean']:.2f}/{s['vs_hosted']['p99']:.0f}" if "vs_hosted" in s else ""
         figures = f"{s['predict_s']:>7.2f} {s['gain']:>5.2f}x {d['mean']:>6.2f} {d['p99']:>5.0f}"
-        lines.append(f"  {s['setting']:<32} {figures}{hosted}{flag}")
+        graphs = f"  (UNet CUDA graphs: {_graph_counts(s['unet_graphs'])})" if s.get("unet_graphs") else ""
+        if "one_image_s" in s:
+            one = s["one_image_vs_eager"]
+            hosted += f"; 1 image {s['one_image_s']:.2f} s, {s['one_image_gain']:.2f}x"
+            hosted += f", {one['mean']:.2f}/{one['p99']:.0f}"
+        lines.append(f"  {s['setting']:<32} {figures}{hosted}{flag}{graphs}")
     for name, b in r.compile.items():
         if "error" in b or "skipped" in b:
             lines.append(f"  compiled, {name}: {b.get('skipped') or 'failed: ' + b['error'][-200:]}")
@@ -764,6 +799,7 @@ def run(args: argparse.Namespace, plan: Plan) -> Report:
     if progress.wants("speed"):
         with progress.section("speed"):
             speed(ours, hosted, plan, images, progress)
+            report.setup["unet_graphs"] = unet_graphs(ours)
     hosted = None
     _free()
     hosted_image = None if plan.matted else args.out / HOSTED_IMAGE

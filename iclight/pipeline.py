@@ -322,13 +322,15 @@ class Relighter:
                 cross_attention_kwargs={"concat_conds": cond},
                 **common,
             ).images
+        hw, hh = s.highres_size
+        with stage("high-res condition"):
+            # Before the decode waits for the low-res pass: on CUDA the host resizes fg and bg
+            # while the GPU is still busy with the steps queued above.
+            cond = self._condition(fg, bg, hw, hh)
         with stage("decode and resize"):
-            hw, hh = s.highres_size
             pixels = [resize(p, hw, hh) for p in to_uint8(self._decode(latents))]
         with stage("high-res encode"):
             latents = self._encode(to_tensor(pixels)).to(device=self.unet.device, dtype=self.unet.dtype)
-            height, width = latents.shape[2] * C.LATENT_FACTOR, latents.shape[3] * C.LATENT_FACTOR
-            cond = self._condition(fg, bg, width, height)
         with stage("high-res diffusion"):
             latents = self.i2i(
                 image=latents,

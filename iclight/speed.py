@@ -4,8 +4,10 @@ The order follows diffusers' fast-diffusion recipe: the dtypes (chosen in `weigh
 fused QKV projections, the attention backend, channels_last, and last `torch.compile`.
 
 - On CUDA by default: fused QKV projections (the same pixels as eager float16, fewer kernel
-  launches). channels_last stays off: on an H200 it cost 7% with 4 images and gained nothing
-  with one (gpucheck measures every setting, with its gain and pixel difference).
+  launches), and CUDA graphs of the eager UNet (`cudagraphs.py`: the same kernels, launched
+  once per step; `ICLIGHT_UNET_GRAPHS=0` turns them off, compiling replaces them).
+  channels_last stays off: on an H200 it cost 7% with 4 images and gained nothing with one
+  (gpucheck measures every setting, with its gain and pixel difference).
 - `ICLIGHT_COMPILE=1` (or `unet`): compile the UNet with dynamic shapes, so the 169 width x
   height pairs and both passes share one graph instead of compiling 169 times; after the
   warm-up any further recompile falls back to eager rather than stall a request.
@@ -38,11 +40,13 @@ import numpy as np
 import torch
 
 from . import constants as C
+from .cudagraphs import UNetGraphs, cuda_capture
 from .timing import sync
 
 log = logging.getLogger("iclight")
 
 COMPILE_ENV = "ICLIGHT_COMPILE"
+UNET_GRAPHS_ENV = "ICLIGHT_UNET_GRAPHS"
 ATTENTION_ENV = "ICLIGHT_ATTENTION"
 CACHE_DIR = "compile-cache"
 ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
@@ -56,12 +60,16 @@ class SpeedSettings:
     compile: bool = False
     compile_vae: bool = False
     cuda_graphs: bool = False  # compile mode "reduce-overhead": one graph recorded per shape
+    unet_graphs: bool = False  # CUDA graphs of the eager UNet (cudagraphs.py)
 
     @classmethod
     def default(cls, device: torch.device) -> SpeedSettings:
-        """What a deployment gets: fused QKV on CUDA; compile as ICLIGHT_COMPILE says."""
+        """What a deployment gets: fused QKV and the eager UNet's CUDA graphs on CUDA (unless
+        ICLIGHT_UNET_GRAPHS=0); compile as ICLIGHT_COMPILE says, which replaces those graphs."""
         attention = os.environ.get(ATTENTION_ENV, "auto").strip().lower() or "auto"
-        return cls(fused_qkv=device.type == "cuda", attention=attention, **compile_request())
+        cuda, compiled = device.type == "cuda", compile_request()
+        graphs = cuda and not compiled["compile"] and unet_graphs_request()
+        return cls(fused_qkv=cuda, attention=attention, unet_graphs=graphs, **compiled)
 
     def problems(self) -> list[str]:
         found = []
@@ -69,6 +77,8 @@ class SpeedSettings:
             found.append(f"{ATTENTION_ENV}: {self.attention!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
         if (self.compile_vae or self.cuda_graphs) and not self.compile:
             found.append("compile_vae and cuda_graphs need compile")
+        if self.unet_graphs and self.compile:
+            found.append("unet_graphs records the eager UNet: with compile, use cuda_graphs (ICLIGHT_COMPILE=graphs)")
         return found
 
     def uncompiled(self) -> SpeedSettings:
@@ -95,6 +105,14 @@ def compile_request() -> dict[str, bool]:
     return {"compile": not off, "compile_vae": value == "all", "cuda_graphs": value == "graphs"}
 
 
+def unet_graphs_request() -> bool:
+    """Whether ICLIGHT_UNET_GRAPHS leaves the eager UNet's CUDA graphs on (the default) or not."""
+    value = os.environ.get(UNET_GRAPHS_ENV, "").strip().lower()
+    if value not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError(f"{UNET_GRAPHS_ENV}: {value!r}; use 1 (on, the default on CUDA) or 0 (off)")
+    return value not in ("0", "false", "no", "off")
+
+
 def apply(relighter, settings: SpeedSettings) -> None:
     """Put `settings` into effect on a freshly loaded relighter (once: fusing and compiling
     change the modules in place)."""
@@ -108,6 +126,10 @@ def apply(relighter, settings: SpeedSettings) -> None:
     if settings.channels_last:
         unet.to(memory_format=torch.channels_last)
         vae.to(memory_format=torch.channels_last)
+    if settings.unet_graphs:
+        if relighter.device.type != "cuda":
+            raise ValueError(f"unet_graphs: CUDA graphs need a CUDA device, not {relighter.device}")
+        relighter.unet.graphs = UNetGraphs(relighter.unet.joined, cuda_capture())
     relighter.speed = settings
     if settings.compile:
         _compile(relighter, settings)

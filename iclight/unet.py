@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
 from diffusers import UNet2DConditionModel
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from safetensors import safe_open
 from torch import nn
 
@@ -103,12 +104,14 @@ class ConditionedUNet(nn.Module):
     """Feeds the UNet its noisy latent joined with the 8-channel fg/bg condition.
 
     The condition travels in `cross_attention_kwargs["concat_conds"]`, so the stock
-    diffusers pipelines drive it unchanged and no state is kept between calls.
+    diffusers pipelines drive it unchanged and no state is kept between calls. With `graphs`
+    set (`cudagraphs.UNetGraphs` over `joined`), plain calls replay CUDA graphs.
     """
 
     def __init__(self, unet: UNet2DConditionModel) -> None:
         super().__init__()
         self.unet = unet
+        self.graphs: Callable[..., torch.Tensor] | None = None
 
     @property
     def config(self):
@@ -125,6 +128,20 @@ class ConditionedUNet(nn.Module):
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, **kwargs):
         extra = dict(kwargs.pop("cross_attention_kwargs", None) or {})
         cond = extra.pop("concat_conds").to(sample)
-        cond = cond.expand(sample.shape[0], -1, -1, -1)  # one condition serves the whole batch
-        sample = torch.cat([sample, cond], dim=1)
+        plain = not extra and all(v is None for k, v in kwargs.items() if k != "return_dict")
+        if self.graphs is not None and plain and torch.is_tensor(timestep):
+            out = self.graphs(sample, cond, timestep, encoder_hidden_states)
+            return UNet2DConditionOutput(sample=out) if kwargs.get("return_dict", True) else (out,)
+        sample = _join(sample, cond)
         return self.unet(sample, timestep, encoder_hidden_states, cross_attention_kwargs=extra or None, **kwargs)
+
+    def joined(
+        self, sample: torch.Tensor, cond: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> torch.Tensor:
+        """The noise prediction for `sample` beside its condition, all tensors (as a graph records it)."""
+        return self.unet(_join(sample, cond), timestep, encoder_hidden_states, return_dict=False)[0]
+
+
+def _join(sample: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    cond = cond.expand(sample.shape[0], -1, -1, -1)  # one condition serves the whole batch
+    return torch.cat([sample, cond], dim=1)

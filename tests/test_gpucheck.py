@@ -264,3 +264,18 @@ def test_memory_is_shown_beside_the_hosted_codes() -> None:
     assert "weights on the GPU: ours 2.31 GB, the hosted code's 2.40 GB" in printed
     one = next(line for line in printed.splitlines() if line.startswith("  1 image") and "1.85" in line)
     assert one.endswith("1.50/2.25") and "working GB ours/hosted" in printed
+
+
+def test_the_unet_graphs_counts_are_shown() -> None:
+    from iclight.gpucheck import Report, table
+
+    report = Report(**json.loads((ROOT / "docs/gpu/h200-2026-11-26-gpu-check.json").read_text()))
+    counts = {"recorded": 2, "replays": 150, "eager": 75, "failed": 0, "kept": 2}
+    report.setup["unet_graphs"] = counts
+    one = {"one_image_s": 1.31, "one_image_gain": 1.41, "one_image_vs_eager": {"mean": 0.0, "p99": 0.0, "max": 0.0}}
+    row = {**report.settings[0], "setting": "unet_graphs", "unet_graphs": counts | {"replays": 50}, **one}
+    report.settings.append(row)
+    lines = table(report).splitlines()
+    assert "  UNet CUDA graphs: 2 recorded, 150 replays, 75 calls eager, 0 failed" in lines
+    line = next(line for line in lines if line.startswith("  unet_graphs "))
+    assert "; 1 image 1.31 s, 1.41x, 0.00/0  (UNet CUDA graphs: 2 recorded, 50 replays" in line

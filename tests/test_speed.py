@@ -39,7 +39,7 @@ def test_defaults_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
     cuda = SpeedSettings.default(torch.device("cuda"))
     # channels_last stays off: it cost 7% with 4 images on an H200 (README, "On the GPU").
     assert cuda.fused_qkv and not cuda.channels_last and not cuda.compile
-    assert cuda.label == "fused_qkv"
+    assert cuda.label == "fused_qkv+unet_graphs"
     monkeypatch.setenv(COMPILE_ENV, "1")
     assert SpeedSettings.default(torch.device("cuda")).label == "fused_qkv+compile"
     monkeypatch.setenv(COMPILE_ENV, "all")

@@ -1,0 +1,128 @@
+"""CUDA graphs of the eager UNet, checked on the CPU with a recorder that behaves like torch's:
+replays copy new inputs into the recorded buffers and write every output into one buffer.
+
+What only a GPU shows (that torch records the UNet, and the time it saves) is measured by
+`python -m iclight.gpucheck` (its settings section has unet_graphs alone and in the defaults).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iclight.cudagraphs import Forward, UNetGraphs
+from iclight.pipeline import Relighter
+from iclight.speed import COMPILE_ENV, UNET_GRAPHS_ENV, SpeedSettings
+
+SMALL = dict(width=256, height=320, steps=3, highres_scale=1.5, seed=5)
+
+
+def replaying(forward: Forward, static: tuple[torch.Tensor, ...]) -> Forward:
+    """make_graphed_callables' contract: fixed input buffers, and one output buffer that each
+    replay overwrites."""
+    out = forward(*static)
+
+    def replay(*inputs: torch.Tensor) -> torch.Tensor:
+        for buffer, x in zip(static, inputs, strict=True):
+            if buffer.data_ptr() != x.data_ptr():
+                buffer.copy_(x)
+        out.copy_(forward(*static))
+        return out.detach()
+
+    return replay
+
+
+def frozen(forward: Forward, static: tuple[torch.Tensor, ...]) -> Forward:
+    """A graph that froze what it saw at recording (as a host-made tensor would be)."""
+    out = forward(*static)
+    return lambda *inputs: out.detach()
+
+
+def refusing(forward: Forward, static: tuple[torch.Tensor, ...]) -> Forward:
+    raise RuntimeError("operation not permitted when stream is capturing")
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(COMPILE_ENV, raising=False)
+    monkeypatch.delenv(UNET_GRAPHS_ENV, raising=False)
+
+
+@pytest.fixture(scope="module")
+def graphed(weights_dir: Path) -> Relighter:
+    return Relighter.load(weights_dir, device="cpu")
+
+
+def _relight(relighter: Relighter, subject: np.ndarray, background: np.ndarray, **extra) -> list[np.ndarray]:
+    result = relighter.relight(subject, background, "sunset", **(SMALL | extra))
+    return [np.asarray(image) for image in result.images]
+
+
+def test_replayed_graphs_give_the_eager_pixels(
+    graphed: Relighter, relighter: Relighter, subject_array, background_array
+) -> None:
+    graphs = graphed.unet.graphs = UNetGraphs(graphed.unet.joined, replaying)
+    eager = _relight(relighter, subject_array, background_array, number_of_images=2)
+    for _ in range(2):  # recorded, then replayed from the start
+        assert all(
+            np.array_equal(a, b)
+            for a, b in zip(_relight(graphed, subject_array, background_array, number_of_images=2), eager, strict=True)
+        )
+    # one graph per pass; 3 low-res steps and round(3 / 0.5) * 0.5 = 3 high-res steps, each time
+    assert graphs.summary() == {"recorded": 2, "replays": 12, "eager": 0, "failed": 0, "kept": 2}
+
+
+def test_outputs_outlive_the_next_replay() -> None:
+    graphs = UNetGraphs(lambda x, t: x * t, replaying)
+    first = graphs(torch.ones(1, 4, 2, 2), torch.tensor(2.0))
+    second = graphs(torch.ones(1, 4, 2, 2), torch.tensor(3.0))
+    assert first.eq(2).all() and second.eq(3).all()
+
+
+def test_a_graph_that_froze_its_inputs_is_dropped(
+    graphed: Relighter, relighter: Relighter, subject_array, background_array, caplog: pytest.LogCaptureFixture
+) -> None:
+    graphs = graphed.unet.graphs = UNetGraphs(graphed.unet.joined, frozen)
+    with caplog.at_level(logging.WARNING, logger="iclight"):
+        images = _relight(graphed, subject_array, background_array)
+    assert np.array_equal(images[0], _relight(relighter, subject_array, background_array)[0])
+    assert graphs.stats.failed == 2 and graphs.stats.replays == 0 and graphs.stats.recorded == 0
+    assert "runs eager: its replay differs from eager" in caplog.text
+    _relight(graphed, subject_array, background_array)
+    assert graphs.stats.failed == 2  # not tried again for the same shapes
+
+
+def test_a_refused_recording_runs_eager(caplog: pytest.LogCaptureFixture) -> None:
+    graphs = UNetGraphs(lambda x: x + 1, refusing)
+    with caplog.at_level(logging.WARNING, logger="iclight"):
+        assert graphs(torch.zeros(1, 4, 8, 8)).eq(1).all()
+    assert graphs.stats.failed == 1 and graphs.stats.eager == 1
+    assert "operation not permitted when stream is capturing" in caplog.text
+
+
+def test_big_batches_run_eager_and_few_graphs_are_kept() -> None:
+    graphs = UNetGraphs(lambda x: x * 2, replaying, max_area=2 * 16 * 16, kept=2)
+    graphs(torch.ones(4, 4, 16, 16))
+    assert graphs.summary() == {"recorded": 0, "replays": 0, "eager": 1, "failed": 0, "kept": 0}
+    for side in (8, 12, 16, 8):  # the first 8x8 graph was dropped for the 16x16 one
+        assert graphs(torch.ones(2, 4, side, side)).eq(2).all()
+    assert graphs.summary() == {"recorded": 4, "replays": 4, "eager": 1, "failed": 0, "kept": 2}
+
+
+def test_graphs_switch_off_and_give_way_to_compile(monkeypatch: pytest.MonkeyPatch, weights_dir: Path) -> None:
+    cuda = torch.device("cuda")
+    monkeypatch.setenv(UNET_GRAPHS_ENV, "0")
+    assert SpeedSettings.default(cuda).label == "fused_qkv"
+    monkeypatch.setenv(UNET_GRAPHS_ENV, "sometimes")
+    with pytest.raises(ValueError, match=UNET_GRAPHS_ENV):
+        SpeedSettings.default(cuda)
+    monkeypatch.setenv(UNET_GRAPHS_ENV, "1")
+    monkeypatch.setenv(COMPILE_ENV, "graphs")  # compiling replaces them
+    assert SpeedSettings.default(cuda).label == "fused_qkv+compile+cuda_graphs"
+    assert SpeedSettings(compile=True, unet_graphs=True).problems()
+    with pytest.raises(ValueError, match="need a CUDA device"):
+        Relighter.load(weights_dir, device="cpu", speed=SpeedSettings(unet_graphs=True))
