@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -13,6 +13,7 @@ from safetensors import safe_open
 from torch import nn
 
 from . import constants as C
+from .cudagraphs import UNetGraphs
 
 MAPPED_BUDGET = 512 << 20
 
@@ -111,7 +112,7 @@ class ConditionedUNet(nn.Module):
     def __init__(self, unet: UNet2DConditionModel) -> None:
         super().__init__()
         self.unet = unet
-        self.graphs: Callable[..., torch.Tensor] | None = None
+        self.graphs: UNetGraphs | None = None
 
     @property
     def config(self):
