@@ -1,9 +1,11 @@
-"""CUDA graphs of the eager UNet: one replay per denoising step instead of a thousand launches.
+"""CUDA graphs of the eager UNet: one replay per denoising step instead of ~800 kernel launches.
 
 With one image at the hosted defaults the GPU mostly waits for Python: on an H200 a low-res
 step took as long as a high-res one on 2.25x the pixels (28 ms), while four images took 39 ms
 a low-res step for four times the work. A CUDA graph records a step's kernels once per input
-shape (`torch.cuda.make_graphed_callables`) and launches them all at once from then on.
+shape (`torch.cuda.make_graphed_callables`) and launches them all at once from then on. (One
+SD1.5 UNet call with fused QKV runs 784 computing operators, besides 419 views: counted with a
+dispatch mode on meta tensors.)
 
 Unlike `ICLIGHT_COMPILE=graphs`, the kernels are the eager ones, so the pixels are too, and
 recording takes a few forward passes instead of minutes of compiling. Each new graph is
