@@ -418,8 +418,7 @@ def speed(ours: Relighter, hosted: Hosted | None, plan: Plan, images: tuple[Path
         else:
             with host_syncs(ours) as syncs:
                 predict_once(ours, case, ours.device, images)  # warm-up, counting the host syncs
-        runs = [predict_once(ours, case, ours.device, images) for _ in range(plan.repeat)]
-        best = min(runs, key=lambda r: r["predict_s"])
+        best = _best_of(ours, case, images, plan.repeat, warm_up=False)
         n = 1 if case.get("compute_normal") else case.get("number_of_images", 1)
         entry = {"ours_s": best["predict_s"], "ours_per_image_s": best["predict_s"] / n, "stages_s": best["stages_s"]}
         entry["gpu_per_image_s"] = gpu_seconds(best) / n
@@ -533,9 +532,12 @@ def sweep(
             best["images"][0].save(out / EAGER_IMAGE)
 
 
-def _best_of(relighter: Relighter, case: dict[str, Any], images: tuple[Path, Path], repeat: int) -> dict[str, Any]:
-    """The fastest of `repeat` predictions after a warm-up."""
-    predict_once(relighter, case, relighter.device, images)
+def _best_of(
+    relighter: Relighter, case: dict[str, Any], images: tuple[Path, Path], repeat: int, warm_up: bool = True
+) -> dict[str, Any]:
+    """The fastest of `repeat` predictions (images kept), after a warm-up unless one ran already."""
+    if warm_up:
+        predict_once(relighter, case, relighter.device, images)
     runs = [predict_once(relighter, case, relighter.device, images, keep_images=True) for _ in range(repeat)]
     return min(runs, key=lambda r: r["predict_s"])
 
@@ -599,12 +601,10 @@ def child_boot(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     if plan.matted:
         images = (with_alpha(images[0], args.out), images[1])
     case = plan.cases[plan.sweep_case]
-    runs = [predict_once(relighter, case, device, images, keep_images=True) for _ in range(plan.repeat)]
-    best = min(runs, key=lambda r: r["predict_s"])
+    best = _best_of(relighter, case, images, plan.repeat, warm_up=False)  # the boot warmed up
     one = best
     if plan.sweep_case != "1 image":
-        ones = [predict_once(relighter, plan.cases["1 image"], device, images) for _ in range(plan.repeat)]
-        one = min(ones, key=lambda r: r["predict_s"])
+        one = _best_of(relighter, plan.cases["1 image"], images, plan.repeat, warm_up=False)
     # Other sizes must not compile again (one dynamic graph serves every width x height).
     for width, height in ((320, 448), (448, 320), (512, 512)):
         predict_once(relighter, {**plan.cases["1 image"], "width": width, "height": height}, device, images)

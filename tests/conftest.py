@@ -14,6 +14,13 @@ DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+@pytest.fixture(autouse=True)
+def _no_speed_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests choose their speed settings themselves, whatever the shell running them has set."""
+    for name in ("ICLIGHT_COMPILE", "ICLIGHT_ATTENTION", "ICLIGHT_UNET_GRAPHS"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_weights(tmp_path_factory.mktemp("weights"))

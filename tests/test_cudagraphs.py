@@ -46,12 +46,6 @@ def refusing(forward: Forward, static: tuple[torch.Tensor, ...]) -> Forward:
     raise RuntimeError("operation not permitted when stream is capturing")
 
 
-@pytest.fixture(autouse=True)
-def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(COMPILE_ENV, raising=False)
-    monkeypatch.delenv(UNET_GRAPHS_ENV, raising=False)
-
-
 @pytest.fixture(scope="module")
 def graphed(weights_dir: Path) -> Relighter:
     return Relighter.load(weights_dir, device="cpu")

@@ -28,12 +28,6 @@ from iclight.speed import (
 SMALL = dict(width=256, height=256, steps=2, highres_scale=1.5, seed=3)
 
 
-@pytest.fixture(autouse=True)
-def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(COMPILE_ENV, raising=False)
-    monkeypatch.delenv("ICLIGHT_ATTENTION", raising=False)
-
-
 def test_defaults_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert SpeedSettings.default(torch.device("cpu")) == SpeedSettings()
     cuda = SpeedSettings.default(torch.device("cuda"))
