@@ -13,10 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from accelerate import init_empty_weights
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from iclight import standins
 from iclight.cudagraphs import Forward, UNetGraphs
 from iclight.pipeline import Relighter
 from iclight.speed import COMPILE_ENV, UNET_GRAPHS_ENV, SpeedSettings
+from iclight.unet import ConditionedUNet, widen_conv_in
 
 SMALL = dict(width=256, height=320, steps=3, highres_scale=1.5, seed=5)
 
@@ -120,3 +124,39 @@ def test_graphs_switch_off_and_give_way_to_compile(monkeypatch: pytest.MonkeyPat
     assert SpeedSettings(compile=True, unet_graphs=True).problems()
     with pytest.raises(ValueError, match="need a CUDA device"):
         Relighter.load(weights_dir, device="cpu", speed=SpeedSettings(unet_graphs=True))
+
+
+class HostReads(TorchDispatchMode):
+    """Notes each operator that a CUDA graph would refuse (a read back to the host, an output
+    whose shape depends on values) or freeze (a tensor made on the host), on meta inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        tensors = [t for t in torch.utils._pytree.tree_leaves((args, kwargs or {})) if isinstance(t, torch.Tensor)]
+        if func.__name__.startswith(("_local_scalar_dense", "nonzero")) or any(not t.is_meta for t in tensors):
+            self.found.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_the_sd15_unet_step_has_nothing_a_graph_would_refuse_or_freeze(fused: bool) -> None:
+    with init_empty_weights():
+        unet = standins.unet("full")
+    widen_conv_in(unet)
+    unet = unet.to("meta", torch.float16)
+    if fused:  # the defaults on CUDA
+        unet.fuse_qkv_projections()
+    meta = dict(device="meta", dtype=torch.float16)
+    sample, cond, text = (
+        torch.empty(2, 4, 80, 64, **meta),
+        torch.empty(1, 8, 80, 64, **meta),
+        torch.empty(2, 77, 768, **meta),
+    )
+    timestep = torch.empty((), device="meta", dtype=torch.int64)  # as the scheduler keeps it, on the device
+    with torch.inference_mode(), HostReads() as reads:
+        out = ConditionedUNet(unet).joined(sample, cond, timestep, text)
+    assert out.shape == sample.shape and out.is_meta
+    assert reads.found == []
