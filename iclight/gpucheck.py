@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -67,6 +68,8 @@ from .standins import write_weights
 from .timing import cuda_memory, sync
 from .weights import dtypes_for, prepare, prepared_path, resolve_device
 
+log = logging.getLogger("iclight")
+
 PARITY_MEAN, PARITY_P99 = 1.0, 4.0  # grey levels, per image
 SETTING_MEAN = 1.0  # a setting stays on by default only within this of eager float16
 HOSTED_IMAGE, EAGER_IMAGE = "hosted.png", "eager.png"  # the sweep case's first image
@@ -87,7 +90,10 @@ class Plan:
     big: dict[str, dict]
     flat: dict  # the case repeated for the memory check
     repeat: int  # timed runs of each speed case, after a warm-up (parity's run, where it ran)
-    sweep_repeat: int = 2  # timed runs of each setting, after a warm-up
+    # Timed runs of each setting, after a warm-up. One was enough on an H200 (under 0.5% apart), but on
+    # an H100 two rows running the same kernels (eager, and the UNet's graphs, which leave 4 images
+    # eager) took 4.41 and 4.93 s, one run each.
+    sweep_repeat: int = 2
     # What the settings and the compiled boots run: 4 images keep the GPU busy, where one image
     # mostly waits on kernel launches and hides what a setting costs (channels_last did).
     sweep_case: str = "4 images, Left Light"
@@ -115,7 +121,6 @@ FULL = Plan(
     },
     flat=dict(DEFAULTS, steps=8),
     repeat=3,
-    sweep_repeat=1,  # 4 images at a time varied by under 0.5% between runs on an H200
 )
 SMALL = dict(width=256, height=256, steps=2, highres_scale=1.5)
 QUICK = Plan(
@@ -584,30 +589,53 @@ def _child(cmd: list[str], env: dict[str, str], progress: Progress) -> str | dic
     timeout = 1800 if left is None else max(left, 1.0)
     try:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"stopped after {timeout:.0f} s (--budget or 30 min)"}
+    except subprocess.TimeoutExpired as e:
+        stopped, said = f"stopped after {timeout:.0f} s (--budget or 30 min)", _last_lines(e.stderr)
+        return {"error": f"{stopped}; it had said: {said}" if said else stopped}
     return run.stdout if run.returncode == 0 else {"error": run.stderr[-2000:]}
+
+
+def _last_lines(output: str | bytes | None, count: int = 3) -> str:
+    """The end of what a stopped child printed (subprocess leaves it as bytes even in text mode)."""
+    if isinstance(output, bytes):
+        output = output.decode(errors="replace")
+    lines = [line.strip()[:80] for line in (output or "").splitlines() if line.strip()]
+    return " | ".join(lines[-count:])
+
+
+def _log_to_stderr() -> None:
+    """The package's progress lines, each with the milliseconds since the process started."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(relativeCreated).0f ms %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
 
 def child_boot(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     from torch._dynamo.utils import counters
 
     device = resolve_device(args.device)
+    _log_to_stderr()  # a boot stopped at the budget then says how far it got
+    log.info("booting with %s=%s", COMPILE_ENV, os.environ.get(COMPILE_ENV, ""))
     start = time.perf_counter()
     relighter = Relighter.load(args.weights, device=str(device))  # compiled as ICLIGHT_COMPILE says
     sync(device)
     boot = time.perf_counter() - start
+    log.info("booted in %.1f s", boot)
     images = inputs(args.out)
     if plan.matted:
         images = (with_alpha(images[0], args.out), images[1])
     case = plan.cases[plan.sweep_case]
     best = _best_of(relighter, case, images, plan.repeat, warm_up=False)  # the boot warmed up
+    log.info("%s: best %.2f s", plan.sweep_case, best["predict_s"])
     one = best
     if plan.sweep_case != "1 image":
         one = _best_of(relighter, plan.cases["1 image"], images, plan.repeat, warm_up=False)
+        log.info("1 image: best %.2f s", one["predict_s"])
     # Other sizes must not compile again (one dynamic graph serves every width x height).
     for width, height in ((320, 448), (448, 320), (512, 512)):
         predict_once(relighter, {**plan.cases["1 image"], "width": width, "height": height}, device, images)
+        log.info("%dx%d done", width, height)
     path = (
         args.out
         / f"compiled-{relighter.speed.key()}-{'warm' if relighter.compile_report['warm_cache'] else 'cold'}.png"
@@ -745,7 +773,7 @@ def _settings_lines(r: Report) -> list[str]:
         lines.append(f"  {s['setting']:<32} {figures}{hosted}{flag}{graphs}")
     for name, b in r.compile.items():
         if "error" in b or "skipped" in b:
-            lines.append(f"  compiled, {name}: {b.get('skipped') or 'failed: ' + b['error'][-200:]}")
+            lines.append(f"  compiled, {name}: {b.get('skipped') or 'failed: ' + b['error'][-300:]}")
         elif "wall_s" in b:
             lines.append(f"  compile, {name}: {b['wall_s']:.1f} s (process start, load, compile, cache written)")
         else:

@@ -6,8 +6,8 @@ fused QKV projections, the attention backend, channels_last, and last `torch.com
 - On CUDA by default: fused QKV projections (the same pixels as eager float16, fewer kernel
   launches), and CUDA graphs of the eager UNet (`cudagraphs.py`: the same kernels, launched
   once per step; `ICLIGHT_UNET_GRAPHS=0` turns them off, compiling replaces them).
-  channels_last stays off: on an H200 it cost 7% with 4 images and gained nothing with one
-  (gpucheck measures every setting, with its gain and pixel difference).
+  channels_last stays off: with 4 images it cost 7% on an H200 and 15% on an H100, and it
+  gained nothing with one (gpucheck measures every setting, its gain and pixel difference).
 - `ICLIGHT_COMPILE=1` (or `unet`): compile the UNet with dynamic shapes, so the 169 width x
   height pairs and both passes share one graph instead of compiling 169 times; after the
   warm-up any further recompile falls back to eager rather than stall a request.

@@ -115,8 +115,13 @@ def test_a_compile_process_stops_at_the_budget(tmp_path) -> None:
     from iclight.gpucheck import Progress, Report, _child
 
     progress = Progress(Report("full", {}), tmp_path, budget=1.0, skip=set())
-    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
-    assert _child(sleeper, dict(os.environ), progress) == {"error": "stopped after 1 s (--budget or 30 min)"}
+    sleeper = [
+        sys.executable,
+        "-c",
+        "import sys, time; print('compiling', file=sys.stderr, flush=True); time.sleep(60)",
+    ]
+    stopped = {"error": "stopped after 1 s (--budget or 30 min); it had said: compiling"}
+    assert _child(sleeper, dict(os.environ), progress) == stopped  # where it got to, for the next run
     assert _child(sleeper, dict(os.environ), progress) == {"skipped": "out of time (--budget)"}
     assert (
         _child(
@@ -230,16 +235,22 @@ def test_hosted_times_include_encoding_its_images(tmp_path, monkeypatch) -> None
     assert isinstance(images[0], np.ndarray)
 
 
-def test_the_gpu_report_in_docs_still_prints(capsys) -> None:
-    """The H200 run that the README quotes: the report format stays readable."""
+@pytest.mark.parametrize(
+    "name, gpu, parity, in_a_row",
+    [
+        ("h200-2026-11-26-gpu-check.json", "NVIDIA H200", "0.47/2", "2.483 -> 2.483"),
+        ("h100-2026-11-26-gpu-check.json", "NVIDIA H100 80GB HBM3", "0.00/0", "2.586 -> 2.586"),
+    ],
+)
+def test_the_gpu_reports_in_docs_still_print(capsys, name: str, gpu: str, parity: str, in_a_row: str) -> None:
+    """The GPU runs that the README quotes: the report format stays readable."""
     from iclight.gpucheck import main
 
-    assert main([str(ROOT / "docs/gpu/h200-2026-11-26-gpu-check.json"), "--table"]) == 0
+    assert main([str(ROOT / "docs/gpu" / name), "--table"]) == 0
     printed = capsys.readouterr().out
-    assert "NVIDIA H200, driver 580.159.04" in printed
-    assert (
-        "1 image                0.47/2" in printed and "20 in a row: allocated CUDA GB 2.483 -> 2.483 (flat)" in printed
-    )
+    assert f"{gpu}, driver 580.159.04" in printed
+    assert f"1 image                {parity}" in printed
+    assert f"20 in a row: allocated CUDA GB {in_a_row} (flat)" in printed
 
 
 def test_a_boot_that_ran_without_cuda_graphs_says_so() -> None:

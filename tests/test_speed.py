@@ -31,7 +31,7 @@ SMALL = dict(width=256, height=256, steps=2, highres_scale=1.5, seed=3)
 def test_defaults_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert SpeedSettings.default(torch.device("cpu")) == SpeedSettings()
     cuda = SpeedSettings.default(torch.device("cuda"))
-    # channels_last stays off: it cost 7% with 4 images on an H200 (README, "On the GPU").
+    # channels_last stays off: it cost 7% with 4 images on an H200, 15% on an H100 (README, "On the GPU").
     assert cuda.fused_qkv and not cuda.channels_last and not cuda.compile
     assert cuda.label == "fused_qkv+unet_graphs"
     monkeypatch.setenv(COMPILE_ENV, "1")
