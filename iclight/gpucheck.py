@@ -603,19 +603,10 @@ def _last_lines(output: str | bytes | None, count: int = 3) -> str:
     return " | ".join(lines[-count:])
 
 
-def _log_to_stderr() -> None:
-    """The package's progress lines, each with the milliseconds since the process started."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(relativeCreated).0f ms %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-
-
 def child_boot(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     from torch._dynamo.utils import counters
 
     device = resolve_device(args.device)
-    _log_to_stderr()  # a boot stopped at the budget then says how far it got
     log.info("booting with %s=%s", COMPILE_ENV, os.environ.get(COMPILE_ENV, ""))
     start = time.perf_counter()
     relighter = Relighter.load(args.weights, device=str(device))  # compiled as ICLIGHT_COMPILE says
@@ -893,6 +884,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference is not None and not (args.reference / "ref_predict.py").is_file():
         p.error(f"--reference {args.reference}: no ref_predict.py there (see --help)")
     if args.child_boot:
+        # Progress on stderr: a boot stopped at the budget then says how far it got.
+        logging.basicConfig(level=logging.INFO, format="%(relativeCreated).0f ms %(message)s")
         args.out.mkdir(parents=True, exist_ok=True)
         print(json.dumps(child_boot(args, plan)))
         return 0
