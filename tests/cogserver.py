@@ -49,7 +49,7 @@ def cog_server(weights_dir: Path, log_dir: Path, **env: str) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait_ready(url, proc, log)
+            wait_ready(url, proc, log)
             yield url
         finally:
             proc.terminate()
@@ -59,19 +59,22 @@ def cog_server(weights_dir: Path, log_dir: Path, **env: str) -> Iterator[str]:
                 proc.kill()
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, log, timeout: float = 180) -> None:
+def wait_ready(url: str, proc: subprocess.Popen | None = None, log=None, timeout: float = 180) -> None:
+    """Poll the health check until READY; with `proc`, fail at once if the server exits."""
     deadline = time.monotonic() + timeout
+    status = None
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             log.seek(0)
             pytest.fail(f"server exited: {log.read()[-3000:]}")
         try:
-            if requests.get(f"{url}/health-check", timeout=2).json().get("status") == "READY":
+            status = requests.get(f"{url}/health-check", timeout=2).json().get("status")
+            if status == "READY":
                 return
         except (requests.ConnectionError, requests.Timeout, ValueError):
             pass
-        time.sleep(0.5)
-    pytest.fail("server not READY in time")
+        time.sleep(0.1)
+    pytest.fail(f"server not READY in {timeout:g} s (last said {status})")
 
 
 def image_uri(img: Image.Image, fmt: str = "PNG") -> str:
