@@ -133,14 +133,22 @@ def test_local_batch_resumes_and_reports_failures(weights_dir: Path, catalogue: 
         _batch(weights_dir, source, out, "--background", bg, "--seed", "21")
     first = {p.name: p.stat().st_mtime_ns for p in out.glob("*.webp")}
     assert sorted(n.split("-")[0] for n in first) == ["a__bg", "b__bg"]
+    # A run killed after b's files but before its done-marker: the rerun must do b again.
+    (b_marker,) = (out / jobs.DONE_DIR).glob("b__bg*.json")
+    b_marker.unlink()
+    b_image = next(n for n in first if n.startswith("b__bg"))
+    b_bytes = (out / b_image).read_bytes()
 
     monkeypatch.setattr(jobs, "execute", real)
     capsys.readouterr()
     assert _batch(weights_dir, source, out, "--background", bg, "--seed", "21") == 1  # one file failed
     text = capsys.readouterr().out
-    assert "4 jobs: 2 already done, 2 to run" in text
+    assert "4 jobs: 1 already done, 3 to run" in text
     assert "FAILED broken__bg" in text and "broken.png" in text and "subject_image" in text
-    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.webp") if p.name in first} == first  # untouched
+    untouched = {n: t for n, t in first.items() if n != b_image}
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.webp") if p.name in untouched} == untouched
+    assert (out / b_image).stat().st_mtime_ns != first[b_image] and (out / b_image).read_bytes() == b_bytes
+    assert (out / jobs.DONE_DIR / b_marker.name).is_file()
     assert len(list(out.glob("*.webp"))) == 3 and not list(out.rglob("*.part"))
     results = _results(out)
     assert [r["status"] for r in results] == ["succeeded", "succeeded", "failed", "succeeded"]

@@ -195,12 +195,15 @@ def test_killed_driver_rerun_skips_finished_jobs(cluster: str, manifest: Path, w
         driver.send_signal(signal.SIGKILL)
         driver.wait(30)
     assert driver.returncode == -signal.SIGKILL, (tmp_path / "driver.log").read_text()[-3000:]
-    finished = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
-    assert 3 <= len(finished) < 9
+    # A job counts as finished once its done-marker is written, after its files: the driver may
+    # have been killed between the two, and the rerun must do that job again.
+    markers = [json.loads(p.read_text()) for p in (out / ".done").glob("*.json")]
+    finished = {name: out.joinpath(name).stat().st_mtime_ns for m in markers for name in m["files"]}
+    assert 3 <= len(markers) < 9 and len(finished) == len(markers)
 
     rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 1, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    assert f"10 jobs: {len(finished)} already done, {10 - len(finished)} to run" in rerun.stdout
+    assert f"10 jobs: {len(markers)} already done, {10 - len(markers)} to run" in rerun.stdout
     assert "FAILED broken-one" in rerun.stdout
     _check_complete(out)
     assert {p: out.joinpath(p).stat().st_mtime_ns for p in finished} == finished  # untouched
