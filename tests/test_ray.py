@@ -134,6 +134,11 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def _markers(out: Path) -> list[Path]:
+    """The done-markers written so far (none while the folder does not exist yet)."""
+    return list((out / DONE_DIR).glob("*.json"))
+
+
 def _actor_pids() -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -153,7 +158,7 @@ def test_killed_actor_loses_nothing(cluster: str, manifest: Path, weights_dir: P
 
     def killer() -> None:
         while not stop.is_set():
-            done = len(list((out / DONE_DIR).glob("*.json"))) if (out / DONE_DIR).is_dir() else 0
+            done = len(_markers(out))
             pids = _actor_pids()
             if done >= 1 and pids:
                 os.kill(pids[0], signal.SIGKILL)
@@ -190,7 +195,7 @@ def test_killed_driver_rerun_skips_finished_jobs(cluster: str, manifest: Path, w
         driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and driver.poll() is None:
-            if (out / DONE_DIR).is_dir() and len(list((out / DONE_DIR).glob("*.json"))) >= 3:
+            if len(_markers(out)) >= 3:
                 break
             time.sleep(0.05)
         driver.send_signal(signal.SIGKILL)
@@ -198,7 +203,7 @@ def test_killed_driver_rerun_skips_finished_jobs(cluster: str, manifest: Path, w
     assert driver.returncode == -signal.SIGKILL, (tmp_path / "driver.log").read_text()[-3000:]
     # A job counts as finished once its done-marker is written, after its files: the driver may
     # have been killed between the two, and the rerun must do that job again.
-    markers = [json.loads(p.read_text()) for p in (out / DONE_DIR).glob("*.json")]
+    markers = [json.loads(p.read_text()) for p in _markers(out)]
     finished = {name: out.joinpath(name).stat().st_mtime_ns for m in markers for name in m["files"]}
     assert 3 <= len(markers) < 9 and len(finished) == len(markers)
 
