@@ -18,7 +18,8 @@ fused QKV projections, the attention backend, channels_last, and last `torch.com
   (`compile-cache/KEY/`, KEY naming the device, torch and CUDA), so a second boot, or every
   replica serving a prepared mirror, loads instead of compiling. The settings share that
   folder: Inductor keys every graph and kernel by what built it, so moving from `1` to `all`
-  compiles only the VAE, and `graphs` can reuse the UNet's compiled kernels.
+  compiles only the VAE. `graphs` gained nothing from that cache on an H100: its warm-up had not
+  finished after 135 s with the UNet's graph cached (README, "Measured on a GPU").
 - `ICLIGHT_ATTENTION=auto|flash|efficient|cudnn|math`: the SDPA backend tried first (default
   auto, torch's own order). Where it cannot serve a call (flash attention takes heads up to
   256 wide; the VAE's one head is 512), torch's usual order takes over instead of failing.

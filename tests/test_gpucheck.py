@@ -253,6 +253,19 @@ def test_the_gpu_reports_in_docs_still_print(capsys, name: str, gpu: str, parity
     assert f"20 in a row: allocated CUDA GB {in_a_row} (flat)" in printed
 
 
+def test_the_h100_compile_report_prints_its_compiled_figures(capsys) -> None:
+    """The compiled-UNet run the README quotes: the warm boot's GPU time per image and the boots that stopped."""
+    from iclight.gpucheck import main
+
+    assert main([str(ROOT / "docs/gpu/h100-2026-11-26-compile.json"), "--table"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    warm = next(line for line in lines if "(warm)" in line)
+    assert warm.startswith("  fused_qkv+compile (warm)") and "GPU s/image 1.01, 1 image 1.61" in warm
+    assert "graphs 1, FX cache hits 1" in warm
+    assert any(line.startswith("  compile, cold (weights prepare --compile): 437.8 s") for line in lines)
+    assert any(line.startswith("  compiled, CUDA graphs: failed: stopped after 155 s") for line in lines)
+
+
 def test_a_boot_that_ran_without_cuda_graphs_says_so() -> None:
     from iclight.gpucheck import Report, table
 
