@@ -499,7 +499,7 @@ def sweep(
     configs += [SpeedSettings(attention=name) for name in plan.attention]
     if device.type == "cuda":
         configs.append(SpeedSettings(unet_graphs=True))
-    configs.append(SpeedSettings.default(device).uncompiled())
+    configs.append(SpeedSettings.default(device, compiling=False))
     case, rows, eager, eager_one = plan.cases[plan.sweep_case], progress.report.settings, None, None
     for i, settings in enumerate(configs):
         label = f"defaults: {settings.label}" if i == len(configs) - 1 else settings.label
@@ -548,19 +548,17 @@ def _best_of(
 
 
 def compiled_boots(root: Path, device: torch.device, plan: Plan, out: Path, progress: Progress) -> None:
-    """ICLIGHT_COMPILE=1 as a deployment uses it, each step a fresh process: `weights prepare
-    --compile` compiles with no cache and writes it, then a boot loads it (warm)."""
+    """ICLIGHT_COMPILE=1 as a deployment boots, each boot a fresh process and measured: first with
+    no cache (it compiles and writes the cache beside the weights, as `weights prepare --compile`
+    does), then with it (warm). The cold boot measures too: on an H100 it can take most of a lent
+    GPU's call, and the warm boot may not get to run."""
     cache = root / CACHE_DIR
     if cache.is_dir():
         import shutil
 
         shutil.rmtree(cache)
     found = progress.report.compile
-    start = time.perf_counter()
-    cmd = [sys.executable, "-m", "iclight.weights", "prepare", str(root), "--compile"]
-    prepared = _child(cmd, _child_env(device), progress)
-    ok = isinstance(prepared, str)
-    found["cold (weights prepare --compile)"] = {"wall_s": time.perf_counter() - start, "ok": True} if ok else prepared
+    found["cold"] = _boot(root, device, plan, out, progress, "1")
     progress.save()
     found["warm"] = _boot(root, device, plan, out, progress, "1")
 
@@ -797,7 +795,7 @@ def run(args: argparse.Namespace, plan: Plan) -> Report:
     images = inputs(args.out)
     with progress.section("setup", fatal=True):
         t = time.perf_counter()
-        defaults = SpeedSettings.default(device).uncompiled()  # compiled: see below
+        defaults = SpeedSettings.default(device, compiling=False)  # compiled: see below
         with cuda_memory(device) as footprint:
             ours = Relighter.load(args.weights, device=str(device), speed=defaults)
             sync(device)

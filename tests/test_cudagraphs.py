@@ -120,7 +120,8 @@ def test_graphs_switch_off_and_give_way_to_compile(monkeypatch: pytest.MonkeyPat
         SpeedSettings.default(cuda)
     monkeypatch.setenv(UNET_GRAPHS_ENV, "1")
     monkeypatch.setenv(COMPILE_ENV, "graphs")  # compiling replaces them
-    assert SpeedSettings.default(cuda).label == "fused_qkv+compile+cuda_graphs"
+    assert SpeedSettings.default(cuda).label == "fused_qkv+channels_last+compile+cuda_graphs"
+    assert SpeedSettings.default(cuda, compiling=False).label == "fused_qkv+unet_graphs"  # gpucheck's eager defaults
     assert SpeedSettings(compile=True, unet_graphs=True).problems()
     with pytest.raises(ValueError, match="need a CUDA device"):
         Relighter.load(weights_dir, device="cpu", speed=SpeedSettings(unet_graphs=True))

@@ -1,6 +1,6 @@
 """`python -m iclight.gpucheck --device cpu --quick`: the GPU check, end to end on the CPU, so
 that it cannot rot between the sessions that have a GPU. It includes torch.compile with
-Inductor: `weights prepare --compile` writes the cache, then a fresh boot loads it."""
+Inductor: a cold boot writes the cache, then a fresh boot loads it."""
 
 from __future__ import annotations
 
@@ -54,14 +54,14 @@ def test_settings_against_eager(report) -> None:
 
 def test_compile_cache_is_written_then_loaded(report) -> None:
     boots = report[0]["compile"]
-    cold = boots["cold (weights prepare --compile)"]
-    warm = boots["warm"]
-    assert cold["ok"], cold
+    cold, warm = boots["cold"], boots["warm"]
+    assert cold["warm_cache"] is False and cold["fx_cache_misses"] >= 1, cold
     assert warm["warm_cache"] is True and warm["fx_cache_hits"] >= 1 and warm["fx_cache_misses"] == 0
-    assert warm["graphs"] == 1  # one dynamic graph for both passes and four sizes
-    assert warm["vs_eager"]["mean"] <= 1.0
-    assert warm["boot_s"] < cold["wall_s"]
-    assert 0 < warm["one_image_gpu_s"] < warm["one_image_s"] and 0 < warm["gpu_per_image_s"] < warm["per_image_s"]
+    for boot in (cold, warm):  # both measured: a cold boot can be all a lent GPU's time allows
+        assert boot["graphs"] == 1  # one dynamic graph for both passes and four sizes
+        assert boot["vs_eager"]["mean"] <= 1.0
+        assert 0 < boot["one_image_gpu_s"] < boot["one_image_s"] and 0 < boot["gpu_per_image_s"] < boot["per_image_s"]
+    assert warm["compile_s"] < cold["compile_s"]
 
 
 def test_host_syncs_are_counted_per_pass(monkeypatch: pytest.MonkeyPatch) -> None:

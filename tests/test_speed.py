@@ -16,6 +16,7 @@ from torch.nn.attention import SDPBackend
 
 from iclight.pipeline import Relighter
 from iclight.speed import (
+    CHANNELS_LAST_ENV,
     COMPILE_ENV,
     CompileCache,
     SpeedSettings,
@@ -35,7 +36,7 @@ def test_defaults_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cuda.fused_qkv and not cuda.channels_last and not cuda.compile
     assert cuda.label == "fused_qkv+unet_graphs"
     monkeypatch.setenv(COMPILE_ENV, "1")
-    assert SpeedSettings.default(torch.device("cuda")).label == "fused_qkv+compile"
+    assert SpeedSettings.default(torch.device("cuda")).label == "fused_qkv+channels_last+compile"
     monkeypatch.setenv(COMPILE_ENV, "all")
     assert SpeedSettings.default(torch.device("cpu")).label == "compile+compile_vae"
     monkeypatch.setenv("ICLIGHT_ATTENTION", "flash")
@@ -58,7 +59,31 @@ def test_compile_request(monkeypatch: pytest.MonkeyPatch, value: str, label: str
     assert SpeedSettings(**compile_request()).label == label
 
 
+@pytest.mark.parametrize(
+    ("compile", "value", "cuda", "cpu"),
+    [
+        ("", "", False, False),
+        ("1", "", True, False),  # auto: on when compiling on CUDA
+        ("1", "auto", True, False),
+        ("1", "0", False, False),
+        ("", "1", True, True),
+        ("graphs", "off", False, False),
+    ],
+)
+def test_channels_last_follows_compile_unless_told(
+    monkeypatch: pytest.MonkeyPatch, compile: str, value: str, cuda: bool, cpu: bool
+) -> None:
+    monkeypatch.setenv(COMPILE_ENV, compile)
+    monkeypatch.setenv(CHANNELS_LAST_ENV, value)
+    assert SpeedSettings.default(torch.device("cuda")).channels_last is cuda
+    assert SpeedSettings.default(torch.device("cpu")).channels_last is cpu
+
+
 def test_bad_settings_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CHANNELS_LAST_ENV, "sideways")
+    with pytest.raises(ValueError, match=f"{CHANNELS_LAST_ENV}: 'sideways'"):
+        SpeedSettings.default(torch.device("cuda"))
+    monkeypatch.delenv(CHANNELS_LAST_ENV)
     monkeypatch.setenv(COMPILE_ENV, "fast please")
     with pytest.raises(ValueError, match=COMPILE_ENV):
         compile_request()

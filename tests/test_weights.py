@@ -220,3 +220,28 @@ def test_setup_fetches_only_what_is_missing_from_the_hub(
         monkeypatch.delenv(env, raising=False)
     weights.ensure_present(root)
     assert asked == [layout.RMBG_FILE]
+
+
+def test_prepare_compile_boots_with_the_compile_setting_asked_for(
+    mirror_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`prepare --compile all`: the boot that compiles and writes the cache runs with ICLIGHT_COMPILE=all
+    (the compiling itself runs for real in gpucheck's cold boot)."""
+    from iclight.speed import COMPILE_ENV
+
+    root = tmp_path / "w"
+    shutil.copytree(mirror_dir, root)
+    monkeypatch.setenv(COMPILE_ENV, "0")  # restored afterwards: prepare sets it for its boot
+    booted = []
+
+    class Booted:
+        device, compile_report = torch.device("cpu"), {"compile_s": 12.5}
+
+    def load(path: Path) -> Booted:
+        booted.append((path, os.environ[COMPILE_ENV]))
+        return Booted()
+
+    monkeypatch.setattr(Relighter, "load", staticmethod(load))
+    assert weights.main(["prepare", str(root), "--dtype", "float32", "--compile", "all"]) == 0
+    assert booted == [(root, "all")]
+    assert f"compiled for cpu in 12.5 s; cache in {root / 'compile-cache'}" in capsys.readouterr().out
