@@ -72,9 +72,9 @@ class SpeedSettings:
         """What a deployment gets: fused QKV and the eager UNet's CUDA graphs on CUDA (unless
         ICLIGHT_UNET_GRAPHS=0); compile as ICLIGHT_COMPILE says (never, with `compiling` False),
         which replaces those graphs and brings channels_last on CUDA (ICLIGHT_CHANNELS_LAST overrides)."""
-        attention = os.environ.get(ATTENTION_ENV, "auto").strip().lower() or "auto"
+        attention = _env(ATTENTION_ENV) or "auto"
         cuda = device.type == "cuda"
-        compiled = compile_request() if compiling else {"compile": False, "compile_vae": False, "cuda_graphs": False}
+        compiled = compile_request(None if compiling else "0")
         graphs = cuda and not compiled["compile"] and unet_graphs_request()
         layout = channels_last_request(cuda and compiled["compile"])
         return cls(fused_qkv=cuda, channels_last=layout, attention=attention, unet_graphs=graphs, **compiled)
@@ -100,11 +100,14 @@ class SpeedSettings:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
 
 
-def compile_request() -> dict[str, bool]:
-    """The compile settings that ICLIGHT_COMPILE asks for: 0, 1 (or unet), all, or graphs."""
-    value = os.environ.get(COMPILE_ENV, "").strip().lower()
-    off = value in ("", "0", "false", "no", "off")
-    if not off and value not in ("1", "true", "yes", "on", "unet", "all", "graphs"):
+ON, OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def compile_request(value: str | None = None) -> dict[str, bool]:
+    """The compile settings that ICLIGHT_COMPILE (or `value`) asks for: 0, 1 (or unet), all, or graphs."""
+    value = _env(COMPILE_ENV) if value is None else value
+    off = value in ("", *OFF)
+    if not off and value not in (*ON, "unet", "all", "graphs"):
         choices = "0, 1 (the UNet), all (the UNet and the VAE) or graphs (the UNet with CUDA graphs)"
         raise ValueError(f"{COMPILE_ENV}: {value!r}; use {choices}")
     return {"compile": not off, "compile_vae": value == "all", "cuda_graphs": value == "graphs"}
@@ -112,20 +115,26 @@ def compile_request() -> dict[str, bool]:
 
 def unet_graphs_request() -> bool:
     """Whether ICLIGHT_UNET_GRAPHS leaves the eager UNet's CUDA graphs on (the default) or not."""
-    value = os.environ.get(UNET_GRAPHS_ENV, "").strip().lower()
-    if value not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
-        raise ValueError(f"{UNET_GRAPHS_ENV}: {value!r}; use 1 (on, the default on CUDA) or 0 (off)")
-    return value not in ("0", "false", "no", "off")
+    return _switch(UNET_GRAPHS_ENV, True, "1 (on, the default on CUDA) or 0 (off)")
 
 
 def channels_last_request(auto: bool) -> bool:
     """Whether ICLIGHT_CHANNELS_LAST asks for channels_last: 1, 0, or auto (the default: `auto`)."""
-    value = os.environ.get(CHANNELS_LAST_ENV, "").strip().lower()
-    if value in ("", "auto"):
-        return auto
-    if value not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
-        raise ValueError(f"{CHANNELS_LAST_ENV}: {value!r}; use auto (on when compiling on CUDA, the default), 1 or 0")
-    return value in ("1", "true", "yes", "on")
+    return _switch(CHANNELS_LAST_ENV, auto, "auto (on when compiling on CUDA, the default), 1 or 0", unset=("", "auto"))
+
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "").strip().lower()
+
+
+def _switch(name: str, default: bool, usage: str, unset: tuple[str, ...] = ("",)) -> bool:
+    """An on/off environment variable: `default` when unset, else 1/true/yes/on or 0/false/no/off."""
+    value = _env(name)
+    if value in unset:
+        return default
+    if value not in ON + OFF:
+        raise ValueError(f"{name}: {value!r}; use {usage}")
+    return value in ON
 
 
 def apply(relighter, settings: SpeedSettings) -> None:
