@@ -131,6 +131,45 @@ def test_a_compile_process_stops_at_the_budget(tmp_path) -> None:
     )
 
 
+def test_compiled_boots_make_their_own_eager_image_when_the_settings_did_not_run(
+    weights_dir, tmp_path, monkeypatch
+) -> None:
+    """A device call that measures only compiling (--skip settings, as a lent H100's budget asks)
+    still compares the compiled pixels with eager float16; after the settings section, its image is kept."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from iclight import gpucheck as g
+
+    subject, background = g.inputs(tmp_path)
+    images = (g.with_alpha(subject, tmp_path), background)
+    booted = []
+
+    def compiled_child(cmd: list[str], env: dict[str, str], progress: g.Progress) -> str:
+        booted.append(env[g.COMPILE_ENV])
+        eager = np.asarray(Image.open(tmp_path / g.EAGER_IMAGE))  # made before the first boot
+        Image.fromarray(255 - eager).save(tmp_path / "compiled.png")
+        return "compiling...\n" + json.dumps({"image": str(tmp_path / "compiled.png")}) + "\n"
+
+    monkeypatch.setattr(g, "_child", compiled_child)
+    report = g.Report("quick", {})
+    g.compiled_boots(
+        weights_dir, torch.device("cpu"), g.QUICK, images, tmp_path, g.Progress(report, tmp_path, None, set())
+    )
+    eager = np.asarray(Image.open(tmp_path / g.EAGER_IMAGE), dtype=np.float32)
+    assert booted == ["1", "1"] and eager.std() > 0  # a relit image, not a blank
+    for boot in ("cold", "warm"):
+        assert report.compile[boot]["vs_eager"]["mean"] == pytest.approx(np.abs(2 * eager - 255).mean())
+
+    Image.new("RGB", (8, 8), 77).save(tmp_path / g.EAGER_IMAGE)  # as the settings section left it
+    report = g.Report("quick", {}, settings=[{"setting": "eager", "predict_s": 1.0}])
+    g.compiled_boots(
+        weights_dir, torch.device("cpu"), g.QUICK, images, tmp_path, g.Progress(report, tmp_path, None, set())
+    )
+    assert np.asarray(Image.open(tmp_path / g.EAGER_IMAGE)).max() == 77
+
+
 def test_non_finite_values_are_counted_when_the_block_ends() -> None:
     """Counted on the device and read once at the end, so that no step waits for the host."""
     import torch
