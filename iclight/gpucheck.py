@@ -20,8 +20,8 @@ float16 UNet, then measures:
   settings  every speed setting (speed.py) with 4 images, against eager float16 (and the
             hosted code's image): gain and pixel difference
   compile   ICLIGHT_COMPILE=1 booted in fresh processes, with a cold and then a warm cache
-            (4 images and 1 image), each against eager float16 (its image made here where
-            the settings section did not run)
+            (4 images and 1 image), each against eager float16 (its image made before the
+            first boot where the settings section did not run)
   big       1 image at 1024x1024 with highres 3, and 12 images: done, or the out-of-memory
             error and the next prediction fine
   compile-graphs, compile-vae  ICLIGHT_COMPILE=graphs, then all, each booted with the
@@ -555,22 +555,20 @@ def compiled_boots(
     no cache (it compiles and writes the cache beside the weights, as `weights prepare --compile`
     does), then with it (warm). The cold boot measures too: on an H100 it can take most of a lent
     GPU's call, and the warm boot may not get to run."""
-    if not any(row.get("setting") == "eager" and "predict_s" in row for row in progress.report.settings):
-        eager_reference(root, device, plan, images, out)
     cache = root / CACHE_DIR
     if cache.is_dir():
         import shutil
 
         shutil.rmtree(cache)
     found = progress.report.compile
-    found["cold"] = _boot(root, device, plan, out, progress, "1")
+    found["cold"] = _boot(root, device, plan, images, out, progress, "1")
     progress.save()
-    found["warm"] = _boot(root, device, plan, out, progress, "1")
+    found["warm"] = _boot(root, device, plan, images, out, progress, "1")
 
 
 def eager_reference(root: Path, device: torch.device, plan: Plan, images: tuple[Path, Path], out: Path) -> None:
     """The sweep case's first image from eager float16, which the compiled boots are compared with,
-    where the settings section did not run to write it (a device call that measures only compiling)."""
+    where the settings section did not write it (a device call that measures only compiling)."""
     relighter = Relighter.load(root, device=str(device), speed=SpeedSettings())
     try:
         run = predict_once(relighter, plan.cases[plan.sweep_case], device, images, keep_images=True)
@@ -580,7 +578,11 @@ def eager_reference(root: Path, device: torch.device, plan: Plan, images: tuple[
         _free()
 
 
-def _boot(root: Path, device: torch.device, plan: Plan, out: Path, progress: Progress, request: str) -> dict[str, Any]:
+def _boot(
+    root: Path, device: torch.device, plan: Plan, images: tuple[Path, Path], out: Path, progress: Progress, request: str
+) -> dict[str, Any]:
+    if not progress.out_of_time() and not (out / EAGER_IMAGE).is_file():
+        eager_reference(root, device, plan, images, out)
     cmd = [sys.executable, "-m", "iclight.gpucheck", str(out), "--child-boot", "--weights", str(root)]
     cmd += ["--device", str(device)] + (["--quick"] if plan.size == "tiny" else [])
     run = _child(cmd, {**_child_env(device), COMPILE_ENV: request}, progress)
@@ -810,6 +812,7 @@ def run(args: argparse.Namespace, plan: Plan) -> Report:
     with progress.section("weights", fatal=True):
         report.weights = stand_ins(args.weights, plan, device)
     images = inputs(args.out)
+    (args.out / EAGER_IMAGE).unlink(missing_ok=True)  # an earlier run's: the settings or the first boot makes it anew
     with progress.section("setup", fatal=True):
         t = time.perf_counter()
         defaults = SpeedSettings.default(device, compiling=False)  # compiled: see below
@@ -857,7 +860,7 @@ def run(args: argparse.Namespace, plan: Plan) -> Report:
         name, request = EXTRA_BOOTS[section]
         if progress.wants(section):
             with progress.section(section):
-                report.compile[name] = _boot(args.weights, device, plan, args.out, progress, request)
+                report.compile[name] = _boot(args.weights, device, plan, images, args.out, progress, request)
     progress.save()
     return report
 

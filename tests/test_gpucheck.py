@@ -131,11 +131,11 @@ def test_a_compile_process_stops_at_the_budget(tmp_path) -> None:
     )
 
 
-def test_compiled_boots_make_their_own_eager_image_when_the_settings_did_not_run(
+def test_compiled_boots_make_their_own_eager_image_where_the_settings_did_not(
     weights_dir, tmp_path, monkeypatch
 ) -> None:
     """A device call that measures only compiling (--skip settings, as a lent H100's budget asks)
-    still compares the compiled pixels with eager float16; after the settings section, its image is kept."""
+    still compares the compiled pixels with eager float16; the settings section's image is kept."""
     import numpy as np
     import torch
     from PIL import Image
@@ -163,7 +163,7 @@ def test_compiled_boots_make_their_own_eager_image_when_the_settings_did_not_run
         assert report.compile[boot]["vs_eager"]["mean"] == pytest.approx(np.abs(2 * eager - 255).mean())
 
     Image.new("RGB", (8, 8), 77).save(tmp_path / g.EAGER_IMAGE)  # as the settings section left it
-    report = g.Report("quick", {}, settings=[{"setting": "eager", "predict_s": 1.0}])
+    report = g.Report("quick", {})
     g.compiled_boots(
         weights_dir, torch.device("cpu"), g.QUICK, images, tmp_path, g.Progress(report, tmp_path, None, set())
     )
@@ -186,11 +186,14 @@ def test_non_finite_values_are_counted_when_the_block_ends() -> None:
 
 def test_every_section_can_be_skipped_for_a_follow_up_run(tmp_path, capsys) -> None:
     """A second device run measures only what the first one left out."""
-    from iclight.gpucheck import EXTRA_BOOTS, SKIPPABLE, main
+    from iclight.gpucheck import EAGER_IMAGE, EXTRA_BOOTS, SKIPPABLE, main
 
     out, weights = tmp_path / "out", tmp_path / "weights"
+    out.mkdir()
+    (out / EAGER_IMAGE).write_bytes(b"an earlier run's")  # never compared with this run's boots
     argv = [str(out), "--device", "cpu", "--quick", "--weights", str(weights), "--skip", ",".join(SKIPPABLE)]
     assert main(argv) == 0
+    assert not (out / EAGER_IMAGE).exists()
     data = json.loads((out / "gpu-check.json").read_text())
     assert list(data["sections_s"]) == ["weights", "setup"] and set(data["skipped"]) == set(SKIPPABLE) - set(
         EXTRA_BOOTS
