@@ -152,21 +152,22 @@ def test_compiled_boots_make_their_own_eager_image_where_the_settings_did_not(
         Image.fromarray(255 - eager).save(tmp_path / "compiled.png")
         return "compiling...\n" + json.dumps({"image": str(tmp_path / "compiled.png")}) + "\n"
 
+    def boots() -> g.Report:
+        report = g.Report("quick", {})
+        g.compiled_boots(
+            weights_dir, torch.device("cpu"), g.QUICK, images, tmp_path, g.Progress(report, tmp_path, None, set())
+        )
+        return report
+
     monkeypatch.setattr(g, "_child", compiled_child)
-    report = g.Report("quick", {})
-    g.compiled_boots(
-        weights_dir, torch.device("cpu"), g.QUICK, images, tmp_path, g.Progress(report, tmp_path, None, set())
-    )
+    report = boots()
     eager = np.asarray(Image.open(tmp_path / g.EAGER_IMAGE), dtype=np.float32)
     assert booted == ["1", "1"] and eager.std() > 0  # a relit image, not a blank
     for boot in ("cold", "warm"):
         assert report.compile[boot]["vs_eager"]["mean"] == pytest.approx(np.abs(2 * eager - 255).mean())
 
     Image.new("RGB", (8, 8), 77).save(tmp_path / g.EAGER_IMAGE)  # as the settings section left it
-    report = g.Report("quick", {})
-    g.compiled_boots(
-        weights_dir, torch.device("cpu"), g.QUICK, images, tmp_path, g.Progress(report, tmp_path, None, set())
-    )
+    boots()
     assert np.asarray(Image.open(tmp_path / g.EAGER_IMAGE)).max() == 77
 
 

@@ -16,6 +16,7 @@ from torch.nn.attention import SDPBackend
 
 from iclight.pipeline import Relighter
 from iclight.speed import (
+    ATTENTION_ENV,
     CHANNELS_LAST_ENV,
     COMPILE_ENV,
     CompileCache,
@@ -39,7 +40,7 @@ def test_defaults_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert SpeedSettings.default(torch.device("cuda")).label == "fused_qkv+channels_last+compile"
     monkeypatch.setenv(COMPILE_ENV, "all")
     assert SpeedSettings.default(torch.device("cpu")).label == "compile+compile_vae"
-    monkeypatch.setenv("ICLIGHT_ATTENTION", "flash")
+    monkeypatch.setenv(ATTENTION_ENV, "flash")
     assert SpeedSettings.default(torch.device("cpu")).attention == "flash"
 
 
