@@ -309,6 +309,20 @@ def test_the_h100_compile_report_prints_its_compiled_figures(capsys) -> None:
     assert any(line.startswith("  compiled, CUDA graphs: failed: stopped after 155 s") for line in lines)
 
 
+def test_the_h100_channels_last_and_vae_report_prints_the_target_met(capsys) -> None:
+    """The run that met the 1.0 s per image target: both compiled settings under it, within 1 grey level of eager."""
+    from iclight.gpucheck import main
+
+    assert main([str(ROOT / "docs/gpu/h100-2026-11-27-compile.json"), "--table"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {name: next(line for line in lines if f"({name})" in line) for name in ("cold", "warm", "with the VAE")}
+    assert rows["cold"].startswith("  fused_qkv+channels_last+compile (cold)") and "GPU s/image 0.97" in rows["cold"]
+    assert "GPU s/image 0.95, 1 image 1.95  boot 46.1 s" in rows["warm"]
+    assert rows["with the VAE"].startswith("  fused_qkv+channels_last+compile+compile_vae (with the VAE)")
+    assert "GPU s/image 0.92, 1 image 1.28" in rows["with the VAE"]
+    assert all("vs eager 0.47/2" in row for row in rows.values())
+
+
 def test_a_boot_that_ran_without_cuda_graphs_says_so() -> None:
     from iclight.gpucheck import Report, table
 
