@@ -6,7 +6,7 @@ WEIGHTS ?= weights
 OUT ?= out
 BENCH_WEIGHTS ?= /tmp/iclight-full
 
-.PHONY: install test lint format parity parity-wide weights prepare examples bench gpu-check device-kit clean
+.PHONY: install test lint format parity parity-wide weights prepare examples bench gpu-check reference gpu-wheels clean
 
 install: $(VENV)/.installed
 
@@ -32,52 +32,63 @@ lint: install
 format: install
 	$(PY) -m ruff format .
 
+# Our pixels against the hosted model's on the stored case (tests/data/parity/), CPU, float32.
 parity: install
-	../shared/parity/check.sh
+	$(PY) -m benchmarks.parity.run check
 
-# Parity with the hosted code itself over the review's cases (tools/parity_cases.py); needs .ref/.
+# The hosted code itself (.ref/, see `make reference`) against ours over the 23 cases of
+# benchmarks/parity/cases.py: every light source, batches, long prompts, compute_normal...
 parity-wide: install
-	bash tools/parity-wide.sh
+	$(PY) -m benchmarks.parity.run wide
 
 # The real weights, fetched and verified (about 5 GB), then the UNet prepared for a fast boot.
 weights: install
-	$(PY) -m iclight.weights fetch --dest $(WEIGHTS)
+	$(PY) -m iclight weights fetch --dest $(WEIGHTS)
 
 prepare: install
-	$(PY) -m iclight.weights prepare $(WEIGHTS)
+	$(PY) -m iclight weights prepare $(WEIGHTS)
 
 # Relight the examples with the real weights (run `make weights` first).
 examples: install
 	$(PY) -m iclight relight examples/astronaut.png examples/coffee.png \
 		--prompt "sunshine from window" --seed 12345 -o $(OUT)
 
-# Full-size stand-in weights: python ../shared/parity/make_weights.py $(BENCH_WEIGHTS) --size full
+# Setup, stages and memory on full-size stand-in weights, against the hosted code's way of loading:
+# python -m iclight.standins $(BENCH_WEIGHTS) --size full   (about 7.7 GB), then make bench.
 bench: install
-	$(PY) -m iclight.bench $(BENCH_WEIGHTS)
+	$(PY) -m benchmarks.bench $(BENCH_WEIGHTS)
 
-# The CUDA path measured (see iclight/gpucheck.py): on a CUDA machine with Python 3.12 and torch.
-# REFERENCE: a folder with the hosted ref_predict.py and briarmbg.py, and ref_run.py (make device-kit).
+# The CUDA path measured (benchmarks/gpucheck.py): on a CUDA machine with Python 3.12 and torch.
+# REFERENCE: a folder with the hosted ref_predict.py and briarmbg.py, and ref_run.py (make reference).
 GPU_PYTHON ?= python3
 GPU_CHECK_OUT ?= gpu-check-results
 REFERENCE ?=
 gpu-check:
-	$(GPU_PYTHON) -m iclight.gpucheck $(GPU_CHECK_OUT) $(if $(REFERENCE),--reference $(REFERENCE))
+	$(GPU_PYTHON) -m benchmarks.gpucheck $(GPU_CHECK_OUT) $(if $(REFERENCE),--reference $(REFERENCE))
 
-# What a lent GPU machine lacks, into git-ignored folders: wheels for Python 3.12 (.whl/) and the
-# hosted code from a clone of zsxkib/IC-Light, branch background-model (.ref/), with the parity
-# kit's runner. Never committed.
-REF_CLONE ?= /work/.mirror/zsxkib+IC-Light/repo
-DEVICE_WHEELS := diffusers==0.42.1 cog==0.23.1 coglet==0.23.1 structlog importlib_metadata transformers==5.24.0 \
-	tokenizers==0.23.3 regex huggingface_hub==2.4.0 httpx2 httpcore2 truststore idna click lazy-importer \
-	safetensors==0.8.0
-device-kit:
-	mkdir -p .whl .ref
-	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-		-d .whl $(DEVICE_WHEELS)
+# The hosted code, the baseline for parity and speed, into the git-ignored .ref/ (never committed):
+# predict.py and briarmbg.py of a clone of zsxkib/IC-Light (branch background-model), and a runner
+# for them (REF_RUNNER: a script with load_reference, run_case and a command line, as gpucheck uses).
+#   make reference REF_CLONE=../IC-Light/.git REF_RUNNER=path/to/ref_run.py
+REF_CLONE ?= ../IC-Light/.git
+REF_RUNNER ?=
+reference:
+	@test -n "$(REF_RUNNER)" || { echo "make reference: set REF_RUNNER to the hosted code's runner"; exit 2; }
+	mkdir -p .ref
 	git --git-dir=$(REF_CLONE) show background-model:predict.py > .ref/ref_predict.py
 	git --git-dir=$(REF_CLONE) show background-model:briarmbg.py > .ref/briarmbg.py
-	cp ../shared/reference/ref_run.py .ref/
+	cp $(REF_RUNNER) .ref/ref_run.py
+
+# Wheels for a Python 3.12 CUDA machine that has torch but no package index, into the git-ignored
+# .whl/: benchmarks/run-gpu-check.sh installs them there and runs gpu-check.
+GPU_WHEELS := diffusers==0.42.1 cog==0.23.1 coglet==0.23.1 structlog importlib_metadata transformers==5.24.0 \
+	tokenizers==0.23.3 regex huggingface_hub==2.4.0 httpx2 httpcore2 truststore idna click lazy-importer \
+	safetensors==0.8.0
+gpu-wheels:
+	mkdir -p .whl
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache $(OUT) bench-results

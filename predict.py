@@ -8,10 +8,10 @@ from typing import Optional
 
 from cog import BaseRunner, Input, Path
 
+from iclight import Relighter
 from iclight import constants as C
 from iclight.imaging import save_images
 from iclight.outputs import OutputFolders
-from iclight.pipeline import Relighter
 from iclight.validation import validate
 
 log = logging.getLogger("iclight")

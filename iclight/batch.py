@@ -20,7 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .jobs import RESULTS_FILE, Job, Outcome, commit, finished, remove_partials, write_atomic
-from .pipeline import random_seed
+from .validation import random_seed
 
 Executor = Callable[[list[Job]], Iterable[Outcome]]
 

@@ -7,9 +7,11 @@ import logging
 import os
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
+from . import config, fetch, layout
 from . import constants as C
 from .imaging import ImageInputError
 from .jobs import PARAMS, Job, JobFailed, defaults, make_job, read_jobs, relight_one, safe_name
@@ -44,11 +46,16 @@ EPILOG = textwrap.dedent(
       the sha256 of the inputs and of the weights, package versions); the same recipe
       is embedded in the image (PNG text, or EXIF ImageDescription for jpg and webp).
 
-    environment:
+    weights:
+      python -m iclight weights fetch --dest weights          # or: python -m iclight.weights fetch ...
+      python -m iclight weights prepare weights
+
+    environment (every variable: docs/configuration.md):
       ICLIGHT_WEIGHTS_DIR   weights folder (default: weights/ at the repository root)
       ICLIGHT_DEVICE        auto (default), cpu or cuda
       ICLIGHT_WEIGHTS_URL   mirror to fetch missing weights from (default: the Hugging Face Hub)
       ICLIGHT_OFFLINE=1     never download; fail at once when weights are missing
+      ICLIGHT_DEBUG=1       show the whole traceback of an error (as --debug does)
     """
 )
 
@@ -100,6 +107,7 @@ def add_model_options(p: argparse.ArgumentParser, prompt_required: bool = True) 
 
 
 def add_runtime_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
+    add_debug_option(p)
     r = p.add_argument_group("where")
     if outputs:
         r.add_argument("-o", "--out", type=Path, default=Path("out"), help="output folder (default: out)")
@@ -109,10 +117,67 @@ def add_runtime_options(p: argparse.ArgumentParser, outputs: bool = True) -> Non
     r.add_argument("--device", default=None, help="auto, cpu or cuda (default: ICLIGHT_DEVICE or auto)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_debug_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="on an error, show the whole traceback (or ICLIGHT_DEBUG=1)")
+
+
+def add_weights_commands(sub) -> None:
+    """`weights fetch|lock|verify|prepare`, also run as `python -m iclight.weights ...`."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    w = sub.add_parser(
+        "weights",
+        help="fetch, lock, verify and prepare the weights folder",
+        description="Fetch, lock, verify and prepare the IC-Light weights folder.",
+        formatter_class=fmt,
+    )
+    cmds = w.add_subparsers(dest="weights_command", required=True, metavar="WEIGHTS_COMMAND")
+    p = cmds.add_parser("fetch", help="download every missing or invalid file, verified")
+    p.add_argument("--dest", type=Path, default=None, help="weights folder (default: ICLIGHT_WEIGHTS_DIR or weights/)")
+    p.add_argument(
+        "--from", dest="source", default=None, help="HTTP(S) mirror with manifest.json (or ICLIGHT_WEIGHTS_URL)"
+    )
+    p.add_argument("--workers", type=int, default=4, help="parallel downloads (default 4)")
+    add_debug_option(p)
+    p = cmds.add_parser("lock", help="write DIR/manifest.json (path, size, sha256 of every file)")
+    p.add_argument("dir", type=Path)
+    add_debug_option(p)
+    p = cmds.add_parser("verify", help="check DIR against its manifest.json")
+    p.add_argument("dir", type=Path)
+    add_debug_option(p)
+    p = cmds.add_parser("prepare", help="write the merged UNet in the device's dtype for a fast boot")
+    p.add_argument("dir", type=Path, nargs="?", default=None)
+    p.add_argument(
+        "--dtype",
+        choices=["float16", "float32", "bfloat16"],
+        default=None,
+        help="default: what ICLIGHT_DEVICE resolves to needs (float16 on CUDA, float32 on the CPU)",
+    )
+    p.add_argument("--force", action="store_true", help="write the prepared UNet even if it is up to date")
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="unet",
+        default=None,
+        type=_compile_mode,
+        metavar="WHAT",
+        help="then compile for this GPU (1 or unet, the default; all: the VAE too; graphs: the UNet with CUDA graphs) "
+        "and keep the cache beside the weights, so that serving with the same ICLIGHT_COMPILE boots without "
+        "compiling",
+    )
+    add_debug_option(p)
+
+
+def _compile_mode(text: str) -> str:
+    try:
+        return config.COMPILE.parse(config.COMPILE, text)
+    except config.ConfigError:
+        raise argparse.ArgumentTypeError(f"{text!r}; use {config.COMPILE.allowed}") from None
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="iclight" if os.path.basename(sys.argv[0]) == "iclight" else "python -m iclight",
+        prog=prog or ("iclight" if os.path.basename(sys.argv[0]) == "iclight" else "python -m iclight"),
         description="Relight a subject photo so that it belongs in a background (IC-Light, background-conditioned).",
         epilog=EPILOG,
         formatter_class=fmt,
@@ -176,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("reproduce", "make an output again from its sidecar JSON or from the image itself")
     p.add_argument("recipe", type=Path, help="NAME.json, or an image that carries a recipe")
     add_runtime_options(p)
+    add_weights_commands(sub)
     return parser
 
 
@@ -271,14 +337,92 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"relight": cmd_relight, "batch": cmd_batch, "reproduce": cmd_reproduce, "ui": cmd_ui}
+def cmd_weights(args: argparse.Namespace) -> int:
+    try:
+        return WEIGHTS_COMMANDS[args.weights_command](args)
+    except OSError as e:  # a folder that cannot be read or written: the message names it
+        raise fetch.FetchError(str(e)) from e
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def cmd_weights_fetch(args: argparse.Namespace) -> int:
+    root = layout.weights_dir(args.dest)
+    got = fetch.fetch(root, args.source, args.workers)
+    print(f"{len(got)} file(s) downloaded into {root}" if got else f"all files present and valid in {root}")
+    return 0
+
+
+def cmd_weights_lock(args: argparse.Namespace) -> int:
+    entries = fetch.lock(args.dir)
+    print(f"wrote {args.dir / fetch.MANIFEST_NAME}: {len(entries)} files, {sum(e.size for e in entries)} bytes")
+    return 0
+
+
+def cmd_weights_verify(args: argparse.Namespace) -> int:
+    problems = fetch.verify(args.dir)
+    for line in problems:
+        print(line)
+    print("ok" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def cmd_weights_prepare(args: argparse.Namespace) -> int:
+    import torch
+
+    from .loading import dtypes_for, prepare, prepared_unet, resolve_device
+
+    root = layout.weights_dir(args.dir)
+    dtype = getattr(torch, args.dtype) if args.dtype else dtypes_for(resolve_device()).unet
+    existing = None if args.force else prepared_unet(root, dtype)
+    if existing:
+        print(f"{existing} is up to date with the sources present (--force writes it again)")
+    else:
+        start = time.perf_counter()
+        path = prepare(root, dtype)
+        print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
+    if args.compile not in (None, "off"):
+        from .pipeline import Relighter
+        from .speed import SpeedSettings
+
+        device = resolve_device()
+        relighter = Relighter.load(root, device=str(device), speed=SpeedSettings.default(device, args.compile))
+        report = relighter.compile_report or {}
+        print(f"compiled for {device} in {report.get('compile_s', 0):.1f} s; cache in {root / 'compile-cache'}")
+    return 0
+
+
+WEIGHTS_COMMANDS = {
+    "fetch": cmd_weights_fetch,
+    "lock": cmd_weights_lock,
+    "verify": cmd_weights_verify,
+    "prepare": cmd_weights_prepare,
+}
+COMMANDS = {
+    "relight": cmd_relight,
+    "batch": cmd_batch,
+    "reproduce": cmd_reproduce,
+    "ui": cmd_ui,
+    "weights": cmd_weights,
+}
+# What a user can act on from the message alone: it names the input, the variable or the file.
+USER_ERRORS = (InputError, ImageInputError, JobFailed, config.ConfigError)
+SETUP_ERRORS = (fetch.FetchError, layout.MissingWeightsError)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        config.check()
         return COMMANDS[args.command](args)
-    except (InputError, ImageInputError, JobFailed) as e:
+    except (*USER_ERRORS, *SETUP_ERRORS) as e:
+        if args.debug or _debug_from_env():
+            raise
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 2 if isinstance(e, USER_ERRORS) else 1
+
+
+def _debug_from_env() -> bool:
+    try:
+        return config.DEBUG.read()
+    except config.ConfigError:
+        return False

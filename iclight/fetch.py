@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import threading
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import layout
+from . import config, layout
 
 log = logging.getLogger("iclight")
 
@@ -39,6 +38,26 @@ _SKIP = {MANIFEST_NAME, HASH_CACHE, LOCK_NAME}
 
 class FetchError(RuntimeError):
     """A file could not be fetched or failed verification; the message names it."""
+
+
+class SourceError(FetchError):
+    """The source of the weights could not be reached, or refused them: one message that says
+    what was being fetched, from where, the underlying error, and the ways out."""
+
+    def __init__(self, what: str, source: str, error: BaseException) -> None:
+        lines = str(error).strip().splitlines() or [""]
+        cause = f"{type(error).__name__}: {lines[0][:300]}".rstrip(": ")
+        super().__init__(
+            f"cannot fetch {what}\n"
+            f"  from: {source}\n"
+            f"  because: {cause}\n"
+            "ways out:\n"
+            f"  - a mirror of the weights folder: set {config.WEIGHTS_URL.name}=https://... (or fetch --from URL)\n"
+            "  - another Hugging Face endpoint: HF_ENDPOINT=https://...; a gated or private file: HF_TOKEN=...\n"
+            "  - fetch on a machine that reaches the source (python -m iclight weights fetch --dest DIR), "
+            f"copy DIR here and set {config.WEIGHTS_DIR.name}=DIR"
+        )
+        self.source = source
 
 
 @dataclass(frozen=True)
@@ -179,8 +198,8 @@ def _download(url: str, entry: Entry, root: Path, bar: tqdm, hashes: HashCache) 
                     for block in iter(lambda: response.read(CHUNK), b""):
                         out.write(block)
                         bar.update(len(block))
-        except (urllib.error.URLError, OSError) as e:
-            raise FetchError(f"{entry.path}: download from {url} interrupted ({e}); run fetch again to resume") from e
+        except (OSError, http.client.HTTPException) as e:
+            raise SourceError(f"{entry.path} (what arrived is kept: fetch again resumes)", url, e) from e
     else:
         bar.update(have)
     _accept(part, target, entry, hashes)
@@ -204,8 +223,8 @@ def fetch_mirror(base_url: str, root: Path, workers: int = 4) -> list[str]:
     try:
         with _open(f"{base}/{MANIFEST_NAME}") as response:
             entries = read_manifest(response.read().decode(), f"{base}/{MANIFEST_NAME}")
-    except urllib.error.URLError as e:
-        raise FetchError(f"{base}/{MANIFEST_NAME}: cannot read the mirror's manifest ({e})") from e
+    except (OSError, http.client.HTTPException) as e:  # URLError and HTTPError are OSErrors
+        raise SourceError(f"the weights' manifest for {root}", f"the mirror {base}/{MANIFEST_NAME}", e) from e
     root.mkdir(parents=True, exist_ok=True)
     hashes = HashCache(root)
     todo = [e for e in entries if not is_valid(root, e, hashes)]
@@ -220,9 +239,12 @@ def run_parallel(items: list, job: Callable[[object], None], workers: int) -> No
     """Run `job` on every item; after all had their chance, raise one error naming each failure."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [pool.submit(job, item) for item in items]
-    errors = [str(f.exception()) for f in futures if f.exception() is not None]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    unreachable = [e for e in errors if isinstance(e, SourceError)]
+    if unreachable:  # the source is the problem, not each file: say so once
+        raise unreachable[0]
     if errors:
-        raise FetchError("; ".join(errors))
+        raise FetchError("; ".join(map(str, errors)))
 
 
 # -- Hugging Face Hub --------------------------------------------------------------------------
@@ -250,7 +272,12 @@ def hub_files(files: Iterable[layout.WeightFile] = layout.MANIFEST) -> list[HubF
     for f in files:
         by_repo.setdefault((f.repo, f.revision), []).append(f)
     for (repo, revision), group in by_repo.items():
-        info = {i.path: i for i in api.get_paths_info(repo, [f.path for f in group], revision=revision)}
+        try:
+            found = api.get_paths_info(repo, [f.path for f in group], revision=revision)
+        except Exception as e:  # httpx's, huggingface_hub's and the OS's errors alike: the source is out of reach
+            where = f"the Hugging Face Hub at {_endpoint()} (repository {repo})"
+            raise SourceError(f"{len(group)} weight file(s) ({group[0].dest}, ...)", where, e) from e
+        info = {i.path: i for i in found}
         for f in group:
             if f.path not in info:
                 raise FetchError(f"{f.dest}: {f.path} not found in {repo}@{revision}")
@@ -258,6 +285,12 @@ def hub_files(files: Iterable[layout.WeightFile] = layout.MANIFEST) -> list[HubF
             sha = item.lfs.sha256 if item.lfs else ""
             out.append(HubFile(f, Entry(f.dest, int(item.size), sha), item.blob_id))
     return out
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
 
 
 def fetch_hub(root: Path, workers: int = 4, files: Iterable[layout.WeightFile] = layout.MANIFEST) -> list[str]:
@@ -273,7 +306,7 @@ def fetch_hub(root: Path, workers: int = 4, files: Iterable[layout.WeightFile] =
         try:
             cached = Path(hf_hub_download(f.repo, f.path, revision=f.revision))
         except Exception as err:  # huggingface_hub raises many types; name the file
-            raise FetchError(f"{e.path}: download of {f.repo}/{f.path} failed ({err})") from err
+            raise SourceError(e.path, f"the Hugging Face Hub at {_endpoint()} ({f.repo}/{f.path})", err) from err
         if not e.sha256 and git_blob_sha1(cached) != item.blob_id:
             raise FetchError(f"{e.path}: content does not match the hub's git blob id {item.blob_id}")
         expected = e if e.sha256 else Entry(e.path, e.size, sha256_of(cached))
@@ -300,7 +333,7 @@ def fetch(root: Path, source_url: str | None = None, workers: int = 4, only: Ite
 
 
 def _fetch(root: Path, source_url: str | None, workers: int, only: Iterable[str] | None) -> list[str]:
-    url = source_url or os.environ.get(layout.WEIGHTS_URL_ENV)
+    url = source_url or config.WEIGHTS_URL.read()
     if url:
         log.info("fetching weights from mirror %s into %s", url, root)
         return fetch_mirror(url, root, workers)

@@ -35,7 +35,7 @@ from PIL import Image
 from . import constants as C
 from .imaging import IMAGE_SUFFIXES, ImageInputError
 from .recipe import encode_with_recipe, input_records, make_recipe, sidecar_text
-from .validation import InputError, validate
+from .validation import InputError, random_seed, validate
 
 log = logging.getLogger("iclight")
 
@@ -297,8 +297,6 @@ class JobFailed(RuntimeError):
 def relight_one(relighter, job: Job, out: Path) -> dict[str, Any]:
     """One job in this process, its files written into `out` as NAME-SEED-N.FMT (the command
     line's `relight` and the web app). Returns its record; raises JobFailed."""
-    from .pipeline import random_seed
-
     if job.error:
         raise JobFailed(job.error)
     seed = job.params["seed"] if job.params["seed"] is not None else random_seed()

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import config
+
 SD_DIR = "realistic-vision-v51"
 OFFSET_FILE = "iclight_sd15_fbc.safetensors"
 RMBG_FILE = "RMBG-1.4/model.safetensors"
@@ -13,10 +15,6 @@ PREPARED_DIR = "prepared"
 PREPARED_CONFIG = f"{PREPARED_DIR}/unet-config.json"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-WEIGHTS_ENV = "ICLIGHT_WEIGHTS_DIR"
-DEVICE_ENV = "ICLIGHT_DEVICE"
-WEIGHTS_URL_ENV = "ICLIGHT_WEIGHTS_URL"
-OFFLINE_ENVS = ("ICLIGHT_OFFLINE", "HF_HUB_OFFLINE")
 
 
 @dataclass(frozen=True)
@@ -60,8 +58,11 @@ UNET_SOURCES = (
 def weights_dir(override: str | os.PathLike | None = None) -> Path:
     """The argument, else ICLIGHT_WEIGHTS_DIR, else weights/ in this checkout (where cog.yaml
     is), else weights/ in the working directory (an installed package has no checkout)."""
-    if override or os.environ.get(WEIGHTS_ENV):
-        return Path(override or os.environ[WEIGHTS_ENV])
+    if override:
+        return Path(override)
+    configured = config.WEIGHTS_DIR.read()
+    if configured:
+        return configured
     checkout = REPO_ROOT / "cog.yaml"
     return (REPO_ROOT if checkout.is_file() else Path.cwd()) / "weights"
 

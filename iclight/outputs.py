@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -29,20 +28,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import config
+
 log = logging.getLogger("iclight")
 
-OUTPUT_DIR_ENV = "ICLIGHT_OUTPUT_DIR"
-KEEP_ENV = "ICLIGHT_KEEP_OUTPUTS"
 MARKER = ".iclight-outputs.json"
-DEFAULT_KEEP = 4
+DEFAULT_KEEP = config.KEEP_OUTPUTS.default
 DEFAULT_STALE_AFTER_S = 3600.0
-
-
-def default_root() -> Path:
-    configured = os.environ.get(OUTPUT_DIR_ENV)
-    if configured:
-        return Path(configured)
-    return Path(tempfile.gettempdir()) / f"iclight-outputs-{os.getuid()}"
 
 
 class OutputFolders:
@@ -52,8 +44,8 @@ class OutputFolders:
         self, root: Path | None = None, keep: int = DEFAULT_KEEP, stale_after_s: float = DEFAULT_STALE_AFTER_S
     ) -> None:
         if keep < 1:
-            raise ValueError(f"{KEEP_ENV}: must keep at least 1 output folder, got {keep}")
-        self.root = Path(root) if root else default_root()
+            raise ValueError(f"keep: must keep at least 1 output folder, got {keep}")
+        self.root = Path(root) if root else config.OUTPUT_DIR.read()
         self.keep = keep
         self.stale_after_s = stale_after_s
         self._pid = os.getpid()
@@ -62,12 +54,7 @@ class OutputFolders:
 
     @classmethod
     def from_env(cls) -> OutputFolders:
-        raw = os.environ.get(KEEP_ENV, str(DEFAULT_KEEP))
-        try:
-            keep = int(raw)
-        except ValueError:
-            raise ValueError(f"{KEEP_ENV}: expected a whole number, got {raw!r}") from None
-        return cls(keep=keep)
+        return cls(config.OUTPUT_DIR.read(), config.KEEP_OUTPUTS.read())
 
     @contextmanager
     def folder(self) -> Iterator[Path]:

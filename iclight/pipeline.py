@@ -14,8 +14,8 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image
 
+from . import config, layout
 from . import constants as C
-from . import layout
 from .compositing import keep_background as composite_background
 from .compositing import transfer_detail
 from .fetch import HashCache
@@ -31,6 +31,7 @@ from .imaging import (
     to_unit,
     unit_to_uint8,
 )
+from .loading import Components, load_components, resolve_device
 from .normals import normal_map
 from .prompts import PromptEncoder
 from .rmbg import estimate_matte, on_grey
@@ -38,8 +39,7 @@ from .speed import SpeedSettings, attention_backend, boot_compiled
 from .speed import apply as apply_speed
 from .timing import StageTimer
 from .unet import ConditionedUNet
-from .validation import InputError, validate
-from .weights import Components, load_components, resolve_device
+from .validation import InputError, random_seed, validate
 
 log = logging.getLogger("iclight")
 
@@ -85,10 +85,6 @@ class Settings:
         return max(self.highres_size) > C.CUDA_VAE_TILE_ABOVE
 
 
-def random_seed() -> int:
-    return int.from_bytes(os.urandom(C.RANDOM_SEED_BITS // 8), "big")
-
-
 class Relighter:
     """Holds every model and both diffusers pipelines, which share one set of modules."""
 
@@ -130,14 +126,16 @@ class Relighter:
 
         A valid prepared UNet is used when present, unless `use_prepared` is False. `speed`
         defaults to `SpeedSettings.default` (see `speed.py`); a compiled model is warmed up here."""
+        config.check()
         dev = resolve_device(device)
         start = time.perf_counter()
         root = layout.weights_dir(weights_dir)
         relighter = cls(load_components(root, dev, use_prepared), dev, root)
         settings = speed or SpeedSettings.default(dev)
-        apply_speed(relighter, settings)
+        apply_speed(settings, relighter.unet, relighter.vae, dev)
+        relighter.speed = settings
         if settings.compile:
-            relighter.compile_report = boot_compiled(relighter, root)
+            relighter.compile_report = boot_compiled(settings, dev, root, relighter.warm_up)
         log.info("ready on %s (%s) in %.2f s", dev, settings.label, time.perf_counter() - start)
         return relighter
 
@@ -147,6 +145,13 @@ class Relighter:
         image, alpha = load_image_and_alpha(subject, "subject_image")
         matte = self._matte(image, alpha, mask)
         return matte[..., 0], on_grey(image, matte, C.RELIGHT_SIGMA)
+
+    def warm_up(self) -> None:
+        """A 2-step relight through both passes at the hosted defaults' sizes (compiles a compiled model)."""
+        subject = np.full((64, 64, 3), 200, np.uint8)
+        mask = np.full((64, 64), 255, np.uint8)
+        sizes = {name: C.default(name) for name in ("width", "height", "highres_scale")}
+        self.relight(subject, None, "warm up", light_source=C.LEFT_LIGHT, steps=2, seed=0, mask=mask, **sizes)
 
     def show_step_progress(self, enabled: bool) -> None:
         """Diffusers' per-step progress bars (on by default; a batch shows its own per job)."""

@@ -1,4 +1,4 @@
-"""Speed settings, applied in one fixed order; `python -m iclight.gpucheck` measures each one.
+"""Speed settings, applied in one fixed order; `make gpu-check` measures each one.
 
 The order follows diffusers' fast-diffusion recipe: the dtypes (chosen in `weights.py`), then
 fused QKV projections, the attention backend, channels_last, and last `torch.compile`.
@@ -38,23 +38,20 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import numpy as np
 import torch
+from diffusers import AutoencoderKL
 
-from . import constants as C
+from . import config
 from .cudagraphs import UNetGraphs, cuda_capture
 from .timing import sync
+from .unet import ConditionedUNet
 
 log = logging.getLogger("iclight")
 
-COMPILE_ENV = "ICLIGHT_COMPILE"
-UNET_GRAPHS_ENV = "ICLIGHT_UNET_GRAPHS"
-CHANNELS_LAST_ENV = "ICLIGHT_CHANNELS_LAST"
-ATTENTION_ENV = "ICLIGHT_ATTENTION"
 CACHE_DIR = "compile-cache"
 ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 
@@ -70,21 +67,23 @@ class SpeedSettings:
     unet_graphs: bool = False  # CUDA graphs of the eager UNet (cudagraphs.py)
 
     @classmethod
-    def default(cls, device: torch.device, compiling: bool = True) -> SpeedSettings:
+    def default(cls, device: torch.device, compile_mode: str | None = None) -> SpeedSettings:
         """What a deployment gets: fused QKV and the eager UNet's CUDA graphs on CUDA (unless
-        ICLIGHT_UNET_GRAPHS=0); compile as ICLIGHT_COMPILE says (never, with `compiling` False),
-        which replaces those graphs and brings channels_last on CUDA (ICLIGHT_CHANNELS_LAST overrides)."""
-        attention = _env(ATTENTION_ENV) or "auto"
+        ICLIGHT_UNET_GRAPHS=0); compile as `compile_mode` (off, unet, all or graphs) or else
+        ICLIGHT_COMPILE says, which replaces those graphs and brings channels_last on CUDA
+        (ICLIGHT_CHANNELS_LAST overrides)."""
         cuda = device.type == "cuda"
-        compiled = compile_request(None if compiling else "0")
-        graphs = cuda and not compiled["compile"] and unet_graphs_request()
-        layout = channels_last_request(cuda and compiled["compile"])
+        compiled = compile_request(compile_mode or config.COMPILE.read())
+        graphs = cuda and not compiled["compile"] and config.UNET_GRAPHS.read()
+        layout = config.CHANNELS_LAST.read()
+        layout = cuda and compiled["compile"] if layout is None else layout
+        attention = config.ATTENTION.read()
         return cls(fused_qkv=cuda, channels_last=layout, attention=attention, unet_graphs=graphs, **compiled)
 
     def problems(self) -> list[str]:
         found = []
         if self.attention not in ATTENTION_BACKENDS:
-            found.append(f"{ATTENTION_ENV}: {self.attention!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
+            found.append(f"attention: {self.attention!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
         if (self.compile_vae or self.cuda_graphs) and not self.compile:
             found.append("compile_vae and cuda_graphs need compile")
         if self.unet_graphs and self.compile:
@@ -102,63 +101,31 @@ class SpeedSettings:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
 
 
-ON, OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+def compile_request(mode: str) -> dict[str, bool]:
+    """The compile settings of a mode: off, unet, all or graphs (as ICLIGHT_COMPILE's values)."""
+    if mode not in ("off", "unet", "all", "graphs"):
+        raise ValueError(f"compile: {mode!r}; use off, unet, all or graphs")
+    return {"compile": mode != "off", "compile_vae": mode == "all", "cuda_graphs": mode == "graphs"}
 
 
-def compile_request(value: str | None = None) -> dict[str, bool]:
-    """The compile settings that ICLIGHT_COMPILE (or `value`) asks for: 0, 1 (or unet), all, or graphs."""
-    value = _env(COMPILE_ENV) if value is None else value
-    off = value in ("", *OFF)
-    if not off and value not in (*ON, "unet", "all", "graphs"):
-        choices = "0, 1 (the UNet), all (the UNet and the VAE) or graphs (the UNet with CUDA graphs)"
-        raise ValueError(f"{COMPILE_ENV}: {value!r}; use {choices}")
-    return {"compile": not off, "compile_vae": value == "all", "cuda_graphs": value == "graphs"}
-
-
-def unet_graphs_request() -> bool:
-    """Whether ICLIGHT_UNET_GRAPHS leaves the eager UNet's CUDA graphs on (the default) or not."""
-    return _switch(UNET_GRAPHS_ENV, True, "1 (on, the default on CUDA) or 0 (off)")
-
-
-def channels_last_request(auto: bool) -> bool:
-    """Whether ICLIGHT_CHANNELS_LAST asks for channels_last: 1, 0, or auto (the default: `auto`)."""
-    return _switch(CHANNELS_LAST_ENV, auto, "auto (on when compiling on CUDA, the default), 1 or 0", unset=("", "auto"))
-
-
-def _env(name: str) -> str:
-    return os.environ.get(name, "").strip().lower()
-
-
-def _switch(name: str, default: bool, usage: str, unset: tuple[str, ...] = ("",)) -> bool:
-    """An on/off environment variable: `default` when unset, else 1/true/yes/on or 0/false/no/off."""
-    value = _env(name)
-    if value in unset:
-        return default
-    if value not in ON + OFF:
-        raise ValueError(f"{name}: {value!r}; use {usage}")
-    return value in ON
-
-
-def apply(relighter, settings: SpeedSettings) -> None:
-    """Put `settings` into effect on a freshly loaded relighter (once: fusing and compiling
-    change the modules in place)."""
+def apply(settings: SpeedSettings, unet: ConditionedUNet, vae: AutoencoderKL, device: torch.device) -> None:
+    """Put `settings` into effect on freshly loaded models (once: fusing and compiling change
+    the modules in place)."""
     problems = settings.problems()
     if problems:
         raise ValueError("; ".join(problems))
-    unet, vae = relighter.unet.unet, relighter.vae
     if settings.fused_qkv:
-        unet.fuse_qkv_projections()
+        unet.unet.fuse_qkv_projections()
         vae.fuse_qkv_projections()
     if settings.channels_last:
-        unet.to(memory_format=torch.channels_last)
+        unet.unet.to(memory_format=torch.channels_last)
         vae.to(memory_format=torch.channels_last)
     if settings.unet_graphs:
-        if relighter.device.type != "cuda":
-            raise ValueError(f"unet_graphs: CUDA graphs need a CUDA device, not {relighter.device}")
-        relighter.unet.graphs = UNetGraphs(relighter.unet.joined, cuda_capture())
-    relighter.speed = settings
+        if device.type != "cuda":
+            raise ValueError(f"unet_graphs: CUDA graphs need a CUDA device, not {device}")
+        unet.graphs = UNetGraphs(unet.joined, cuda_capture())
     if settings.compile:
-        _compile(relighter, settings)
+        _compile(settings, unet, vae)
 
 
 @contextlib.contextmanager
@@ -181,7 +148,7 @@ def attention_backend(name: str) -> Iterator[None]:
         yield
 
 
-def _compile(relighter, settings: SpeedSettings) -> None:
+def _compile(settings: SpeedSettings, unet: ConditionedUNet, vae: AutoencoderKL) -> None:
     import torch.fx.experimental._config as fx_config
 
     # Without this, a first square request would make height == width an assumption of the graph.
@@ -190,10 +157,10 @@ def _compile(relighter, settings: SpeedSettings) -> None:
     # Inductor then cannot use and Dynamo traces the whole UNet a second time to specialize.
     torch._dynamo.config.specialize_float = True
     mode = "reduce-overhead" if settings.cuda_graphs else None
-    relighter.unet.compile(dynamic=True, fullgraph=True, mode=mode)
+    unet.compile(dynamic=True, fullgraph=True, mode=mode)
     if settings.compile_vae:
-        relighter.vae.encoder.compile(dynamic=True, mode=mode)
-        relighter.vae.decoder.compile(dynamic=True, mode=mode)
+        vae.encoder.compile(dynamic=True, mode=mode)
+        vae.decoder.compile(dynamic=True, mode=mode)
 
 
 class CompileCache:
@@ -237,28 +204,21 @@ def cache_key(device: torch.device) -> str:
     return "-".join("".join(c if c.isalnum() or c in ".+" else "_" for c in p) for p in parts)
 
 
-def warm_up(relighter) -> float:
-    """Compile now, not in the first request: a 2-step relight through both passes at the hosted
-    defaults' sizes. Inductor tunes its kernels for the sizes it first sees, and CUDA graphs are
-    recorded per shape, so the most common request gets both from the start."""
-    start = time.perf_counter()
-    subject = np.full((64, 64, 3), 200, np.uint8)
-    mask = np.full((64, 64), 255, np.uint8)
-    sizes = {name: C.default(name) for name in ("width", "height", "highres_scale")}
-    relighter.relight(subject, None, "warm up", light_source=C.LEFT_LIGHT, steps=2, seed=0, mask=mask, **sizes)
-    sync(relighter.device)
-    # Any later shape that the dynamic graph's guards reject runs eager instead of compiling mid-request.
-    torch.compiler.set_stance("eager_on_recompile")
-    return time.perf_counter() - start
-
-
-def boot_compiled(relighter, weights_root: Path | None) -> dict[str, float | bool | int]:
-    """Activate the cache, apply the settings, warm up, save the cache; returns what it took."""
-    settings = relighter.speed
-    cache = CompileCache(weights_root, relighter.device, settings) if weights_root else None
+def boot_compiled(
+    settings: SpeedSettings, device: torch.device, weights_root: Path | None, warm_up: Callable[[], None]
+) -> dict[str, float | bool | int]:
+    """Activate the cache, compile by running `warm_up` (a short relight at the sizes served
+    most: Inductor tunes its kernels for the sizes it first sees, and CUDA graphs are recorded
+    per shape), save the cache; returns what it took."""
+    cache = CompileCache(weights_root, device, settings) if weights_root else None
     warm_cache = cache.activate() if cache else False
     skipped_before = cuda_graph_skips()
-    seconds = warm_up(relighter)
+    start = time.perf_counter()
+    warm_up()
+    sync(device)
+    seconds = time.perf_counter() - start
+    # Any later shape that the dynamic graph's guards reject runs eager instead of compiling mid-request.
+    torch.compiler.set_stance("eager_on_recompile")
     if cache:
         cache.save()
     log.info("compiled (%s) in %.1f s with a %s cache", settings.label, seconds, "warm" if warm_cache else "cold")
@@ -267,10 +227,10 @@ def boot_compiled(relighter, weights_root: Path | None) -> dict[str, float | boo
         report["cuda_graph_skips"] = skipped = cuda_graph_skips() - skipped_before
         if skipped:
             log.warning(
-                "%s=graphs: Inductor ran %d compiled graph(s) without CUDA graphs%s; TORCH_LOGS=cudagraphs says why",
-                COMPILE_ENV,
+                "ICLIGHT_COMPILE=graphs: Inductor ran %d compiled graph(s) without CUDA graphs%s; "
+                "TORCH_LOGS=cudagraphs says why",
                 skipped,
-                " (never on the CPU)" if relighter.device.type == "cpu" else "",
+                " (never on the CPU)" if device.type == "cpu" else "",
             )
     return report
 

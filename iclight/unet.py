@@ -15,7 +15,7 @@ from torch import nn
 from . import constants as C
 from .cudagraphs import UNetGraphs
 
-MAPPED_BUDGET = 512 << 20
+MAPPED_WINDOW = 512 << 20
 
 
 @torch.no_grad()
@@ -78,13 +78,13 @@ def merged_state(
 
 
 def _mapped_tensors(path: str | Path, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Zero-copy tensors from a mapped file, reopened every MAPPED_BUDGET bytes so that
+    """Zero-copy tensors from a mapped file, reopened every MAPPED_WINDOW bytes so that
     the pages already read are released instead of piling up in the resident set."""
-    budget, i = MAPPED_BUDGET, 0
+    window, i = MAPPED_WINDOW, 0
     while i < len(keys):
         used = 0
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            while i < len(keys) and used < budget:
+            while i < len(keys) and used < window:
                 tensor = f.get_tensor(keys[i])
                 used += tensor.numel() * tensor.element_size()
                 yield keys[i], tensor

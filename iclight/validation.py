@@ -7,6 +7,7 @@ the command line and the API all call this.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from . import constants as C
@@ -14,6 +15,11 @@ from . import constants as C
 
 class InputError(ValueError):
     """A bad input value; the message starts with the input's name."""
+
+
+def random_seed() -> int:
+    """A full-range random seed (32 bits), for a request that gives none."""
+    return int.from_bytes(os.urandom(C.RANDOM_SEED_BITS // 8), "big")
 
 
 def validate(values: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -26,8 +26,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def cog_server(weights_dir: Path, log_dir: Path, **env: str) -> Iterator[str]:
-    """Start the server over our predictor with the tiny weights; yields its URL."""
+def cog_server(weights_dir: Path, log_dir: Path, want: str = "READY", **env: str) -> Iterator[str]:
+    """Start the server over our predictor with the tiny weights; yields its URL once its
+    health check says `want`."""
     port = free_port()
     bindir = str(Path(sys.executable).parent)
     full_env = {
@@ -49,7 +50,7 @@ def cog_server(weights_dir: Path, log_dir: Path, **env: str) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
         try:
-            wait_ready(url, proc, log)
+            wait_ready(url, proc, log, want=want)
             yield url
         finally:
             proc.terminate()
@@ -59,8 +60,10 @@ def cog_server(weights_dir: Path, log_dir: Path, **env: str) -> Iterator[str]:
                 proc.kill()
 
 
-def wait_ready(url: str, proc: subprocess.Popen | None = None, log=None, timeout: float = 180) -> None:
-    """Poll the health check until READY; with `proc`, fail at once if the server exits."""
+def wait_ready(
+    url: str, proc: subprocess.Popen | None = None, log=None, timeout: float = 180, want: str = "READY"
+) -> None:
+    """Poll the health check until it says `want`; with `proc`, fail at once if the server exits."""
     deadline = time.monotonic() + timeout
     status = None
     while time.monotonic() < deadline:
@@ -69,12 +72,12 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, log=None, timeout
             pytest.fail(f"server exited: {log.read()[-3000:]}")
         try:
             status = requests.get(f"{url}/health-check", timeout=2).json().get("status")
-            if status == "READY":
+            if status == want:
                 return
         except (requests.ConnectionError, requests.Timeout, ValueError):
             pass
         time.sleep(0.1)
-    pytest.fail(f"server not READY in {timeout:g} s (last said {status})")
+    pytest.fail(f"server not {want} in {timeout:g} s (last said {status})")
 
 
 def image_uri(img: Image.Image, fmt: str = "PNG") -> str:

@@ -6,20 +6,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iclight.speed import ATTENTION_ENV, CHANNELS_LAST_ENV, COMPILE_ENV, UNET_GRAPHS_ENV
+from iclight import config
 from iclight.standins import write_tiny_weights
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(autouse=True)
 def _no_speed_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests choose their speed settings themselves, whatever the shell running them has set."""
-    for name in (COMPILE_ENV, ATTENTION_ENV, UNET_GRAPHS_ENV, CHANNELS_LAST_ENV):
-        monkeypatch.delenv(name, raising=False)
+    """Tests choose their settings themselves, whatever the shell running them has set."""
+    for var in config.VARIABLES:
+        monkeypatch.delenv(var.name, raising=False)
 
 
 @pytest.fixture(scope="session")

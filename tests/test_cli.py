@@ -146,7 +146,7 @@ def test_help_reads_like_a_manual(capsys) -> None:
         "--detail-transfer",
         "--keep-background",
         "examples:",
-        "environment:",
+        "environment (every variable: docs/configuration.md):",
         "ICLIGHT_WEIGHTS_DIR",
         "outputs:",
     ):

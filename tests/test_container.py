@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 from conftest import ROOT
 
-from iclight.cuda import MIN_DRIVER, driver_problem, pairing_problems, wheel_cuda
+from benchmarks.cuda import MIN_DRIVER, driver_problem, pairing_problems, wheel_cuda
 
 COG = yaml.safe_load((ROOT / "cog.yaml").read_text())
 REQUIREMENTS = (ROOT / "requirements.txt").read_text()
@@ -25,9 +25,9 @@ def test_readme_names_the_minimum_driver() -> None:
 def test_a_bad_pairing_is_caught() -> None:
     assert "brings CUDA 12.8" in pairing_problems("13.0", "torch==2.9.1\n")[0]
     assert pairing_problems("12.8", "torch==2.9.1\n") == [
-        "CUDA 12.8: its minimum driver is not in iclight/cuda.py MIN_DRIVER; add it"
+        "CUDA 12.8: its minimum driver is not in benchmarks/cuda.py MIN_DRIVER; add it"
     ]
-    assert "not in iclight/cuda.py TORCH_LINUX_CUDA" in pairing_problems("13.0", "torch==9.9.9\n")[0]
+    assert "not in benchmarks/cuda.py TORCH_LINUX_CUDA" in pairing_problems("13.0", "torch==9.9.9\n")[0]
     assert pairing_problems("13.0", "numpy==2\n") == ["requirements.txt: no exact torch pin (torch==X.Y.Z)"]
     index = "--extra-index-url https://download.pytorch.org/whl/cu126\ntorch==2.13.0\n"
     assert wheel_cuda(index) == "12.6" and pairing_problems("12.6", index) == []

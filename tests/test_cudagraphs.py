@@ -2,7 +2,7 @@
 replays copy new inputs into the recorded buffers and write every output into one buffer.
 
 What only a GPU shows (that torch records the UNet, and the time it saves) is measured by
-`python -m iclight.gpucheck` (its settings section has unet_graphs alone and in the defaults).
+`python -m benchmarks.gpucheck` (its settings section has unet_graphs alone and in the defaults).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from iclight import standins
 from iclight.cudagraphs import Forward, UNetGraphs
 from iclight.pipeline import Relighter
-from iclight.speed import COMPILE_ENV, UNET_GRAPHS_ENV, SpeedSettings
+from iclight.speed import SpeedSettings
 from iclight.unet import ConditionedUNet, widen_conv_in
 
+COMPILE_ENV, UNET_GRAPHS_ENV = "ICLIGHT_COMPILE", "ICLIGHT_UNET_GRAPHS"
 SMALL = dict(width=256, height=320, steps=3, highres_scale=1.5, seed=5)
 
 
@@ -121,7 +122,7 @@ def test_graphs_switch_off_and_give_way_to_compile(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv(UNET_GRAPHS_ENV, "1")
     monkeypatch.setenv(COMPILE_ENV, "graphs")  # compiling replaces them
     assert SpeedSettings.default(cuda).label == "fused_qkv+channels_last+compile+cuda_graphs"
-    assert SpeedSettings.default(cuda, compiling=False).label == "fused_qkv+unet_graphs"  # gpucheck's eager defaults
+    assert SpeedSettings.default(cuda, "off").label == "fused_qkv+unet_graphs"  # gpucheck's eager defaults
     assert SpeedSettings(compile=True, unet_graphs=True).problems()
     with pytest.raises(ValueError, match="need a CUDA device"):
         Relighter.load(weights_dir, device="cpu", speed=SpeedSettings(unet_graphs=True))

@@ -13,7 +13,8 @@ import pytest
 from cogserver import cog_server, decode, image_uri, predict, uri_bytes
 from PIL import Image
 
-from iclight.outputs import DEFAULT_KEEP, KEEP_ENV, MARKER, OutputFolders
+from iclight.config import KEEP_OUTPUTS, ConfigError
+from iclight.outputs import DEFAULT_KEEP, MARKER, OutputFolders
 
 
 def _write(folder: Path, name: str = "output_0.png") -> None:
@@ -113,13 +114,13 @@ def test_a_failed_prediction_is_recorded_and_pruned(tmp_path: Path) -> None:
 
 
 def test_keep_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(KEEP_ENV, "7")
+    monkeypatch.setenv(KEEP_OUTPUTS.name, "7")
     assert OutputFolders.from_env().keep == 7
-    monkeypatch.setenv(KEEP_ENV, "lots")
-    with pytest.raises(ValueError, match=KEEP_ENV):
+    monkeypatch.setenv(KEEP_OUTPUTS.name, "lots")
+    with pytest.raises(ConfigError, match="ICLIGHT_KEEP_OUTPUTS='lots' is not allowed; use a whole number, at least 1"):
         OutputFolders.from_env()
-    monkeypatch.setenv(KEEP_ENV, "0")
-    with pytest.raises(ValueError, match=KEEP_ENV):
+    monkeypatch.setenv(KEEP_OUTPUTS.name, "0")
+    with pytest.raises(ConfigError, match="ICLIGHT_KEEP_OUTPUTS='0'"):
         OutputFolders.from_env()
 
 
@@ -127,8 +128,8 @@ def test_keep_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_thirty_predictions_through_the_server_stay_bounded(
     weights_dir: Path, tmp_path: Path, subject_array: np.ndarray, background_array: np.ndarray, capsys
 ) -> None:
-    """ICLIGHT_TEST_PREDICTIONS=200 pytest -s -k thirty measures a longer run the same way."""
-    count = int(os.environ.get("ICLIGHT_TEST_PREDICTIONS", "30"))
+    """TEST_PREDICTIONS=200 pytest -s -k thirty measures a longer run the same way."""
+    count = int(os.environ.get("TEST_PREDICTIONS", "30"))
     root = tmp_path / "outputs"
     root.mkdir()
     foreign = root / "iclight-not-ours"

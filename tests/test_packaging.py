@@ -1,14 +1,16 @@
-"""The pip package: runtime pins equal the Cog image's, extras, and a console command that
-works from a fresh virtual environment."""
+"""The pip package: runtime pins equal the Cog image's, extras, a console command that works
+from a fresh virtual environment, and a wheel and a Cog image that hold only what serves."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,85 @@ def test_kuberay_example_runs_our_command() -> None:
     assert args.workers * args.gpus_per_worker <= workers["replicas"] * gpus
     env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
     assert env["ICLIGHT_WEIGHTS_URL"] and env["ICLIGHT_WEIGHTS_DIR"]
+
+
+# What neither the wheel nor the Cog image may hold: measurement tooling, docs, tests, the
+# hosted code, wheels for other machines, weights.
+NOT_SHIPPED = ("benchmarks", "docs", "tools", "tests", ".ref", ".whl", "weights")
+
+
+def test_the_wheel_holds_only_the_package(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "build", "weights", ".ref", ".whl")
+    shutil.copytree(ROOT, src, ignore=skip)
+    (src / "weights").mkdir()
+    (src / "weights" / "README.md").write_text("weights go here")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(src)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
+    (wheel,) = tmp_path.glob("iclight_background-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names}
+    assert tops == {"iclight", f"iclight_background-{PYPROJECT['project']['version']}.dist-info"}
+    assert "iclight/pipeline.py" in names and "iclight/config.py" in names
+    assert not any(name.startswith(f"{folder}/") for name in names for folder in NOT_SHIPPED)
+    assert not {"iclight/gpucheck.py", "iclight/bench.py", "iclight/cuda.py"} & set(names)
+
+
+def test_the_cog_image_leaves_out_what_does_not_serve() -> None:
+    """`cog build` sends the checkout to Docker less what .dockerignore names."""
+    ignored = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert set(NOT_SHIPPED) <= ignored
+    assert not {"iclight", "predict.py", "cog.yaml", "requirements.txt"} & ignored
+
+
+def test_import_iclight_is_cheap_and_exports_the_api() -> None:
+    code = (
+        "import sys, iclight\n"
+        "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, 'import iclight loaded torch'\n"
+        "print(iclight.__version__)\n"
+        "from iclight import Relighter, RelightResult\n"
+        "print(Relighter.__name__, RelightResult.__name__)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == [PYPROJECT["project"]["version"], "Relighter", "RelightResult"]
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, at any depth of the file (functions too)."""
+    graph = {}
+    for path in (ROOT / "iclight").glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found |= {node.module} if node.module else {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("iclight."):
+                found.add(node.module.removeprefix("iclight."))
+        graph[path.stem] = {name.split(".")[0] for name in found} - {path.stem}
+    return graph
+
+
+def test_no_import_cycle_in_the_package() -> None:
+    graph = _package_imports()
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        if module in path:
+            pytest.fail("import cycle: " + " -> ".join((*path[path.index(module) :], module)))
+        if module in done:
+            return
+        for imported in sorted(graph.get(module, ())):
+            visit(imported, (*path, module))
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())
+    assert "config" in graph["layout"] and "pipeline" in graph["cli"]  # the graph is read, functions too
+    assert "pipeline" not in graph["batch"] and "pipeline" not in graph["loading"]

@@ -7,10 +7,10 @@ import json
 import jsonschema
 import pytest
 import yaml
-from conftest import ROOT, SHARED
+from conftest import DATA, ROOT
 
-HOSTED = SHARED / "seed_schema.json"
-COG_SCHEMA = SHARED / "cog_config_schema_v1.0.json"
+HOSTED = DATA / "hosted_schema.json"
+COG_SCHEMA = DATA / "cog_config_schema_v1.0.json"
 TYPES = {"PATH": "file", "STRING": "string", "INTEGER": "integer", "FLOAT": "number", "BOOL": "boolean"}
 
 
@@ -26,7 +26,6 @@ def inspected():
     return create_predictor(module.removesuffix(".py"), cls)
 
 
-@pytest.mark.skipif(not HOSTED.exists(), reason="needs ../shared/seed_schema.json")
 def test_inputs_equal_the_hosted_schema(inspected) -> None:
     hosted = json.loads(HOSTED.read_text())["inputs"]
     ours = sorted(inspected.inputs.values(), key=lambda f: f.order)
@@ -52,7 +51,6 @@ def test_output_is_a_list_of_files(inspected) -> None:
     assert inspected.output.kind.name == "LIST" and inspected.output.type.name == "PATH"
 
 
-@pytest.mark.skipif(not COG_SCHEMA.exists(), reason="needs ../shared/cog_config_schema_v1.0.json")
 def test_cog_yaml_is_valid() -> None:
     jsonschema.validate(_cog_config(), json.loads(COG_SCHEMA.read_text()))
 

@@ -56,7 +56,7 @@ def test_cuda_stages_are_read_from_events_after_the_prediction(monkeypatch: pyte
 
 def test_a_timed_prediction_encodes_its_images_as_the_case_says(relighter, monkeypatch: pytest.MonkeyPatch) -> None:
     import iclight.imaging
-    from iclight.bench import predict_once
+    from benchmarks.bench import predict_once
 
     encoded = []
     record = lambda images, fmt, quality, folder: encoded.append((fmt, quality))  # noqa: E731

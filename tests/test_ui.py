@@ -189,7 +189,7 @@ def test_in_a_real_browser(served: str, relighter: Relighter, image_files, tmp_p
             expect(page.locator("#downloads a").first).to_have_attribute("download", "subject-22-0.png")
         finally:
             browser.close()
-    screenshot = os.environ.get("ICLIGHT_UI_SCREENSHOT")
+    screenshot = os.environ.get("UI_SCREENSHOT")
     if screenshot:
         shutil.copy(tmp_path / "ui.png", screenshot)
 

@@ -14,10 +14,16 @@ import torch
 from conftest import ROOT
 from fileserver import FileServer
 
-from iclight import fetch, layout, weights
+from iclight import cli, fetch, layout, loading
 from iclight.pipeline import Relighter
 
 FAST = dict(width=256, height=256, steps=2, highres_scale=1.0, seed=9)
+WEIGHTS_URL = "ICLIGHT_WEIGHTS_URL"
+
+
+def _weights(argv: list[str]) -> int:
+    """`iclight weights ...` in this process."""
+    return cli.main(["weights", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +57,8 @@ def test_lock_and_verify(mirror_dir: Path, tmp_path: Path) -> None:
     problems = fetch.verify(copy)
     assert any(p.startswith(f"{layout.OFFSET_FILE}: sha256") for p in problems)
     assert any(p.startswith(f"{layout.RMBG_FILE}: missing") for p in problems)
-    assert weights.main(["verify", str(copy)]) == 1
-    assert weights.main(["verify", str(mirror_dir)]) == 0
+    assert _weights(["verify", str(copy)]) == 1
+    assert _weights(["verify", str(mirror_dir)]) == 0
 
 
 def test_fetch_from_mirror_then_nothing_twice(
@@ -113,7 +119,7 @@ def test_setup_fetches_missing_files_from_mirror(
 ) -> None:
     dest = tmp_path / "dest"
     with FileServer(mirror_dir) as srv:
-        monkeypatch.setenv(layout.WEIGHTS_URL_ENV, srv.url)
+        monkeypatch.setenv(WEIGHTS_URL, srv.url)
         monkeypatch.delenv("ICLIGHT_OFFLINE", raising=False)
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         image = _relight(dest, subject_array, background_array)
@@ -123,7 +129,7 @@ def test_setup_fetches_missing_files_from_mirror(
 @pytest.mark.parametrize("env", ["ICLIGHT_OFFLINE", "HF_HUB_OFFLINE"])
 def test_offline_setup_fails_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str) -> None:
     monkeypatch.setenv(env, "1")
-    monkeypatch.setenv(layout.WEIGHTS_URL_ENV, "http://127.0.0.1:9/never-contacted")
+    monkeypatch.setenv(WEIGHTS_URL, "http://127.0.0.1:9/never-contacted")
     with pytest.raises(layout.MissingWeightsError, match="iclight_sd15_fbc.safetensors"):
         Relighter.load(tmp_path, device="cpu")
 
@@ -138,7 +144,7 @@ def test_fetch_from_hub_endpoint(mirror_dir: Path, tmp_path: Path) -> None:
             "briaai/RMBG-1.4": mirror_dir / "RMBG-1.4",
         }
         env = {**os.environ, "HF_ENDPOINT": srv.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_XET": "1"}
-        env.pop(layout.WEIGHTS_URL_ENV, None)
+        env.pop(WEIGHTS_URL, None)
         cmd = [sys.executable, "-m", "iclight.weights", "fetch", "--dest", str(dest)]
         run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-2000:]
@@ -158,14 +164,14 @@ def test_prepared_weights_same_pixels_and_stale_ignored(
     root = tmp_path / "w"
     shutil.copytree(mirror_dir, root)
     merged_at_boot = _relight(root, subject_array, background_array)
-    assert weights.main(["prepare", str(root), "--dtype", "float32"]) == 0
-    prepared = weights.prepared_unet(root, torch.float32)
+    assert _weights(["prepare", str(root), "--dtype", "float32"]) == 0
+    prepared = loading.prepared_unet(root, torch.float32)
     assert prepared is not None
     assert np.array_equal(_relight(root, subject_array, background_array), merged_at_boot)
     written = prepared.stat().st_mtime_ns
-    assert weights.main(["prepare", str(root), "--dtype", "float32"]) == 0  # up to date: left alone
+    assert _weights(["prepare", str(root), "--dtype", "float32"]) == 0  # up to date: left alone
     assert prepared.stat().st_mtime_ns == written
-    assert weights.main(["prepare", str(root), "--dtype", "float32", "--force"]) == 0
+    assert _weights(["prepare", str(root), "--dtype", "float32", "--force"]) == 0
     assert prepared.stat().st_mtime_ns != written
 
     # A prepared-only layout (what a mirror can serve) boots without the sources.
@@ -173,11 +179,9 @@ def test_prepared_weights_same_pixels_and_stale_ignored(
     shutil.copytree(root, lean)
     shutil.rmtree(lean / layout.SD_DIR / "unet")
     (lean / layout.OFFSET_FILE).unlink()
-    os.environ["ICLIGHT_OFFLINE"] = "1"
-    try:
+    with pytest.MonkeyPatch.context() as offline:
+        offline.setenv("ICLIGHT_OFFLINE", "on")
         assert np.array_equal(_relight(lean, subject_array, background_array), merged_at_boot)
-    finally:
-        del os.environ["ICLIGHT_OFFLINE"]
 
     # Change the offset: the prepared file is stale and must not be used.
     from safetensors.torch import load_file, save_file
@@ -185,10 +189,10 @@ def test_prepared_weights_same_pixels_and_stale_ignored(
     offset = load_file(str(root / layout.OFFSET_FILE))
     offset["conv_out.bias"] = offset["conv_out.bias"] + 0.5
     save_file(offset, str(root / layout.OFFSET_FILE))
-    assert weights.prepared_unet(root, torch.float32) is None
+    assert loading.prepared_unet(root, torch.float32) is None
     assert not np.array_equal(_relight(root, subject_array, background_array), merged_at_boot)
-    assert weights.main(["prepare", str(root), "--dtype", "float32"]) == 0  # stale: made again
-    assert weights.prepared_unet(root, torch.float32) is not None
+    assert _weights(["prepare", str(root), "--dtype", "float32"]) == 0  # stale: made again
+    assert loading.prepared_unet(root, torch.float32) is not None
 
 
 def test_manifest_lists_only_loaded_files() -> None:
@@ -216,9 +220,9 @@ def test_setup_fetches_only_what_is_missing_from_the_hub(
         return asked
 
     monkeypatch.setattr(fetch, "fetch_hub", fake_hub)
-    for env in ("ICLIGHT_OFFLINE", "HF_HUB_OFFLINE", layout.WEIGHTS_URL_ENV):
+    for env in ("ICLIGHT_OFFLINE", "HF_HUB_OFFLINE", WEIGHTS_URL):
         monkeypatch.delenv(env, raising=False)
-    weights.ensure_present(root)
+    loading.ensure_present(root)
     assert asked == [layout.RMBG_FILE]
 
 
@@ -227,21 +231,20 @@ def test_prepare_compile_boots_with_the_compile_setting_asked_for(
 ) -> None:
     """`prepare --compile all`: the boot that compiles and writes the cache runs with ICLIGHT_COMPILE=all
     (the compiling itself runs for real in gpucheck's cold boot)."""
-    from iclight.speed import COMPILE_ENV
-
     root = tmp_path / "w"
     shutil.copytree(mirror_dir, root)
-    monkeypatch.setenv(COMPILE_ENV, "0")  # restored afterwards: prepare sets it for its boot
+    monkeypatch.setenv("ICLIGHT_COMPILE", "0")  # the option, not the environment, says what to compile
     booted = []
 
     class Booted:
-        device, compile_report = torch.device("cpu"), {"compile_s": 12.5}
+        def __init__(self) -> None:
+            self.compile_report = {"compile_s": 12.5}
 
-    def load(path: Path) -> Booted:
-        booted.append((path, os.environ[COMPILE_ENV]))
+    def load(path: Path, device: str, speed) -> Booted:
+        booted.append((path, device, speed.label))
         return Booted()
 
     monkeypatch.setattr(Relighter, "load", staticmethod(load))
-    assert weights.main(["prepare", str(root), "--dtype", "float32", "--compile", "all"]) == 0
-    assert booted == [(root, "all")]
+    assert _weights(["prepare", str(root), "--dtype", "float32", "--compile", "all"]) == 0
+    assert booted == [(root, "cpu", "compile+compile_vae")]
     assert f"compiled for cpu in 12.5 s; cache in {root / 'compile-cache'}" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """`make gpu-check`: the CUDA path, run and measured in one command, against the hosted code.
 
-    python -m iclight.gpucheck OUT_DIR [--reference DIR] [--device cuda|cpu] [--quick] [--budget S]
-    python -m iclight.gpucheck --table OUT_DIR/gpu-check.json
+    python -m benchmarks.gpucheck OUT_DIR [--reference DIR] [--device cuda|cpu] [--quick] [--time-limit S]
+    python -m benchmarks.gpucheck --table OUT_DIR/gpu-check.json
 
 On a bare CUDA machine with Python 3.12 and torch (and this package's dependencies) it
 writes full-size SD1.5 stand-in weights itself (random values, real shapes), prepares the
@@ -28,12 +28,12 @@ float16 UNet, then measures:
             compile section's Inductor cache (full run only)
 
 --reference DIR holds the hosted `ref_predict.py` and `briarmbg.py` (exported from a clone
-of zsxkib/IC-Light, branch background-model) and `ref_run.py`, the runner from the parity kit.
+of zsxkib/IC-Light, branch background-model) and `ref_run.py`, their runner (`make reference`).
 `--device cpu --quick` runs every step on the CPU with tiny weights and small sizes (`make
 test` does), so the script cannot rot. Writes OUT_DIR/gpu-check.json after every section (a run
 cut short keeps what it measured; `--table` prints it) and prints a table at the end. With
-`--budget S`, the optional sections that would start after S seconds are skipped, and the
-compile processes are stopped at the budget: a lent GPU's time is short.
+`--time-limit S`, the optional sections that would start after S seconds are skipped, and the
+compile processes are stopped at the limit.
 """
 
 from __future__ import annotations
@@ -59,17 +59,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import constants as C
-from . import cuda, layout
+from iclight import config, layout
+from iclight import constants as C
+from iclight.imaging import save_image
+from iclight.loading import dtypes_for, prepare, prepared_path, resolve_device
+from iclight.pipeline import GPUOutOfMemoryError, Relighter
+from iclight.speed import CACHE_DIR, SpeedSettings
+from iclight.standins import write_weights
+from iclight.timing import cuda_memory, sync
+
+from . import cuda
 from .bench import predict_once
-from .imaging import save_image
-from .pipeline import GPUOutOfMemoryError, Relighter
-from .speed import CACHE_DIR, COMPILE_ENV, SpeedSettings
-from .standins import write_weights
-from .timing import cuda_memory, sync
-from .weights import dtypes_for, prepare, prepared_path, resolve_device
 
 log = logging.getLogger("iclight")
+
+COMPILE_ENV = config.COMPILE.name
 
 PARITY_MEAN, PARITY_P99 = 1.0, 4.0  # grey levels, per image
 SETTING_MEAN = 1.0  # a setting stays on by default only within this of eager float16
@@ -162,14 +166,14 @@ class Report:
 
 class Progress:
     """Saves the report after every section, so that a run cut short keeps its figures, and
-    keeps the optional sections within the time budget (None: no budget)."""
+    keeps the optional sections within the time limit (None: no limit)."""
 
-    def __init__(self, report: Report, out: Path, budget: float | None, skip: set[str]) -> None:
-        self.report, self.path, self.budget, self.skip = report, out / "gpu-check.json", budget, skip
+    def __init__(self, report: Report, out: Path, limit: float | None, skip: set[str]) -> None:
+        self.report, self.path, self.limit, self.skip = report, out / "gpu-check.json", limit, skip
         self.start = time.perf_counter()
 
     def left(self) -> float | None:
-        return None if self.budget is None else self.budget - (time.perf_counter() - self.start)
+        return None if self.limit is None else self.limit - (time.perf_counter() - self.start)
 
     def out_of_time(self) -> bool:
         left = self.left()
@@ -181,14 +185,14 @@ class Progress:
             self.report.skipped[name] = "--skip"
             return False
         if self.out_of_time():
-            self.report.skipped[name] = "out of time (--budget)"
+            self.report.skipped[name] = "out of time (--time-limit)"
             return False
         return True
 
     @contextmanager
     def section(self, name: str, fatal: bool = False) -> Iterator[None]:
         """Time and save section `name`. An error in a section that is not `fatal` is recorded
-        and the run goes on: one broken part must not cost a lent GPU's whole run."""
+        and the run goes on: one broken part must not cost the whole run."""
         start = time.perf_counter()
         try:
             yield
@@ -293,11 +297,11 @@ def _free() -> None:
 
 
 class Hosted:
-    """The hosted model's own code, driven through the parity kit's runner (`ref_run.py`)."""
+    """The hosted model's own code, driven through its runner (`ref_run.py`, beside it)."""
 
     def __init__(self, ref_dir: Path, weights: Path, device: torch.device, images: tuple[Path, Path]) -> None:
         sys.path.insert(0, str(ref_dir))
-        import ref_run  # the parity kit's runner, copied beside the hosted files
+        import ref_run  # the runner, copied beside the hosted files
 
         start = time.perf_counter()
         self.runner = ref_run
@@ -500,12 +504,12 @@ def sweep(
     configs += [SpeedSettings(attention=name) for name in plan.attention]
     if device.type == "cuda":
         configs.append(SpeedSettings(unet_graphs=True))
-    configs.append(SpeedSettings.default(device, compiling=False))
+    configs.append(SpeedSettings.default(device, "off"))
     case, rows, eager, eager_one = plan.cases[plan.sweep_case], progress.report.settings, None, None
     for i, settings in enumerate(configs):
         label = f"defaults: {settings.label}" if i == len(configs) - 1 else settings.label
         if progress.out_of_time():
-            rows.append({"setting": label, "skipped": "out of time (--budget)"})
+            rows.append({"setting": label, "skipped": "out of time (--time-limit)"})
             continue
         try:
             relighter = Relighter.load(root, device=str(device), speed=settings)
@@ -553,8 +557,8 @@ def compiled_boots(
 ) -> None:
     """ICLIGHT_COMPILE=1 as a deployment boots, each boot a fresh process and measured: first with
     no cache (it compiles and writes the cache beside the weights, as `weights prepare --compile`
-    does), then with it (warm). The cold boot measures too: on an H100 it can take most of a lent
-    GPU's call, and the warm boot may not get to run."""
+    does), then with it (warm). The cold boot measures too: on an H100 it took minutes, and a
+    time limit may leave the warm boot no time to run."""
     cache = root / CACHE_DIR
     if cache.is_dir():
         import shutil
@@ -568,7 +572,7 @@ def compiled_boots(
 
 def eager_reference(root: Path, device: torch.device, plan: Plan, images: tuple[Path, Path], out: Path) -> None:
     """The sweep case's first image from eager float16, which the compiled boots are compared with,
-    where the settings section did not write it (a device call that measures only compiling)."""
+    where the settings section did not write it (a run that measures only compiling)."""
     relighter = Relighter.load(root, device=str(device), speed=SpeedSettings())
     try:
         run = predict_once(relighter, plan.cases[plan.sweep_case], device, images, keep_images=True)
@@ -583,7 +587,7 @@ def _boot(
 ) -> dict[str, Any]:
     if not progress.out_of_time() and not (out / EAGER_IMAGE).is_file():
         eager_reference(root, device, plan, images, out)
-    cmd = [sys.executable, "-m", "iclight.gpucheck", str(out), "--child-boot", "--weights", str(root)]
+    cmd = [sys.executable, "-m", "benchmarks.gpucheck", str(out), "--child-boot", "--weights", str(root)]
     cmd += ["--device", str(device)] + (["--quick"] if plan.size == "tiny" else [])
     run = _child(cmd, {**_child_env(device), COMPILE_ENV: request}, progress)
     if not isinstance(run, str):
@@ -595,19 +599,19 @@ def _boot(
 
 
 def _child_env(device: torch.device) -> dict[str, str]:
-    return {**os.environ, "ICLIGHT_DEVICE": str(device)}
+    return {**os.environ, config.DEVICE.name: str(device)}
 
 
 def _child(cmd: list[str], env: dict[str, str], progress: Progress) -> str | dict[str, str]:
-    """A child process's standard output, or what went wrong; stopped when the budget is spent."""
+    """A child process's standard output, or what went wrong; stopped at the time limit."""
     if progress.out_of_time():
-        return {"skipped": "out of time (--budget)"}
+        return {"skipped": "out of time (--time-limit)"}
     left = progress.left()
     timeout = 1800 if left is None else max(left, 1.0)
     try:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as e:
-        stopped, said = f"stopped after {timeout:.0f} s (--budget or 30 min)", _last_lines(e.stderr)
+        stopped, said = f"stopped after {timeout:.0f} s (--time-limit or 30 min)", _last_lines(e.stderr)
         return {"error": f"{stopped}; it had said: {said}" if said else stopped}
     return run.stdout if run.returncode == 0 else {"error": run.stderr[-2000:]}
 
@@ -624,7 +628,7 @@ def child_boot(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     from torch._dynamo.utils import counters
 
     device = resolve_device(args.device)
-    log.info("booting with %s=%s", COMPILE_ENV, os.environ.get(COMPILE_ENV, ""))
+    log.info("booting with %s=%s", COMPILE_ENV, config.COMPILE.read())
     start = time.perf_counter()
     relighter = Relighter.load(args.weights, device=str(device))  # compiled as ICLIGHT_COMPILE says
     sync(device)
@@ -808,14 +812,14 @@ def run(args: argparse.Namespace, plan: Plan) -> Report:
     device = resolve_device(args.device)
     report = Report("quick" if args.quick else "full", machine(device), sweep_case=plan.sweep_case)
     args.out.mkdir(parents=True, exist_ok=True)
-    progress = Progress(report, args.out, args.budget, args.skip)
+    progress = Progress(report, args.out, args.time_limit, args.skip)
     with progress.section("weights", fatal=True):
         report.weights = stand_ins(args.weights, plan, device)
     images = inputs(args.out)
     (args.out / EAGER_IMAGE).unlink(missing_ok=True)  # an earlier run's: the settings or the first boot makes it anew
     with progress.section("setup", fatal=True):
         t = time.perf_counter()
-        defaults = SpeedSettings.default(device, compiling=False)  # compiled: see below
+        defaults = SpeedSettings.default(device, "off")  # compiled: see below
         with cuda_memory(device) as footprint:
             ours = Relighter.load(args.weights, device=str(device), speed=defaults)
             sync(device)
@@ -867,11 +871,11 @@ def run(args: argparse.Namespace, plan: Plan) -> Report:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m iclight.gpucheck", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks.gpucheck", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("out", type=Path, help="folder for gpu-check.json and the images")
     p.add_argument(
-        "--budget",
+        "--time-limit",
         type=float,
         default=None,
         metavar="S",
@@ -902,7 +906,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference is not None and not (args.reference / "ref_predict.py").is_file():
         p.error(f"--reference {args.reference}: no ref_predict.py there (see --help)")
     if args.child_boot:
-        # Progress on stderr: a boot stopped at the budget then says how far it got.
+        # Progress on stderr: a boot stopped at the time limit then says how far it got.
         logging.basicConfig(level=logging.INFO, format="%(relativeCreated).0f ms %(message)s")
         args.out.mkdir(parents=True, exist_ok=True)
         print(json.dumps(child_boot(args, plan)))

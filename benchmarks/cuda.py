@@ -51,12 +51,12 @@ def pairing_problems(cog_cuda: str | None, requirements: str) -> list[str]:
         return ["requirements.txt: no exact torch pin (torch==X.Y.Z)"]
     cuda = wheel_cuda(requirements)
     if cuda is None:
-        return [f"torch {torch}: its Linux wheel's CUDA is not in iclight/cuda.py TORCH_LINUX_CUDA; add it"]
+        return [f"torch {torch}: its Linux wheel's CUDA is not in benchmarks/cuda.py TORCH_LINUX_CUDA; add it"]
     problems = []
     if str(cog_cuda) != cuda:
         problems.append(f"cog.yaml build.cuda is {cog_cuda!r} but torch {torch} brings CUDA {cuda}")
     if cuda not in MIN_DRIVER:
-        problems.append(f"CUDA {cuda}: its minimum driver is not in iclight/cuda.py MIN_DRIVER; add it")
+        problems.append(f"CUDA {cuda}: its minimum driver is not in benchmarks/cuda.py MIN_DRIVER; add it")
     return problems
 
 

@@ -1,10 +1,9 @@
-"""The cases a review checks parity on, written as the parity kit's cases JSON (to stdout).
+"""The wide parity cases (`make parity-wide`), each the stored case with one thing changed.
 
-    python tools/parity_cases.py ../shared/parity/cases.json > cases.json
+    python -m benchmarks.parity.cases tests/data/parity/cases.json > cases.json
 
-Each case is the kit's first case with one thing changed: every light source, batches, long
-prompts, an empty appended prompt, high-res scales and denoise, compute_normal, an extreme
-aspect ratio, cfg, one step, a seed above 2**63.
+Every light source, batches, long prompts, an empty appended prompt, high-res scales and
+denoise, compute_normal, an extreme aspect ratio, cfg, one step, a seed above 2**63.
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
 """Benchmark: setup time, per-stage prediction time and peak memory, on stand-in weights.
 
-    python -m iclight.bench WEIGHTS_DIR [--device cpu|cuda|auto] [--out DIR] [--no-baseline]
+    python -m benchmarks.bench WEIGHTS_DIR [--device cpu|cuda|auto] [--out DIR] [--no-baseline]
 
 WEIGHTS_DIR holds full-size stand-in weights (random values, real shapes):
-    python ../shared/parity/make_weights.py /tmp/iclight-full --size full
+    python -m iclight.standins /tmp/iclight-full --size full
 
 Each configuration runs in a child process, so each peak resident set is its own:
   baseline         the hosted model's setup pattern: every part in float32, the whole
                    offset state dict plus a second merged copy of the UNet in memory
   ours-unprepared  this package, merging the offset at boot
-  ours-prepared    this package, booting from `python -m iclight.weights prepare`
+  ours-prepared    this package, booting from `python -m iclight weights prepare`
 It writes DIR/bench.json and DIR/bench.png (where the time goes) and prints a table.
 """
 
@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import layout
-from .jobs import DONE_DIR
+from iclight import layout
+from iclight.jobs import DONE_DIR
 
 CPU_CASES = {"cpu-small": dict(width=256, height=320, steps=4, highres_scale=1.5, number_of_images=1)}
 GPU_CASES = {
@@ -52,9 +52,9 @@ def hosted_style_components(root: Path, device):
     from safetensors.torch import load_file
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from .rmbg import BriaRMBG
-    from .unet import widen_conv_in
-    from .weights import Components, dtypes_for
+    from iclight.loading import Components, dtypes_for
+    from iclight.rmbg import BriaRMBG
+    from iclight.unet import widen_conv_in
 
     sd = root / layout.SD_DIR
     tokenizer = CLIPTokenizer.from_pretrained(sd / "tokenizer")
@@ -81,9 +81,9 @@ def predict_once(relighter, case: dict, device, inputs: tuple | None = None, kee
     encoded as the case's output_format and output_quality say (the predictor's defaults
     otherwise): total and per-stage seconds, peak and working CUDA memory (`timing.cuda_memory`);
     with `keep_images`, the images too (under "images")."""
-    from . import constants as C
-    from .imaging import save_images
-    from .timing import cuda_memory, sync
+    from iclight import constants as C
+    from iclight.imaging import save_images
+    from iclight.timing import cuda_memory, sync
 
     case = dict(case)
     fmt, quality = (case.pop(name, C.default(name)) for name in ("output_format", "output_quality"))
@@ -108,8 +108,8 @@ def predict_once(relighter, case: dict, device, inputs: tuple | None = None, kee
 def child(config: str, root: Path, device_name: str, cases: dict[str, dict], predict: bool, repeat: int) -> dict:
     start = time.perf_counter()
 
-    from .pipeline import Relighter
-    from .weights import dtypes_for, prepare, prepared_path, resolve_device
+    from iclight.loading import dtypes_for, prepare, prepared_path, resolve_device
+    from iclight.pipeline import Relighter
 
     imported = time.perf_counter() - start
     device = resolve_device(device_name)
@@ -150,8 +150,8 @@ def warm_page_cache(root: Path) -> None:
 def interleaved(root: Path, device_name: str, cases: dict[str, dict], repeat: int) -> dict:
     """Both relighters in one process, predictions alternating, so that drift in the
     machine's speed cannot favour either; the peak memory of this run means nothing."""
-    from .pipeline import Relighter
-    from .weights import resolve_device
+    from iclight.loading import resolve_device
+    from iclight.pipeline import Relighter
 
     device = resolve_device(device_name)
     pair = {
@@ -173,7 +173,7 @@ def run_child(config: str, args: argparse.Namespace, cases: list[str], predict: 
     cmd = [
         sys.executable,
         "-m",
-        "iclight.bench",
+        "benchmarks.bench",
         str(args.weights),
         "--child",
         config,
@@ -267,7 +267,7 @@ BATCH_CONFIGS = {
 
 def batch_manifest(folder: Path, jobs: int) -> Path:
     """`jobs` jobs relighting the examples, each with its own seed and a light source in turn."""
-    from .constants import LIGHT_SOURCES
+    from iclight.constants import LIGHT_SOURCES
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -340,7 +340,7 @@ def batch_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m iclight.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("weights", type=Path, help="folder of full-size stand-in (or real) weights")
     p.add_argument("--device", default="auto")
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     if layout.missing_files(args.weights) and not (args.weights / layout.PREPARED_DIR).is_dir():
         print(
             f"{args.weights}: not a weights folder. Make full-size stand-ins with:\n"
-            f"  python ../shared/parity/make_weights.py {args.weights} --size full",
+            f"  python -m iclight.standins {args.weights} --size full",
             file=sys.stderr,
         )
         return 2

@@ -1,0 +1,195 @@
+"""Loading the weights onto a device, fetching what is missing, and the prepared UNet."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from . import config, fetch, layout
+from .rmbg import BriaRMBG
+from .unet import empty_unet, merged_state
+
+log = logging.getLogger("iclight")
+
+
+@dataclass(frozen=True)
+class Dtypes:
+    unet: torch.dtype
+    text: torch.dtype
+    vae: torch.dtype
+    rmbg: torch.dtype = torch.float32
+
+
+# The hosted model's choices on CUDA; the VAE in bfloat16 avoids fp16 overflow in its decoder.
+CUDA_DTYPES = Dtypes(unet=torch.float16, text=torch.float16, vae=torch.bfloat16)
+CPU_DTYPES = Dtypes(unet=torch.float32, text=torch.float32, vae=torch.float32)
+
+
+def resolve_device(name: str | None = None) -> torch.device:
+    """`auto` (default), `cpu`, `cuda` or `cuda:N`, from the argument or ICLIGHT_DEVICE."""
+    name = config.DEVICE.parse(config.DEVICE, name) if name else config.DEVICE.read()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def dtypes_for(device: torch.device) -> Dtypes:
+    return CUDA_DTYPES if device.type == "cuda" else CPU_DTYPES
+
+
+@dataclass
+class Components:
+    tokenizer: CLIPTokenizer
+    text_encoder: CLIPTextModel
+    vae: AutoencoderKL
+    unet: UNet2DConditionModel
+    rmbg: BriaRMBG
+    sources: tuple[str, ...] = ()  # the files loaded, relative to the weights folder
+
+
+class _Timer:
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> _Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            log.info("loaded %s in %.2f s", self.what, time.perf_counter() - self.start)
+
+
+def _device_map(device: torch.device) -> str | None:
+    return str(device) if device.type == "cuda" else None
+
+
+def load_unet(root: Path, device: torch.device, dtype: torch.dtype) -> UNet2DConditionModel:
+    """SD1.5 UNet widened to 12 channels with the IC-Light offset merged (in float32)."""
+    unet_dir = root / layout.SD_DIR / "unet"
+    state = merged_state(unet_dir / "diffusion_pytorch_model.safetensors", root / layout.OFFSET_FILE, device, dtype)
+    unet = empty_unet(unet_dir)
+    unet.load_state_dict(state, strict=True, assign=True)
+    return unet.eval().requires_grad_(False)
+
+
+def load_components(root: Path, device: torch.device, use_prepared: bool = True) -> Components:
+    dt = dtypes_for(device)
+    prepared = prepared_unet(root, dt.unet) if use_prepared else None
+    ensure_present(root, skip=layout.UNET_SOURCES if prepared else ())
+    sd = root / layout.SD_DIR
+    with _Timer(f"tokenizer from {sd / 'tokenizer'}"):
+        tokenizer = CLIPTokenizer.from_pretrained(sd / "tokenizer")
+    with _Timer(f"text encoder from {sd / 'text_encoder'}"):
+        text_encoder = CLIPTextModel.from_pretrained(
+            sd / "text_encoder", dtype=dt.text, use_safetensors=True, device_map=_device_map(device)
+        )
+    with _Timer(f"VAE from {sd / 'vae'}"):
+        vae = AutoencoderKL.from_pretrained(
+            sd / "vae", dtype=dt.vae, use_safetensors=True, device_map=_device_map(device)
+        )
+    if prepared:
+        with _Timer(f"prepared UNet from {prepared}"):
+            unet = load_prepared_unet(root, prepared, device)
+    else:
+        with _Timer(f"UNet from {sd / 'unet'} + {root / layout.OFFSET_FILE} (merged at boot)"):
+            unet = load_unet(root, device, dt.unet)
+    with _Timer(f"RMBG-1.4 from {root / layout.RMBG_FILE}"):
+        rmbg = BriaRMBG.from_file(root / layout.RMBG_FILE, device)
+    for module in (text_encoder, vae):
+        module.to(device).eval().requires_grad_(False)
+    sources = [f.dest for f in layout.MANIFEST if not (prepared and f.dest in layout.UNET_SOURCES)]
+    if prepared:
+        sources += [prepared.relative_to(root).as_posix(), layout.PREPARED_CONFIG]
+    return Components(tokenizer, text_encoder, vae, unet, rmbg, tuple(sources))
+
+
+def ensure_present(root: Path, skip: tuple[str, ...] = ()) -> None:
+    """Fetch missing files (mirror or hub) unless offline, in which case fail at once."""
+    missing = [m for m in layout.missing_files(root) if m not in skip]
+    if not missing:
+        return
+    if config.offline():
+        raise layout.MissingWeightsError(root, missing)
+    log.info("%d weight files missing in %s; fetching", len(missing), root)
+    start = time.perf_counter()
+    fetch.fetch(root, only=missing)
+    log.info("fetched weights in %.1f s", time.perf_counter() - start)
+    missing = [m for m in layout.missing_files(root) if m not in skip]
+    if missing:
+        raise layout.MissingWeightsError(root, missing)
+
+
+# -- prepared weights: the UNet widened, merged and cast once, offline ---------------------------
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def prepared_path(root: Path, dtype: torch.dtype) -> Path:
+    return root / layout.PREPARED_DIR / f"unet-{_dtype_name(dtype)}.safetensors"
+
+
+def source_hashes(root: Path) -> dict[str, str]:
+    """sha256 of each UNet source that is present in `root`."""
+    hashes = fetch.HashCache(root)
+    return {rel: hashes.sha256(rel) for rel in layout.UNET_SOURCES if (root / rel).is_file()}
+
+
+def prepared_unet(root: Path, dtype: torch.dtype) -> Path | None:
+    """The prepared UNet for `dtype`, if there is one made from the sources present.
+
+    Every source present must hash to what the prepared file was made from; where
+    none is present (a prepared-only layout from a mirror, verified when fetched),
+    the prepared file is the UNet.
+    """
+    path = prepared_path(root, dtype)
+    if not path.is_file() or not (root / layout.PREPARED_CONFIG).is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        recorded = json.loads((f.metadata() or {}).get("iclight.sources", "{}"))
+    current = source_hashes(root)
+    stale = [rel for rel, digest in current.items() if recorded.get(rel) != digest]
+    if stale:
+        log.warning("ignoring stale prepared UNet %s: %s changed since it was made", path, ", ".join(stale))
+        return None
+    return path
+
+
+def prepare(root: Path, dtype: torch.dtype) -> Path:
+    """Write the widened, merged UNet in `dtype` (merged in float32, rounded once)."""
+    unet = load_unet(root, torch.device("cpu"), dtype)
+    path = prepared_path(root, dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + fetch.PART)
+    metadata = {"format": "pt", "iclight.sources": json.dumps(source_hashes(root)), "iclight.dtype": str(dtype)}
+    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    shutil.copyfile(root / layout.SD_DIR / "unet" / "config.json", root / layout.PREPARED_CONFIG)
+    return path
+
+
+def load_prepared_unet(root: Path, path: Path, device: torch.device) -> UNet2DConditionModel:
+    unet = empty_unet(root / layout.PREPARED_CONFIG)
+    state = load_file(str(path), device=str(device))
+    if device.type == "cpu":
+        # Mapped lazily: touch every page now (0.5 s for 3.4 GB from the page cache, 8x faster
+        # than copying), or the first prediction would pay for the loading.
+        for tensor in state.values():
+            tensor.sum()
+    unet.load_state_dict(state, strict=True, assign=True)
+    return unet.eval().requires_grad_(False)
