@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ],
 )
 def test_the_gpu_reports_in_docs_still_print(capsys, name: str, gpu: str, parity: str, in_a_row: str) -> None:
-    """The GPU runs that the README quotes: the report format stays readable."""
+    """The GPU runs that docs/performance.md quotes: the report format stays readable."""
     from benchmarks.gpucheck import main
 
     assert main([str(ROOT / "docs/gpu" / name), "--table"]) == 0
@@ -29,7 +29,7 @@ def test_the_gpu_reports_in_docs_still_print(capsys, name: str, gpu: str, parity
 
 
 def test_the_h100_compile_report_prints_its_compiled_figures(capsys) -> None:
-    """The compiled-UNet run the README quotes: the warm boot's GPU time per image and the boots that stopped."""
+    """The compiled-UNet run docs/performance.md quotes: the warm boot's GPU s/image, the boots that stopped."""
     from benchmarks.gpucheck import main
 
     assert main([str(ROOT / "docs/gpu/h100-2026-11-26-compile.json"), "--table"]) == 0

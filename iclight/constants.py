@@ -192,17 +192,5 @@ RELIGHT_SIGMA = 0.0
 NORMAL_SIGMA = 16.0
 RMBG_AREA = 256.0  # in units of 64x64 tiles: about one megapixel fed to the matting net
 
-CUDA_VAE_TILE_ABOVE = 2048  # high-res side (px) above which the VAE works in tiles on CUDA
-# High-res pixels of a whole batch above which the VAE takes one image at a time on CUDA. Below,
-# it takes the batch at once like the hosted code: 6% faster with 4 images at the defaults on an
-# H200, peak 8.5 GB instead of 4.2 GB.
-CUDA_VAE_SLICE_ABOVE = 4_000_000
-
 NORMAL_EPS = 1e-5
 NORMAL_Z_POWER = 5.0
-
-# CUDA graphs of the eager UNet (cudagraphs.py): recorded for a batch of latents up to this many
-# latent pixels (batch x height x width; 1 image up to 1024x1024, guidance doubling the batch).
-# Beyond it the GPU is busy enough without them, and each graph would hold its working memory.
-UNET_GRAPH_MAX_AREA = 2 * 128 * 128
-UNET_GRAPHS_KEPT = 8  # graphs kept at once (least recently used dropped): 4 sizes, both passes

@@ -12,7 +12,7 @@ recording takes a few forward passes instead of minutes of compiling. Each new g
 checked against eager on inputs unlike those it was recorded with, and a shape whose graph
 cannot be recorded or fails that check runs eager from then on.
 
-Only batches up to `C.UNET_GRAPH_MAX_AREA` latent pixels get a graph: bigger ones keep the GPU
+Only batches up to `UNET_GRAPH_MAX_AREA` latent pixels get a graph: bigger ones keep the GPU
 busy anyway. The graphs share one memory pool, which holds the working memory of the biggest;
 sharing is safe because they replay one at a time and each output is copied out at once.
 """
@@ -28,13 +28,16 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from . import constants as C
-
 log = logging.getLogger("iclight")
 
 Forward = Callable[..., torch.Tensor]
 Capture = Callable[[Forward, tuple[torch.Tensor, ...]], Forward]
 CHECK_TOLERANCE = 1e-2  # relative and absolute; a frozen input differs by far more
+# Recorded for a batch of latents up to this many
+# latent pixels (batch x height x width; 1 image up to 1024x1024, guidance doubling the batch).
+# Beyond it the GPU is busy enough without them, and each graph would hold its working memory.
+UNET_GRAPH_MAX_AREA = 2 * 128 * 128
+UNET_GRAPHS_KEPT = 8  # graphs kept at once (least recently used dropped): 4 sizes, both passes
 
 
 @dataclass
@@ -62,8 +65,8 @@ class UNetGraphs:
         self,
         forward: Forward,
         capture: Capture,
-        max_area: int = C.UNET_GRAPH_MAX_AREA,
-        kept: int = C.UNET_GRAPHS_KEPT,
+        max_area: int = UNET_GRAPH_MAX_AREA,
+        kept: int = UNET_GRAPHS_KEPT,
     ) -> None:
         self.forward, self.capture = forward, capture
         self.max_area, self.kept = max_area, kept

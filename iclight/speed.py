@@ -1,33 +1,26 @@
 """Speed settings, applied in one fixed order; `make gpu-check` measures each one.
 
-The order follows diffusers' fast-diffusion recipe: the dtypes (chosen in `weights.py`), then
+The order follows diffusers' fast-diffusion recipe: the dtypes (chosen in `loading.py`), then
 fused QKV projections, the attention backend, channels_last, and last `torch.compile`.
 
 - On CUDA by default: fused QKV projections (the same pixels as eager float16, fewer kernel
-  launches), and CUDA graphs of the eager UNet (`cudagraphs.py`: the same kernels, launched
-  once per step; `ICLIGHT_UNET_GRAPHS=0` turns them off, compiling replaces them).
-  channels_last stays off in eager: with 4 images it cost 7% on an H200 and 15% on an H100, and
-  it gained nothing with one (gpucheck measures every setting, its gain and pixel difference).
-  `ICLIGHT_CHANNELS_LAST=auto` (the default) turns it on with `ICLIGHT_COMPILE` on CUDA, as
-  diffusers' recipe does: Inductor picks its kernels for the layout. On an H100 the compiled
-  UNet's passes took about 10% less with it (4 images: 0.95 s of GPU time per image, 1.01 s
-  without); the VAE, eager under ICLIGHT_COMPILE=1, took longer in it; `1` and `0` force it.
-- `ICLIGHT_COMPILE=1` (or `unet`): compile the UNet with dynamic shapes, so the 169 width x
-  height pairs and both passes share one graph instead of compiling 169 times; after the
-  warm-up any further recompile falls back to eager rather than stall a request.
-  `ICLIGHT_COMPILE=all` compiles the VAE's encoder and decoder too (3 more graphs; on an H100,
-  0.92 s of GPU time per image with 4 images against 0.95, and a boot of 181 s with only the
-  UNet's cache warm, against 46 s). `ICLIGHT_COMPILE=graphs` compiles the UNet in
-  "reduce-overhead" mode: CUDA graphs replay each pass's kernels without launching them one by
-  one (one graph recorded per shape, CUDA only). Results are cached beside the weights
-  (`compile-cache/KEY/`, KEY naming the device, torch and CUDA), so a second boot, or every
-  replica serving a prepared mirror, loads instead of compiling. The settings share that
-  folder: Inductor keys every graph and kernel by what built it, so moving from `1` to `all`
-  compiles only the VAE. `graphs` gained nothing from that cache on an H100: its warm-up had not
-  finished after 135 s with the UNet's graph cached (README, "Measured on a GPU").
-- `ICLIGHT_ATTENTION=auto|flash|efficient|cudnn|math`: the SDPA backend tried first (default
-  auto, torch's own order). Where it cannot serve a call (flash attention takes heads up to
-  256 wide; the VAE's one head is 512), torch's usual order takes over instead of failing.
+  launches) and CUDA graphs of the eager UNet (`cudagraphs.py`: the same kernels, launched once
+  per step; `ICLIGHT_UNET_GRAPHS=0` turns them off, compiling replaces them).
+- channels_last stays off in eager, where it was slower with a busy GPU; with `ICLIGHT_COMPILE`
+  on CUDA it comes on (`ICLIGHT_CHANNELS_LAST=auto`), as in diffusers' recipe: Inductor picks its
+  kernels for the layout. `1` and `0` force it.
+- `ICLIGHT_COMPILE=1` (or `unet`) compiles the UNet with dynamic shapes, so every width x height
+  and both passes share one graph; after the warm-up a shape the graph's guards reject runs
+  eager rather than stall a request. `all` compiles the VAE's encoder and decoder too; `graphs`
+  compiles the UNet in "reduce-overhead" mode (CUDA graphs, one recorded per shape). Results are
+  cached beside the weights (`compile-cache/KEY/`, KEY naming the device, torch and CUDA), so a
+  second boot, or every replica serving a prepared mirror, loads instead of compiling; Inductor
+  keys every graph and kernel by what built it, so moving from `1` to `all` compiles only the VAE.
+- `ICLIGHT_ATTENTION`: the SDPA backend tried first (default auto, torch's own order). Where it
+  cannot serve a call (flash attention takes heads up to 256 wide; the VAE's one head is 512),
+  torch's usual order takes over instead of failing.
+
+docs/performance.md has what each setting gained and cost on the GPUs it was measured on.
 """
 
 from __future__ import annotations
