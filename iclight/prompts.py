@@ -44,7 +44,8 @@ class PromptEncoder:
 
     def token_chunks(self, text: str) -> list[list[int]]:
         tok = self.tokenizer
-        ids = tok(text, truncation=False, add_special_tokens=False)["input_ids"]
+        # Not verbose: the tokenizer would warn that a long prompt overflows CLIP, which the chunks below avoid.
+        ids = tok(text, truncation=False, add_special_tokens=False, verbose=False)["input_ids"]
         return chunk_token_ids(ids, tok.bos_token_id, tok.eos_token_id, tok.model_max_length)
 
     @torch.inference_mode()

@@ -81,7 +81,11 @@ def test_pip_install_gives_a_working_command(fresh_venv: Path, tmp_path: Path) -
     assert run.returncode == 0, run.stderr[-2000:]
     assert "usage: iclight" in run.stdout and "batch" in run.stdout and "relight" in run.stdout
     where = subprocess.run(
-        [str(fresh_venv / "bin" / "python"), "-c", "import iclight, iclight.distributed; print(iclight.__file__)"],
+        [
+            str(fresh_venv / "bin" / "python"),
+            "-c",
+            "import iclight, iclight.distributed; from iclight import Relighter; print(iclight.__file__)",
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -78,3 +78,13 @@ def test_cache_does_not_change_values(encoder: PromptEncoder) -> None:
     a = fresh("light sun, best quality", "lowres")
     b = encoder("light sun, best quality", "lowres")
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_a_long_prompt_is_chunked_without_the_tokenizers_overflow_warning(
+    encoder: PromptEncoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tokenizer warns that more than 77 tokens overflow CLIP; the chunks make that untrue."""
+    fresh = PromptEncoder(type(encoder.tokenizer).from_pretrained(encoder.tokenizer.name_or_path), encoder.text_encoder)
+    with caplog.at_level("WARNING"):
+        assert len(fresh.token_chunks("x" * 300)) == 4
+    assert "sequence length is longer" not in caplog.text
