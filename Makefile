@@ -6,7 +6,7 @@ WEIGHTS ?= weights
 OUT ?= out
 BENCH_WEIGHTS ?= /tmp/iclight-full
 
-.PHONY: install test lint format parity parity-wide weights prepare examples bench gpu-check reference gpu-wheels clean
+.PHONY: install test lint format parity parity-wide weights prepare examples docs-lights bench gpu-check reference gpu-wheels clean
 
 install: $(VENV)/.installed
 
@@ -52,6 +52,10 @@ prepare: install
 examples: install
 	$(PY) -m iclight relight examples/astronaut.png examples/coffee.png \
 		--prompt "sunshine from window" --seed 12345 -o $(OUT)
+
+# The grid of designed lights in docs/lighting.md.
+docs-lights: install
+	$(PY) docs/make_light_grid.py docs/lights.png
 
 # Setup, stages and memory on full-size stand-in weights, against the hosted code's way of loading:
 # python -m iclight.standins $(BENCH_WEIGHTS) --size full   (about 7.7 GB), then make bench.

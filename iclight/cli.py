@@ -103,7 +103,42 @@ def add_model_options(p: argparse.ArgumentParser, prompt_required: bool = True) 
     )
     e.add_argument("--keep-background", action="store_true", help=EXTRAS_HELP["keep_background"])
     e.add_argument("--save-matte", action="store_true", help=EXTRAS_HELP["save_matte"])
+    add_light_options(p)
     add_runtime_options(p)
+
+
+LIGHT_OPTIONS: dict[str, tuple[type, str, str]] = {  # setting -> (type, metavar, help)
+    "light_angle": (
+        float,
+        "DEGREES",
+        "the side the light comes from, counter-clockwise from the right: 0 right, "
+        "90 top, 180 left (the default), 270 bottom; a gradient light_source gives its own",
+    ),
+    "light_color": (str, "COLOR", "#rrggbb or a CSS colour name (default white)"),
+    "light_bright": (float, "LEVEL", "0..255: the lit side's level (default 224, as the hosted lights)"),
+    "light_dark": (float, "LEVEL", "0..255: the far side's level (default 32)"),
+    "light_shape": (str, "SHAPE", "linear (a gradient, the default) or spot (a soft spot: frontal or overhead)"),
+    "light_x": (float, "X", "0..1: the spot's centre from the left (default 0.5)"),
+    "light_y": (float, "Y", "0..1: the spot's centre from the top (default 0.5)"),
+    "light_radius": (float, "R", "the spot's radius, a fraction of the shorter side (default 0.5)"),
+    "fill_angle": (float, "DEGREES", "a second light (rim or fill) from this side"),
+    "fill_color": (str, "COLOR", "the second light's colour (default white)"),
+    "fill_strength": (float, "S", "0..1: how much the second light adds (default 0.5)"),
+    "light_mix": (float, "MIX", "0..1: blend the background with the light (0 the background, 1 the light)"),
+}
+
+
+def add_light_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("light and colour (beyond the hosted model; see docs/lighting.md)")
+    for name, (kind, metavar, helptext) in LIGHT_OPTIONS.items():
+        g.add_argument(_flag(name), type=kind, default=None, metavar=metavar, help=helptext)
+    g.add_argument(
+        "--light-map", type=Path, default=None, help="an image used as the light (a painted map, a panorama crop)"
+    )
+    g.add_argument(
+        "--keep-colors", type=float, default=0.0, metavar="STRENGTH",
+        help="0..1: inside the matte keep the subject's own colours (CIELAB chroma), the relit lightness (default 0)",
+    )  # fmt: skip
 
 
 def add_runtime_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
@@ -248,7 +283,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 def job_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Every job setting from the command line: hosted inputs and extras."""
     settings = {name: getattr(args, name) for name in PARAMS}
-    return settings | {"detail_transfer": args.detail_transfer, "keep_background": args.keep_background}
+    extras = {"detail_transfer": args.detail_transfer, "keep_background": args.keep_background}
+    return settings | extras | {"keep_colors": args.keep_colors} | {n: getattr(args, n) for n in LIGHT_OPTIONS}
 
 
 def load_relighter(args: argparse.Namespace):
@@ -263,7 +299,7 @@ def run_one(args: argparse.Namespace, job: Job) -> list[str]:
 
 def single_job(args: argparse.Namespace, subject: Path, background: Path | None, settings: dict[str, Any]) -> Job:
     entry = {"id": safe_name(subject.stem)[:100], "subject": str(subject), "background": background and str(background)}
-    return make_job(entry, defaults(settings), Path.cwd(), str(subject), args.mask, args.save_matte)
+    return make_job(entry, defaults(settings), Path.cwd(), str(subject), args.mask, args.save_matte, args.light_map)
 
 
 def cmd_relight(args: argparse.Namespace) -> int:
@@ -277,7 +313,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     if not args.subjects.exists():
         raise InputError(f"JOBS: {args.subjects} does not exist")
-    jobs = read_jobs(args.subjects, args.background, job_settings(args), args.mask, args.save_matte)
+    jobs = read_jobs(args.subjects, args.background, job_settings(args), args.mask, args.save_matte, args.light_map)
     logging.getLogger("iclight").setLevel(logging.WARNING)  # per-stage timings would drown the job bar
     if args.ray is not None:
         if args.workers < 1:
@@ -317,7 +353,7 @@ def local_executor(args: argparse.Namespace):
 def cmd_reproduce(args: argparse.Namespace) -> int:
     recipe = read_recipe(args.recipe)
     path = {name: Path(rec["path"]) if rec else None for name, rec in recipe["inputs"].items()}
-    args.mask, args.save_matte = path.get("mask"), False
+    args.mask, args.save_matte, args.light_map = path.get("mask"), False, path.get("light_map")
     job = single_job(args, path["subject_image"], path.get("background_image"), dict(recipe["parameters"]))
     print(run_one(args, job)[recipe["index"]])
     return 0

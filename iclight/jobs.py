@@ -7,7 +7,8 @@ JSONL manifest with one job per line:
     {"id": "bag-left", "subject": "bag.png", "prompt": "neon", "light_source": "Left Light"}
 
 A line may hold any hosted input (`seed`, `light_source`, `number_of_images`, ...) and the
-extras (`mask`, `detail_transfer`, `keep_background`); the command line gives the defaults.
+extras (`mask`, `detail_transfer`, `keep_background`, `keep_colors`, the light settings of
+`lighting.FIELDS` and `light_map`); the command line gives the defaults.
 Relative paths are relative to the list's folder. Every job has a stable id (its `id`,
 or one derived from its inputs and settings) and its files are named from it, so that a
 rerun recognises finished work. A bad line fails that job, never the batch.
@@ -33,6 +34,7 @@ from typing import Any
 from PIL import Image
 
 from . import constants as C
+from . import lighting
 from .imaging import IMAGE_SUFFIXES, ImageInputError
 from .recipe import encode_with_recipe, input_records, make_recipe, sidecar_text
 from .validation import InputError, random_seed, validate
@@ -44,10 +46,10 @@ DONE_DIR = ".done"
 RESULTS_FILE = "results.jsonl"
 PART = ".part"
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
-EXTRAS: dict[str, Any] = {"detail_transfer": 0.0, "keep_background": False}
+EXTRAS: dict[str, Any] = {"detail_transfer": 0.0, "keep_background": False, "keep_colors": 0.0, **lighting.FIELDS}
 # Hosted inputs a job may set (the images are `subject` and `background`).
 PARAMS = tuple(s.name for s in C.INPUTS if s.type is not object)
-FILE_FIELDS = ("subject", "background", "mask")
+FILE_FIELDS = ("subject", "background", "mask", "light_map")
 FIELDS = ("id", *FILE_FIELDS, *PARAMS, *EXTRAS)
 
 
@@ -63,6 +65,7 @@ class Job:
     save_matte: bool = False
     source: str = ""  # "list.jsonl:3", or the subject's path
     error: str | None = None  # set for a job that cannot run (a bad line)
+    light_map: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -90,15 +93,16 @@ def read_jobs(
     settings: dict[str, Any] | None = None,
     mask: Path | None = None,
     save_matte: bool = False,
+    light_map: Path | None = None,
 ) -> list[Job]:
     """Jobs from a folder, a list file or a JSONL manifest; `settings` are every job's defaults."""
     base = defaults(settings or {})
     if source.is_file() and source.suffix.lower() == MANIFEST_SUFFIX:
-        jobs = _manifest_jobs(source, base, mask, save_matte)
+        jobs = _manifest_jobs(source, base, mask, save_matte, light_map)
     else:
         folder = source if source.is_dir() else source.parent
         jobs = [
-            make_job({"subject": str(s), "background": _str(b)}, base, folder, str(s), mask, save_matte)
+            make_job({"subject": str(s), "background": _str(b)}, base, folder, str(s), mask, save_matte, light_map)
             for s in _listed_images(source)
             for b in (backgrounds or [None])
         ]
@@ -116,7 +120,9 @@ def _listed_images(source: Path) -> list[Path]:
     return [source.parent / line for line in lines if line and not line.startswith("#")]
 
 
-def _manifest_jobs(source: Path, base: dict[str, Any], mask: Path | None, save_matte: bool) -> list[Job]:
+def _manifest_jobs(
+    source: Path, base: dict[str, Any], mask: Path | None, save_matte: bool, light_map: Path | None
+) -> list[Job]:
     jobs = []
     for n, line in enumerate(source.read_text().splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -130,7 +136,7 @@ def _manifest_jobs(source: Path, base: dict[str, Any], mask: Path | None, save_m
         if not isinstance(entry, dict):
             jobs.append(_bad(source, n, where, "expected a JSON object"))
             continue
-        jobs.append(make_job(entry, base, source.parent, where, mask, save_matte))
+        jobs.append(make_job(entry, base, source.parent, where, mask, save_matte, light_map))
     return jobs
 
 
@@ -139,7 +145,13 @@ def _bad(source: Path, line: int, where: str, reason: str) -> Job:
 
 
 def make_job(
-    entry: dict[str, Any], base: dict[str, Any], folder: Path, where: str, mask: Path | None, save_matte: bool
+    entry: dict[str, Any],
+    base: dict[str, Any],
+    folder: Path,
+    where: str,
+    mask: Path | None,
+    save_matte: bool,
+    light_map: Path | None = None,
 ) -> Job:
     """A job from one entry (manifest line or listed file), its settings checked now so
     that a bad one fails at once without taking a worker's time."""
@@ -151,17 +163,19 @@ def make_job(
         if not isinstance(entry.get("subject"), str) or not entry["subject"]:
             raise InputError("subject: required (a path to the subject image)")
         files = {k: _path(entry.get(k), folder, k) for k in FILE_FIELDS}
-        if files["mask"] is None and mask is not None:
-            files["mask"] = str(mask)
+        for name, given in (("mask", mask), ("light_map", light_map)):
+            if files[name] is None and given is not None:
+                files[name] = str(given)
         params = base | {k: v for k, v in entry.items() if k in PARAMS or k in EXTRAS}
-        params = _checked(params, files["background"])
+        params = _checked(params, files["background"], files["light_map"])
         job_id = entry.get("id") or _derived_id(files, params, save_matte, folder)
         if not isinstance(job_id, str) or not ID_PATTERN.match(job_id):
             raise InputError(f"id: {job_id!r} must be 1-120 letters, digits, '.', '_' or '-', starting alphanumeric")
     except InputError as e:
         safe_id = entry.get("id") if isinstance(entry.get("id"), str) and ID_PATTERN.match(entry["id"]) else None
         return Job(id=safe_id or fallback_id, subject=None, source=where, error=str(e))
-    return Job(job_id, files["subject"], files["background"], files["mask"], params, save_matte, where)
+    job = Job(job_id, files["subject"], files["background"], files["mask"], params, save_matte, where)
+    return replace(job, light_map=files["light_map"])
 
 
 def _path(value: Any, folder: Path, name: str) -> str | None:
@@ -173,18 +187,22 @@ def _path(value: Any, folder: Path, name: str) -> str | None:
     return str(path if path.is_absolute() else folder / path)
 
 
-def _checked(params: dict[str, Any], background: str | None) -> dict[str, Any]:
+def _checked(params: dict[str, Any], background: str | None, light_map: str | None) -> dict[str, Any]:
     hosted = {k: params[k] for k in PARAMS}
     checked = validate({**hosted, "subject_image": "-", "background_image": background}, optional=("background_image",))
-    if params["light_source"] in (C.BACKGROUND_IMAGE, C.FLIPPED_BACKGROUND_IMAGE) and background is None:
+    light, _ = lighting.from_fields({k: params[k] for k in lighting.FIELDS})  # a bad light setting fails now
+    needs_background = params["light_source"] in (C.BACKGROUND_IMAGE, C.FLIPPED_BACKGROUND_IMAGE)
+    if needs_background and background is None and light is None and light_map is None:
         raise InputError(f"background: required with light_source {params['light_source']!r}")
-    detail = params["detail_transfer"]
-    if isinstance(detail, bool) or not isinstance(detail, int | float) or not 0 <= detail <= 1:
-        raise InputError(f"detail_transfer: {detail!r} is out of range; allowed 0 to 1")
+    for name in ("detail_transfer", "keep_colors"):
+        value = params[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise InputError(f"{name}: {value!r} is out of range; allowed 0 to 1")
     if not isinstance(params["keep_background"], bool):
         raise InputError(f"keep_background: expected true or false, got {params['keep_background']!r}")
-    out = {k: checked[k] for k in PARAMS}
-    return out | {"detail_transfer": float(detail), "keep_background": params["keep_background"]}
+    out = {k: checked[k] for k in PARAMS} | {k: params[k] for k in lighting.FIELDS}
+    extras = {"detail_transfer": float(params["detail_transfer"]), "keep_colors": float(params["keep_colors"])}
+    return out | extras | {"keep_background": params["keep_background"]}
 
 
 def _derived_id(files: dict[str, str | None], params: dict[str, Any], save_matte: bool, folder: Path) -> str:
@@ -268,13 +286,17 @@ def execute(relighter, job: Job) -> Outcome:
 def _relight(relighter, job: Job) -> tuple[list[OutputFile], int]:
     params = dict(job.params)
     fmt, quality = params.pop("output_format"), params.pop("output_quality")
-    result = relighter.relight(job.subject, job.background, mask=job.mask, **params)
-    inputs = input_records({"subject_image": job.subject, "background_image": job.background, "mask": job.mask})
+    light, mix = lighting.from_fields({k: params.pop(k) for k in lighting.FIELDS})
+    extras = {"light": light, "light_mix": mix, "light_map": job.light_map}
+    result = relighter.relight(job.subject, job.background, mask=job.mask, **params, **extras)
+    files = {"subject_image": job.subject, "background_image": job.background, "mask": job.mask}
+    inputs = input_records(files | {"light_map": job.light_map})
     weights, device = relighter.weights_hashes(), str(relighter.device)
     files = []
     for i, image in enumerate(result.images):
+        settings = {**params, **lighting.FIELDS, **(light.fields() if light else {}), "light_mix": mix}
         recipe = make_recipe(
-            {**params, "output_format": fmt, "output_quality": quality}, result.seed, i, inputs, weights, device
+            {**settings, "output_format": fmt, "output_quality": quality}, result.seed, i, inputs, weights, device
         )
         files.append(OutputFile(f"{job.id}-{i}.{fmt}", encode_with_recipe(image, fmt, quality, recipe), recipe))
     if job.save_matte:

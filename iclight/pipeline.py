@@ -14,8 +14,9 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image
 
-from . import config, layout
+from . import config, layout, lighting
 from . import constants as C
+from .colors import keep_colors
 from .compositing import keep_background as composite_background
 from .compositing import transfer_detail
 from .fetch import HashCache
@@ -31,6 +32,7 @@ from .imaging import (
     to_unit,
     unit_to_uint8,
 )
+from .lighting import Light, condition_image
 from .loading import Components, load_components, resolve_device
 from .normals import normal_map
 from .prompts import PromptEncoder
@@ -194,12 +196,19 @@ class Relighter:
         mask: ImageLike | None = None,
         detail_transfer: float = 0.0,
         keep_background: bool = False,
+        light: Light | None = None,
+        light_map: ImageLike | None = None,
+        light_mix: float | None = None,
+        keep_colors: float = 0.0,
     ) -> RelightResult:
         """Relight `subject` to match `background` (or a synthetic light) as `prompt` says.
 
         Beyond the hosted model: `mask` replaces background removal (white = subject),
-        `detail_transfer` (0..1) restores the subject's fine detail inside the matte, and
-        `keep_background` puts the relit subject over the background's own pixels.
+        `detail_transfer` (0..1) restores the subject's fine detail inside the matte,
+        `keep_background` puts the relit subject over the background's own pixels, `light` (a
+        `lighting.Light`) or `light_map` (an image) is the light instead of a preset, `light_mix`
+        (0..1) blends the background with the light, and `keep_colors` (0..1) keeps the
+        subject's own chroma inside the matte (see `lighting.py` and `colors.py`).
         """
         a = validate(
             {
@@ -221,14 +230,14 @@ class Relighter:
             },
             optional=("background_image",),
         )
-        _check_extras(a, detail_transfer, keep_background)
+        extras = Extras(mask, detail_transfer, keep_background, light, light_map, light_mix, keep_colors).check(a)
         s = Settings(a["width"], a["height"], a["steps"], a["cfg"], a["highres_scale"], a["highres_denoise"])
         cuda, count = self.device.type == "cuda", 1 if a["compute_normal"] else a["number_of_images"]
         self.vae.use_tiling = cuda and s.vae_tiling()
         self.vae.use_slicing = cuda and s.vae_slicing(count)
         try:
             with attention_backend(self.speed.attention):
-                return self._relight(a, s, subject, background, mask, detail_transfer, keep_background)
+                return self._relight(a, s, subject, background, extras)
         except torch.cuda.OutOfMemoryError:
             pass  # handled below, once the traceback (and the tensors its frames hold) is gone
         gc.collect()
@@ -244,9 +253,7 @@ class Relighter:
         s: Settings,
         subject: ImageLike,
         background: ImageLike | None,
-        mask: ImageLike | None,
-        detail_transfer: float,
-        keep_background: bool,
+        extras: Extras,
     ) -> RelightResult:
         seed = random_seed() if a["seed"] is None else a["seed"]
         log.info("Using seed: %d", seed)
@@ -255,8 +262,9 @@ class Relighter:
 
         image, alpha = load_image_and_alpha(subject, "subject_image")  # both first: a bad file fails at once
         bg_upload = None if background is None else load_image(background, "background_image")
+        light_map = None if extras.light_map is None else load_image(extras.light_map, "light_map")
         with stage("background removal"):
-            matte = self._matte(image, alpha, mask)
+            matte = self._matte(image, alpha, extras.mask)
             fg = on_grey(image, matte, sigma)
         with stage("text"):
             embeds = self.prompts(f"{a['prompt']}, {a['appended_prompt']}", a["negative_prompt"])
@@ -268,28 +276,12 @@ class Relighter:
             ]
             images = normal_map(*(r[0] for r in runs), matte)
         else:
-            bg = light_background(a["light_source"], s.width, s.height, bg_upload)
+            bg = condition_image(
+                a["light_source"], bg_upload, s.width, s.height, extras.light, light_map, extras.light_mix
+            )
             floats = self._two_passes(fg, bg, embeds, s, a["number_of_images"], seed, stage)
-            images = [
-                self._finish(unit_to_uint8(x), image, bg_upload, matte, detail_transfer, keep_background)
-                for x in floats
-            ]
+            images = [extras.finish(unit_to_uint8(x), image, bg_upload, matte[..., 0]) for x in floats]
         return RelightResult([Image.fromarray(x) for x in images], seed, matte[..., 0], fg, stage.result())
-
-    @staticmethod
-    def _finish(
-        result: np.ndarray,
-        subject: np.ndarray,
-        background: np.ndarray | None,
-        matte: np.ndarray,
-        detail: float,
-        keep_bg: bool,
-    ) -> np.ndarray:
-        if detail > 0:
-            result = transfer_detail(result, subject, matte[..., 0], detail)
-        if keep_bg:
-            result = composite_background(result, background, matte[..., 0])
-        return result
 
     def _matte(self, image: np.ndarray, alpha: np.ndarray | None, mask: ImageLike | None) -> np.ndarray:
         """A supplied mask, else the subject's own alpha, else BriaRMBG's estimate (HxWx1)."""
@@ -372,10 +364,44 @@ class Relighter:
         return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
 
 
-def _check_extras(a: dict, detail_transfer: float, keep_background: bool) -> None:
-    if not 0.0 <= float(detail_transfer) <= 1.0:
-        raise InputError(f"detail_transfer: {detail_transfer!r} is out of range; allowed 0 to 1")
-    if keep_background and a["background_image"] is None:
-        raise InputError("keep_background: needs a background image")
-    if a["compute_normal"] and (detail_transfer or keep_background):
-        raise InputError("compute_normal: cannot be combined with detail_transfer or keep_background")
+@dataclass(frozen=True)
+class Extras:
+    """What a relight may ask for beyond the hosted model's inputs."""
+
+    mask: ImageLike | None = None
+    detail_transfer: float = 0.0
+    keep_background: bool = False
+    light: Light | None = None
+    light_map: ImageLike | None = None
+    light_mix: float | None = None
+    keep_colors: float = 0.0
+
+    def check(self, a: dict) -> Extras:
+        """These extras, or an InputError naming the first one that cannot be used with `a`."""
+        for name in ("detail_transfer", "keep_colors"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise InputError(f"{name}: {value!r} is out of range; allowed 0 to 1")
+        if self.light_mix is not None:
+            lighting.from_fields({"light_mix": self.light_mix})
+        if self.light is not None:
+            if not isinstance(self.light, Light):
+                raise InputError(f"light: expected a lighting.Light, got {type(self.light).__name__}")
+            self.light.check()
+        if self.keep_background and a["background_image"] is None:
+            raise InputError("keep_background: needs a background image")
+        names = ("detail_transfer", "keep_background", "light", "light_map", "light_mix", "keep_colors")
+        used = [n for n in names if getattr(self, n) not in (None, 0, 0.0, False)]
+        if a["compute_normal"] and used:
+            raise InputError(f"compute_normal: cannot be combined with {used[0]} (it relights under four fixed lights)")
+        return self
+
+    def finish(self, result: np.ndarray, subject: np.ndarray, background: np.ndarray | None, matte: np.ndarray):
+        """Detail transfer, then the subject's colours, then the background's own pixels."""
+        if self.detail_transfer > 0:
+            result = transfer_detail(result, subject, matte, self.detail_transfer)
+        if self.keep_colors > 0:
+            result = keep_colors(result, subject, matte, self.keep_colors)
+        if self.keep_background:
+            result = composite_background(result, background, matte)
+        return result

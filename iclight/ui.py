@@ -19,8 +19,9 @@ import gradio as gr
 import numpy as np
 
 from . import constants as C
+from . import lighting
 from .imaging import ImageInputError, load_image
-from .jobs import EXTRAS, JobFailed, defaults, make_job, relight_one, safe_name
+from .jobs import JobFailed, defaults, make_job, relight_one, safe_name
 from .outputs import OutputFolders
 from .validation import InputError
 
@@ -38,6 +39,45 @@ MAX_UPLOAD = "50mb"
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "monospace"]
 INPUT_ORDER = tuple(s.name for s in C.INPUTS if s.type is not object and s.name != "seed")
+# The light pad's controls, after "design a light", with their defaults. A second light adds
+# nothing at strength 0; a mix of 1 is the light alone.
+LIGHT_CONTROLS: dict[str, Any] = {
+    "light_angle": 180.0,
+    "light_color": "white",
+    "light_bright": float(C.LIGHT_BRIGHT),
+    "light_dark": float(C.LIGHT_DARK),
+    "light_shape": "linear",
+    "light_x": 0.5,
+    "light_y": 0.5,
+    "light_radius": 0.5,
+    "fill_angle": 0.0,
+    "fill_color": "white",
+    "fill_strength": 0.0,
+    "light_mix": 1.0,
+}
+# The page's inputs after the seed, in the order `RelightApp.relight` takes them.
+UI_EXTRAS: dict[str, Any] = {
+    "detail_transfer": 0.0,
+    "keep_background": False,
+    "keep_colors": 0.0,
+    "light_map": None,
+    "design_light": False,
+    **LIGHT_CONTROLS,
+}
+
+
+def light_fields(design_light: bool, controls: dict[str, Any]) -> dict[str, Any]:
+    """The light settings (`lighting.FIELDS`) that the light pad's controls stand for."""
+    fields = dict.fromkeys(lighting.FIELDS)
+    controls = {k: v for k, v in controls.items() if k in LIGHT_CONTROLS}
+    mix = controls.get("light_mix", 1.0)
+    fields["light_mix"] = None if mix is None or float(mix) >= 1.0 else float(mix)
+    if not design_light:
+        return fields
+    fields |= {k: v for k, v in controls.items() if k != "light_mix" and not k.startswith("fill_")}
+    if float(controls.get("fill_strength") or 0) > 0:
+        fields |= {k: v for k, v in controls.items() if k.startswith("fill_")}
+    return fields
 
 
 class RelightApp:
@@ -65,6 +105,21 @@ class RelightApp:
         except ImageInputError as e:
             raise gr.Error(str(e), title="Cannot use this file") from None
 
+    def preview_light(
+        self, background: str | None, light_source: str, width: float, height: float, *values: Any
+    ) -> Any:
+        """The condition image the model will see for these light settings, before any relight."""
+        pad = dict(zip(("light_map", "design_light", *LIGHT_CONTROLS), values, strict=True))
+        try:
+            light, mix = lighting.from_fields(light_fields(pad["design_light"], pad))
+            bg = load_image(background, "background_image") if background else None
+            lit = load_image(pad["light_map"], "light_map") if pad["light_map"] else None
+            if bg is None and light is None and lit is None and light_source in lighting.BACKGROUND_SOURCES:
+                return None
+            return lighting.condition_image(light_source, bg, int(width), int(height), light, lit, mix)
+        except (InputError, ImageInputError, ValueError) as e:
+            raise gr.Error(str(e), title="Cannot use this light") from None
+
     def relight(
         self,
         subject: str | None,
@@ -76,11 +131,15 @@ class RelightApp:
         progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's API
     ) -> tuple[list[str], list[str], int | None]:
         """Relight as `Relighter.relight` does; returns (gallery, downloads, seed used)."""
-        settings = dict(zip((*INPUT_ORDER, *EXTRAS), values, strict=True))
+        given = dict(zip((*INPUT_ORDER, *UI_EXTRAS), values, strict=True))
+        pad = {k: given.pop(k) for k in LIGHT_CONTROLS}
+        light_map, design = given.pop("light_map"), given.pop("design_light")
+        settings = given | light_fields(design, pad)
         settings["seed"] = None if random_seed or seed is None else _whole(seed)
         if not subject:
             raise gr.Error("subject_image: required, but no value was given", title="Missing input")
         entry = {"id": safe_name(Path(subject).stem)[:100], "subject": subject, "background": background, "mask": mask}
+        entry["light_map"] = light_map
         try:
             job = make_job(entry, defaults(settings), Path.cwd(), "web app", None, False)
             with self.outputs.folder() as folder:
@@ -108,6 +167,8 @@ class RelightApp:
                     light = gr.Radio(
                         list(C.LIGHT_SOURCES), value=C.default("light_source"), label="Light", elem_id="light"
                     )
+                    with gr.Accordion("Light pad: design the light", open=False, elem_id="light-pad"):
+                        pad, light_map, design, preview = self._light_pad()
                     prompt = gr.Textbox(label="Prompt", elem_id="prompt", placeholder="e.g. sunshine from window")
                     gr.Examples([[p] for p in QUICK_PROMPTS], inputs=[prompt], label="Quick prompts")
                     with gr.Row():
@@ -130,7 +191,11 @@ class RelightApp:
             values = [
                 prompt if name == "prompt" else light if name == "light_source" else advanced[name]
                 for name in INPUT_ORDER
-            ] + [advanced[name] for name in EXTRAS]
+            ] + [advanced[name] for name in ("detail_transfer", "keep_background", "keep_colors")]
+            values += [light_map, design, *pad.values()]
+            seen = [background, light, advanced["width"], advanced["height"], light_map, design, *pad.values()]
+            for control in seen:
+                control.change(self.preview_light, seen, [preview], concurrency_id="preview")
             for trigger in (subject.change, mask.change):
                 trigger(self.preview_subject, [subject, mask], [matte, on_grey], concurrency_id="preview")
             background.change(self.preview_background, [background], [background_view], concurrency_id="preview")
@@ -169,8 +234,57 @@ class RelightApp:
             c["output_quality"] = _slider(spec["output_quality"], 1, "quality")
         with gr.Row():
             c["detail_transfer"] = gr.Slider(0, 1, value=0.0, step=0.05, label="Detail transfer", elem_id="detail")
+            c["keep_colors"] = gr.Slider(
+                0, 1, value=0.0, step=0.05, label="Keep the subject's colours", elem_id="keep-colors"
+            )
             c["keep_background"] = gr.Checkbox(label="Keep the background's own pixels", value=False)
         return c
+
+    @staticmethod
+    def _light_pad() -> tuple[dict[str, gr.components.Component], Any, Any, Any]:
+        """The light designer's controls (LIGHT_CONTROLS' order), a light map, the switch, the preview."""
+        d = LIGHT_CONTROLS
+        design = gr.Checkbox(label="Design the light (instead of the preset above)", value=False, elem_id="design")
+        c: dict[str, gr.components.Component] = {}
+        with gr.Row():
+            c["light_angle"] = gr.Slider(
+                0,
+                360,
+                value=d["light_angle"],
+                step=1,
+                label="From (degrees)",
+                info="0 right, 90 top, 180 left, 270 bottom",
+                elem_id="light-angle",
+            )
+            c["light_color"] = gr.Textbox(
+                value=d["light_color"], label="Colour", info="#rrggbb or a CSS name", elem_id="light-color"
+            )
+        with gr.Row():
+            c["light_bright"] = gr.Slider(0, 255, value=d["light_bright"], step=1, label="Bright level")
+            c["light_dark"] = gr.Slider(0, 255, value=d["light_dark"], step=1, label="Dark level")
+        c["light_shape"] = gr.Radio(list(lighting.SHAPES), value=d["light_shape"], label="Shape", elem_id="shape")
+        with gr.Row():
+            c["light_x"] = gr.Slider(0, 1, value=d["light_x"], step=0.01, label="Spot x")
+            c["light_y"] = gr.Slider(0, 1, value=d["light_y"], step=0.01, label="Spot y")
+            c["light_radius"] = gr.Slider(0.05, 2, value=d["light_radius"], step=0.05, label="Spot radius")
+        with gr.Row():
+            c["fill_angle"] = gr.Slider(0, 360, value=d["fill_angle"], step=1, label="Second light from")
+            c["fill_color"] = gr.Textbox(value=d["fill_color"], label="Second light's colour")
+            c["fill_strength"] = gr.Slider(0, 1, value=d["fill_strength"], step=0.05, label="Second light (0: none)")
+        c["light_mix"] = gr.Slider(
+            0,
+            1,
+            value=d["light_mix"],
+            step=0.05,
+            label="Light mixed into the background",
+            info="1: the light alone; below 1 the background shows through",
+            elem_id="mix",
+        )
+        light_map = gr.File(label="Light map (optional: an image used as the light)", elem_id="light-map")
+        preview = gr.Image(
+            label="What the model sees as light", interactive=False, height=220, format="png", elem_id="preview"
+        )
+        return c, light_map, design, preview
 
 
 def _slider(spec: C.InputSpec, step: float, elem_id: str) -> gr.Slider:

@@ -17,7 +17,6 @@ from conftest import ROOT
 from PIL import Image
 
 from iclight import constants as C
-from iclight.jobs import EXTRAS
 from iclight.outputs import OutputFolders
 from iclight.pipeline import Relighter
 
@@ -30,8 +29,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def _values(**changes) -> list:
     """The page's inputs after the seed, in the order `RelightApp.relight` takes them."""
-    settings = {n: C.default(n) for n in ui.INPUT_ORDER} | EXTRAS | changes
-    return [settings[n] for n in (*ui.INPUT_ORDER, *EXTRAS)]
+    settings = {n: C.default(n) for n in ui.INPUT_ORDER} | ui.UI_EXTRAS | changes
+    return [settings[n] for n in (*ui.INPUT_ORDER, *ui.UI_EXTRAS)]
 
 
 @pytest.fixture
@@ -92,6 +91,42 @@ def test_bad_inputs_give_the_api_messages(app, image_files, tmp_path: Path, monk
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(gr.Error, match="subject_image: image too large"):
         app.preview_subject(subject, None)
+
+
+PAD = {"design_light": True, "light_angle": 30.0, "light_color": "orange", "fill_strength": 0.4, "fill_angle": 200.0}
+
+
+def _pad(**changes) -> list:
+    """The light preview's inputs after the background, the light choice and the size."""
+    settings = ui.UI_EXTRAS | changes
+    return [settings[n] for n in ("light_map", "design_light", *ui.LIGHT_CONTROLS)]
+
+
+def test_the_light_preview_is_what_the_model_sees(app, image_files, background_array) -> None:
+    from iclight import lighting
+
+    background = str(image_files[1])
+    hosted = app.preview_light(background, C.LEFT_LIGHT, 256, 320, *_pad())
+    assert np.array_equal(hosted, lighting.condition_image(C.LEFT_LIGHT, None, 256, 320))
+    designed = app.preview_light(background, C.BACKGROUND_IMAGE, 256, 320, *_pad(**PAD, light_mix=0.5))
+    light, mix = lighting.from_fields(ui.light_fields(True, ui.LIGHT_CONTROLS | PAD | {"light_mix": 0.5}))
+    bg = np.asarray(Image.open(background).convert("RGB"))
+    assert light.color == "orange" and light.fill.strength == 0.4 and mix == 0.5
+    assert np.array_equal(designed, lighting.condition_image(C.BACKGROUND_IMAGE, bg, 256, 320, light, None, mix))
+    assert app.preview_light(None, C.BACKGROUND_IMAGE, 256, 320, *_pad()) is None  # nothing to show yet
+    with pytest.raises(gr.Error, match="light_color: 'sky' is not a colour"):
+        app.preview_light(background, C.BACKGROUND_IMAGE, 256, 320, *_pad(design_light=True, light_color="sky"))
+
+
+def test_a_designed_light_relights_as_the_api(app, relighter: Relighter, image_files) -> None:
+    from iclight import lighting
+
+    subject, background = (str(p) for p in image_files)
+    values = _values(prompt="sun", output_format="png", keep_colors=0.5, **PAD, **SMALL)
+    _, downloads, _ = app.relight(subject, background, None, False, 21, *values)
+    light, mix = lighting.from_fields(ui.light_fields(True, ui.LIGHT_CONTROLS | PAD))
+    api = relighter.relight(subject, background, "sun", seed=21, light=light, light_mix=mix, keep_colors=0.5, **SMALL)
+    assert np.array_equal(_pixels(downloads[0]), np.asarray(api.images[0]))
 
 
 def test_one_relight_at_a_time(app) -> None:
@@ -192,6 +227,69 @@ def test_in_a_real_browser(served: str, relighter: Relighter, image_files, tmp_p
     screenshot = os.environ.get("UI_SCREENSHOT")
     if screenshot:
         shutil.copy(tmp_path / "ui.png", screenshot)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_light_pad_in_a_real_browser(served: str, relighter: Relighter, image_files, tmp_path: Path) -> None:
+    """Set an angle and a colour, see the preview change before relighting, relight: the API's pixels."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from iclight import lighting
+
+    subject, background = image_files
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(accept_downloads=True, viewport={"width": 1400, "height": 1600})
+            page.goto(served)
+            page.locator("#subject input[type=file]").set_input_files(str(subject))
+            page.locator("#background input[type=file]").set_input_files(str(background))
+            page.locator("#light-pad").get_by_text("Light pad").click()
+            preview = page.locator("#preview img")
+            expect(preview).to_be_visible(timeout=60_000)  # the background: what the model sees so far
+            before = preview.get_attribute("src")
+            page.locator("#design input[type=checkbox]").check()
+            _fill(page, "#light-angle input[type=number]", "30")
+            _fill(page, "#light-color textarea", "orange")
+            expect(preview).not_to_have_attribute("src", before, timeout=30_000)
+            page.wait_for_timeout(1000)  # the last change's preview
+            shown = _pixels(_download_src(page, preview.get_attribute("src"), tmp_path / "preview.png"))
+            want = lighting.condition_image(
+                C.BACKGROUND_IMAGE, None, 512, 640, lighting.Light(angle=30, color="orange")
+            )
+            assert np.array_equal(shown, want)  # served as PNG: the very pixels
+            page.locator("#prompt textarea").fill("sun")
+            page.locator("#random-seed input[type=checkbox]").uncheck()
+            _fill(page, "#seed input", "21")
+            page.locator("#advanced").get_by_text("Advanced").click()
+            expect(page.locator("#width input[type=number]")).to_be_visible()
+            page.wait_for_timeout(500)
+            for elem, value in (("#width", "256"), ("#height", "256"), ("#steps", "2"), ("#highres-scale", "1")):
+                _fill(page, f"{elem} input[type=number]", value)
+            page.locator("#format").get_by_label("png").check()
+            page.locator("#relight").click()
+            link = page.locator("#downloads a").first
+            expect(link).to_be_visible(timeout=90_000)
+            with page.expect_download() as info:
+                link.click()
+            got = tmp_path / "lit.png"
+            info.value.save_as(got)
+        finally:
+            browser.close()
+    light = lighting.Light(angle=30, color="orange", bright=224.0, dark=32.0)
+    api = relighter.relight(subject, background, "sun", seed=21, light=light, **SMALL).images[0]
+    assert np.array_equal(_pixels(got), np.asarray(api))
+
+
+def _download_src(page, src: str, path: Path) -> Path:
+    """An image element's source (a URL of the app, or a data URI) as a file."""
+    import base64
+
+    if src.startswith("data:"):
+        path.write_bytes(base64.b64decode(src.split(",", 1)[1]))
+    else:
+        path.write_bytes(page.request.get(src).body())
+    return path
 
 
 def _fill(page, selector: str, value: str) -> None:

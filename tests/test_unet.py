@@ -65,7 +65,7 @@ def test_merge_reads_in_small_mapped_windows(unet, tmp_path: Path, monkeypatch: 
 
     real_open = U.safe_open
     monkeypatch.setattr(U, "safe_open", counting_open)
-    monkeypatch.setattr(U, "MAPPED_BUDGET", 4096)  # reopen the offset file after every tensor or so
+    monkeypatch.setattr(U, "MAPPED_WINDOW", 4096)  # reopen the offset file after every tensor or so
     small = merged_state(base, off)
     assert opened.count(str(off)) > len(full) // 4
     assert all(torch.equal(full[k], small[k]) for k in full)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ROOT
 
 from iclight import constants as C
 from iclight.validation import InputError, validate
@@ -82,11 +81,10 @@ def test_unknown_input() -> None:
         validate({**GOOD, "colour": "red"})
 
 
-def test_the_wide_parity_cases_are_valid_hosted_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`tools/parity-wide.sh` checks these against the hosted code: each must be a request the
+def test_the_wide_parity_cases_are_valid_hosted_inputs() -> None:
+    """`make parity-wide` checks these against the hosted code: each must be a request the
     hosted schema accepts, and together they cover every light source and both long prompts."""
-    monkeypatch.syspath_prepend(ROOT / "tools")
-    from parity_cases import cases
+    from benchmarks.parity.cases import cases
 
     base = {s.name: s.default for s in C.INPUTS} | {"name": "basic", "prompt": "sun", "seed": 1}
     base |= {"subject_image": "astronaut.png", "background_image": "coffee.png", "width": 256, "height": 320}
