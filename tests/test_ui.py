@@ -190,18 +190,7 @@ def test_in_a_real_browser(served: str, relighter: Relighter, image_files, tmp_p
             page.locator("#subject input[type=file]").set_input_files(str(subject))
             expect(page.locator("#matte img")).to_be_visible(timeout=60_000)
             page.locator("#background input[type=file]").set_input_files(str(background))
-            page.locator("#prompt textarea").fill("sun")
-            page.locator("#random-seed input[type=checkbox]").uncheck()
-            _fill(page, "#seed input", "21")
-            page.locator("#advanced").get_by_text("Advanced").click()
-            expect(page.locator("#width input[type=number]")).to_be_visible()
-            page.wait_for_timeout(500)  # let the accordion finish opening
-            for elem, value in (("#width", "256"), ("#height", "256"), ("#steps", "2"), ("#highres-scale", "1")):
-                _fill(page, f"{elem} input[type=number]", value)
-            page.locator("#format").get_by_label("png").check()
-            page.locator("#relight").click()
-            link = page.locator("#downloads a").first
-            expect(link).to_be_visible(timeout=90_000)
+            link = _relight_small(page, seed=21)
             expect(page.locator("#seed-used input")).to_have_value("21")
             page.screenshot(path=str(tmp_path / "ui.png"), full_page=True)
             with page.expect_download() as info:
@@ -258,18 +247,7 @@ def test_the_light_pad_in_a_real_browser(served: str, relighter: Relighter, imag
                 C.BACKGROUND_IMAGE, None, 512, 640, lighting.Light(angle=30, color="orange")
             )
             assert np.array_equal(shown, want)  # served as PNG: the very pixels
-            page.locator("#prompt textarea").fill("sun")
-            page.locator("#random-seed input[type=checkbox]").uncheck()
-            _fill(page, "#seed input", "21")
-            page.locator("#advanced").get_by_text("Advanced").click()
-            expect(page.locator("#width input[type=number]")).to_be_visible()
-            page.wait_for_timeout(500)
-            for elem, value in (("#width", "256"), ("#height", "256"), ("#steps", "2"), ("#highres-scale", "1")):
-                _fill(page, f"{elem} input[type=number]", value)
-            page.locator("#format").get_by_label("png").check()
-            page.locator("#relight").click()
-            link = page.locator("#downloads a").first
-            expect(link).to_be_visible(timeout=90_000)
+            link = _relight_small(page, seed=21)
             with page.expect_download() as info:
                 link.click()
             got = tmp_path / "lit.png"
@@ -279,6 +257,25 @@ def test_the_light_pad_in_a_real_browser(served: str, relighter: Relighter, imag
     light = lighting.Light(angle=30, color="orange", bright=224.0, dark=32.0)
     api = relighter.relight(subject, background, "sun", seed=21, light=light, **SMALL).images[0]
     assert np.array_equal(_pixels(got), np.asarray(api))
+
+
+def _relight_small(page, seed: int):
+    """Prompt, a fixed seed and the small test size in PNG, then Relight; the first download link."""
+    from playwright.sync_api import expect
+
+    page.locator("#prompt textarea").fill("sun")
+    page.locator("#random-seed input[type=checkbox]").uncheck()
+    _fill(page, "#seed input", str(seed))
+    page.locator("#advanced").get_by_text("Advanced").click()
+    expect(page.locator("#width input[type=number]")).to_be_visible()
+    page.wait_for_timeout(500)  # let the accordion finish opening
+    for elem, value in (("#width", "256"), ("#height", "256"), ("#steps", "2"), ("#highres-scale", "1")):
+        _fill(page, f"{elem} input[type=number]", value)
+    page.locator("#format").get_by_label("png").check()
+    page.locator("#relight").click()
+    link = page.locator("#downloads a").first
+    expect(link).to_be_visible(timeout=90_000)
+    return link
 
 
 def _download_src(page, src: str, path: Path) -> Path:
