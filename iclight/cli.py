@@ -15,6 +15,7 @@ from . import config, fetch, layout
 from . import constants as C
 from .imaging import ImageInputError
 from .jobs import PARAMS, Job, JobFailed, defaults, make_job, read_jobs, relight_one, safe_name
+from .loading import DeviceError
 from .recipe import read_recipe
 from .validation import InputError
 
@@ -441,7 +442,7 @@ COMMANDS = {
 }
 # What a user can act on from the message alone: it names the input, the variable or the file.
 USER_ERRORS = (InputError, ImageInputError, JobFailed, config.ConfigError)
-SETUP_ERRORS = (fetch.FetchError, layout.MissingWeightsError)
+SETUP_ERRORS = (fetch.FetchError, layout.MissingWeightsError, DeviceError)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:

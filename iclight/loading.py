@@ -36,13 +36,22 @@ CUDA_DTYPES = Dtypes(unet=torch.float16, text=torch.float16, vae=torch.bfloat16)
 CPU_DTYPES = Dtypes(unet=torch.float32, text=torch.float32, vae=torch.float32)
 
 
+class DeviceError(RuntimeError):
+    """A device that is not a device, or not on this machine; the message says which."""
+
+
 def resolve_device(name: str | None = None) -> torch.device:
     """`auto` (default), `cpu`, `cuda` or `cuda:N`, from the argument or ICLIGHT_DEVICE."""
-    name = config.DEVICE.parse(config.DEVICE, name) if name else config.DEVICE.read()
+    try:
+        name = config.DEVICE.parse(config.DEVICE, name) if name else config.DEVICE.read()
+    except config.ConfigError as e:
+        raise DeviceError(
+            f"device: {name!r} is not a device; use {config.DEVICE.allowed}" if name else str(e)
+        ) from None
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name}: CUDA is not available on this machine")
+        raise DeviceError(f"device {name}: CUDA is not available on this machine")
     return torch.device(name)
 
 

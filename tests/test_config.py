@@ -107,3 +107,13 @@ def test_the_command_line_names_a_bad_variable_without_a_traceback(tmp_path: Pat
         "error: ICLIGHT_COMPILE='fast' is not allowed; use 0 (off), 1 or unet (the UNet), all (the UNet and the VAE) "
         "or graphs (the UNet with CUDA graphs)"
     ]
+
+
+def test_a_device_argument_is_checked_like_the_variable() -> None:
+    from iclight.loading import DeviceError, resolve_device
+
+    with pytest.raises(DeviceError, match=r"device: 'tpu' is not a device; use auto, cpu, cuda or cuda:N"):
+        resolve_device("tpu")
+    with pytest.raises(DeviceError, match="device cuda:1: CUDA is not available"):
+        resolve_device("cuda:1")
+    assert str(resolve_device("CPU")) == "cpu"
