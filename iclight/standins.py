@@ -3,7 +3,7 @@
 Everything a deployment loads goes through the same loaders: diffusers' `save_pretrained`
 folders, a CLIP byte-level BPE tokenizer (tiny vocabulary), the IC-Light offset file, and a
 real-shaped BriaRMBG-1.4 checkpoint. `tiny` shrinks the SD1.5 parts (the tests); `full` keeps
-SD1.5's real shapes (speed and memory checks, `python -m iclight.gpucheck`).
+SD1.5's real shapes (speed and memory checks, `make bench` and `make gpu-check`).
 """
 
 from __future__ import annotations
