@@ -192,8 +192,9 @@ class RelightApp:
                 prompt if name == "prompt" else light if name == "light_source" else advanced[name]
                 for name in INPUT_ORDER
             ] + [advanced[name] for name in ("detail_transfer", "keep_background", "keep_colors")]
-            values += [light_map, design, *pad.values()]
-            seen = [background, light, advanced["width"], advanced["height"], light_map, design, *pad.values()]
+            controls = [light_map, design, *(pad[name] for name in LIGHT_CONTROLS)]  # UI_EXTRAS' order
+            values += controls
+            seen = [background, light, advanced["width"], advanced["height"], *controls]
             for control in seen:
                 control.change(self.preview_light, seen, [preview], concurrency_id="preview")
             for trigger in (subject.change, mask.change):
