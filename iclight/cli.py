@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import config, fetch, layout
+from . import config, fetch, layout, matting
 from . import constants as C
 from .imaging import ImageInputError
 from .jobs import PARAMS, Job, JobFailed, defaults, make_job, read_jobs, relight_one, safe_name
@@ -104,6 +104,13 @@ def add_model_options(p: argparse.ArgumentParser, prompt_required: bool = True) 
     )
     e.add_argument("--keep-background", action="store_true", help=EXTRAS_HELP["keep_background"])
     e.add_argument("--save-matte", action="store_true", help=EXTRAS_HELP["save_matte"])
+    e.add_argument(
+        "--matting",
+        choices=matting.CHOICES,
+        default=None,
+        help="the matting model for a subject without mask or alpha: rmbg-1.4 (non-commercial licence) or none "
+        "(a mask or an alpha channel is then required); default ICLIGHT_MATTING, else rmbg-1.4",
+    )
     add_light_options(p)
     add_runtime_options(p)
 
@@ -285,13 +292,16 @@ def job_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Every job setting from the command line: hosted inputs and extras."""
     settings = {name: getattr(args, name) for name in PARAMS}
     extras = {"detail_transfer": args.detail_transfer, "keep_background": args.keep_background}
-    return settings | extras | {"keep_colors": args.keep_colors} | {n: getattr(args, n) for n in LIGHT_OPTIONS}
+    extras |= {"keep_colors": args.keep_colors, "matting": args.matting}
+    return settings | extras | {n: getattr(args, n) for n in LIGHT_OPTIONS}
 
 
 def load_relighter(args: argparse.Namespace):
     from .pipeline import Relighter
 
-    return Relighter.load(args.weights, device=args.device)
+    # A relight that asks for no matting needs no matting model: none is loaded for it.
+    none = getattr(args, "matting", None) == matting.NONE
+    return Relighter.load(args.weights, device=args.device, matting_choice=matting.NONE if none else None)
 
 
 def run_one(args: argparse.Namespace, job: Job) -> list[str]:
@@ -383,7 +393,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 def cmd_weights_fetch(args: argparse.Namespace) -> int:
     root = layout.weights_dir(args.dest)
-    got = fetch.fetch(root, args.source, args.workers)
+    unused = matting.not_needed(config.MATTING.read())  # ICLIGHT_MATTING=none: no RMBG file
+    got = fetch.fetch(root, args.source, args.workers, [f.dest for f in layout.MANIFEST if f.dest not in unused])
     print(f"{len(got)} file(s) downloaded into {root}" if got else f"all files present and valid in {root}")
     return 0
 

@@ -159,6 +159,13 @@ ATTENTION = Variable(
     "auto, flash, efficient, cudnn or math",
     "the scaled-dot-product attention backend tried first",
 )
+MATTING = Variable(
+    "ICLIGHT_MATTING",
+    _choice("rmbg-1.4", "none"),
+    "rmbg-1.4",
+    "rmbg-1.4 or none",
+    "the matting model loaded at boot; none loads none (every relight brings a mask or an alpha channel)",
+)
 DEBUG = Variable("ICLIGHT_DEBUG", _boolean, False, BOOLEAN, "the command line shows the whole traceback of an error")
 
 VARIABLES: tuple[Variable, ...] = (
@@ -173,6 +180,7 @@ VARIABLES: tuple[Variable, ...] = (
     UNET_GRAPHS,
     CHANNELS_LAST,
     ATTENTION,
+    MATTING,
     DEBUG,
 )
 

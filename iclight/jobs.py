@@ -7,8 +7,8 @@ JSONL manifest with one job per line:
     {"id": "bag-left", "subject": "bag.png", "prompt": "neon", "light_source": "Left Light"}
 
 A line may hold any hosted input (`seed`, `light_source`, `number_of_images`, ...) and the
-extras (`mask`, `detail_transfer`, `keep_background`, `keep_colors`, the light settings of
-`lighting.FIELDS` and `light_map`); the command line gives the defaults.
+extras (`mask`, `detail_transfer`, `keep_background`, `keep_colors`, `matting`, the light
+settings of `lighting.FIELDS` and `light_map`); the command line gives the defaults.
 Relative paths are relative to the list's folder. Every job has a stable id (its `id`,
 or one derived from its inputs and settings) and its files are named from it, so that a
 rerun recognises finished work. A bad line fails that job, never the batch.
@@ -34,7 +34,7 @@ from typing import Any
 from PIL import Image
 
 from . import constants as C
-from . import lighting
+from . import lighting, matting
 from .imaging import IMAGE_SUFFIXES, ImageInputError
 from .recipe import encode_with_recipe, input_records, make_recipe, sidecar_text
 from .validation import InputError, random_seed, validate
@@ -46,7 +46,13 @@ DONE_DIR = ".done"
 RESULTS_FILE = "results.jsonl"
 PART = ".part"
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
-EXTRAS: dict[str, Any] = {"detail_transfer": 0.0, "keep_background": False, "keep_colors": 0.0, **lighting.FIELDS}
+EXTRAS: dict[str, Any] = {
+    "detail_transfer": 0.0,
+    "keep_background": False,
+    "keep_colors": 0.0,
+    "matting": None,  # None: the relighter's own
+    **lighting.FIELDS,
+}
 # Hosted inputs a job may set (the images are `subject` and `background`).
 PARAMS = tuple(s.name for s in C.INPUTS if s.type is not object)
 FILE_FIELDS = ("subject", "background", "mask", "light_map")
@@ -201,8 +207,10 @@ def _checked(params: dict[str, Any], background: str | None, light_map: str | No
     if not isinstance(params["keep_background"], bool):
         raise InputError(f"keep_background: expected true or false, got {params['keep_background']!r}")
     out = {k: checked[k] for k in PARAMS} | {k: params[k] for k in lighting.FIELDS}
+    if params["matting"] is not None:
+        matting.check(params["matting"])
     extras = {"detail_transfer": float(params["detail_transfer"]), "keep_colors": float(params["keep_colors"])}
-    return out | extras | {"keep_background": params["keep_background"]}
+    return out | extras | {"keep_background": params["keep_background"], "matting": params["matting"]}
 
 
 def _derived_id(files: dict[str, str | None], params: dict[str, Any], save_matte: bool, folder: Path) -> str:
@@ -287,6 +295,7 @@ def _relight(relighter, job: Job) -> tuple[list[OutputFile], int]:
     params = dict(job.params)
     fmt, quality = params.pop("output_format"), params.pop("output_quality")
     light, mix = lighting.from_fields({k: params.pop(k) for k in lighting.FIELDS})
+    params["matting"] = params.get("matting") or relighter.matting  # recorded as used
     extras = {"light": light, "light_mix": mix, "light_map": job.light_map}
     result = relighter.relight(job.subject, job.background, mask=job.mask, **params, **extras)
     files = {"subject_image": job.subject, "background_image": job.background, "mask": job.mask}

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from . import config, fetch, layout
+from . import config, fetch, layout, matting
 from .rmbg import BriaRMBG
 from .unet import empty_unet, merged_state
 
@@ -65,7 +65,7 @@ class Components:
     text_encoder: CLIPTextModel
     vae: AutoencoderKL
     unet: UNet2DConditionModel
-    rmbg: BriaRMBG
+    rmbg: BriaRMBG | None  # None where the matting choice loads no model
     sources: tuple[str, ...] = ()  # the files loaded, relative to the weights folder
 
 
@@ -95,10 +95,13 @@ def load_unet(root: Path, device: torch.device, dtype: torch.dtype) -> UNet2DCon
     return unet.eval().requires_grad_(False)
 
 
-def load_components(root: Path, device: torch.device, use_prepared: bool = True) -> Components:
+def load_components(
+    root: Path, device: torch.device, use_prepared: bool = True, matting_choice: str = matting.RMBG
+) -> Components:
     dt = dtypes_for(device)
     prepared = prepared_unet(root, dt.unet) if use_prepared else None
-    ensure_present(root, skip=layout.UNET_SOURCES if prepared else ())
+    unused = (*(layout.UNET_SOURCES if prepared else ()), *matting.not_needed(matting_choice))
+    ensure_present(root, skip=unused)
     sd = root / layout.SD_DIR
     with _Timer(f"tokenizer from {sd / 'tokenizer'}"):
         tokenizer = CLIPTokenizer.from_pretrained(sd / "tokenizer")
@@ -116,11 +119,13 @@ def load_components(root: Path, device: torch.device, use_prepared: bool = True)
     else:
         with _Timer(f"UNet from {sd / 'unet'} + {root / layout.OFFSET_FILE} (merged at boot)"):
             unet = load_unet(root, device, dt.unet)
-    with _Timer(f"RMBG-1.4 from {root / layout.RMBG_FILE}"):
-        rmbg = BriaRMBG.from_file(root / layout.RMBG_FILE, device)
+    rmbg = None
+    if matting_choice == matting.RMBG:
+        with _Timer(f"RMBG-1.4 from {root / layout.RMBG_FILE}"):
+            rmbg = BriaRMBG.from_file(root / layout.RMBG_FILE, device)
     for module in (text_encoder, vae):
         module.to(device).eval().requires_grad_(False)
-    sources = [f.dest for f in layout.MANIFEST if not (prepared and f.dest in layout.UNET_SOURCES)]
+    sources = [f.dest for f in layout.MANIFEST if f.dest not in unused]
     if prepared:
         sources += [prepared.relative_to(root).as_posix(), layout.PREPARED_CONFIG]
     return Components(tokenizer, text_encoder, vae, unet, rmbg, tuple(sources))

@@ -16,6 +16,7 @@ from PIL import Image
 
 from . import config, layout, lighting
 from . import constants as C
+from . import matting as matting_models
 from .colors import keep_colors
 from .compositing import keep_background as composite_background
 from .compositing import transfer_detail
@@ -104,6 +105,7 @@ class Relighter:
         self.device = device
         self.vae = components.vae
         self.rmbg = components.rmbg
+        self.matting = matting_models.RMBG if components.rmbg is not None else matting_models.NONE
         self.unet = ConditionedUNet(components.unet)
         self.prompts = PromptEncoder(components.tokenizer, components.text_encoder)
         scheduler = DPMSolverMultistepScheduler(**C.SCHEDULER_CONFIG)
@@ -130,16 +132,19 @@ class Relighter:
         device: str | None = None,
         use_prepared: bool = True,
         speed: SpeedSettings | None = None,
+        matting_choice: str | None = None,
     ) -> Relighter:
         """Load from `weights_dir` (default: ICLIGHT_WEIGHTS_DIR, else weights/) onto `device`.
 
         A valid prepared UNet is used when present, unless `use_prepared` is False. `speed`
-        defaults to `SpeedSettings.default` (see `speed.py`); a compiled model is warmed up here."""
+        defaults to `SpeedSettings.default` (see `speed.py`); a compiled model is warmed up here.
+        `matting_choice` (default ICLIGHT_MATTING) is the matting model loaded (see `matting.py`)."""
         config.check()
+        choice = matting_models.check(matting_choice or config.MATTING.read())
         dev = resolve_device(device)
         start = time.perf_counter()
         root = layout.weights_dir(weights_dir)
-        relighter = cls(load_components(root, dev, use_prepared), dev, root)
+        relighter = cls(load_components(root, dev, use_prepared, choice), dev, root)
         settings = speed or SpeedSettings.default(dev)
         apply_speed(settings, relighter.unet, relighter.vae, dev)
         relighter.speed = settings
@@ -149,10 +154,12 @@ class Relighter:
         return relighter
 
     @torch.inference_mode()
-    def matte(self, subject: ImageLike, mask: ImageLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def matte(
+        self, subject: ImageLike, mask: ImageLike | None = None, matting_choice: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The matte (HxW in [0, 1]) and the subject on grey, as a relight would make them."""
         image, alpha = load_image_and_alpha(subject, "subject_image")
-        matte = self._matte(image, alpha, mask)
+        matte = self._matte(image, alpha, mask, matting_choice)
         return matte[..., 0], on_grey(image, matte, C.RELIGHT_SIGMA)
 
     def warm_up(self) -> None:
@@ -200,6 +207,7 @@ class Relighter:
         light_map: ImageLike | None = None,
         light_mix: float | None = None,
         keep_colors: float = 0.0,
+        matting: str | None = None,
     ) -> RelightResult:
         """Relight `subject` to match `background` (or a synthetic light) as `prompt` says.
 
@@ -208,7 +216,8 @@ class Relighter:
         `keep_background` puts the relit subject over the background's own pixels, `light` (a
         `lighting.Light`) or `light_map` (an image) is the light instead of a preset, `light_mix`
         (0..1) blends the background with the light, and `keep_colors` (0..1) keeps the
-        subject's own chroma inside the matte (see `lighting.py` and `colors.py`).
+        subject's own chroma inside the matte (see `lighting.py` and `colors.py`). `matting`
+        (`rmbg-1.4` or `none`, default the loaded one) cuts out a subject without mask or alpha.
         """
         a = validate(
             {
@@ -230,7 +239,8 @@ class Relighter:
             },
             optional=("background_image",),
         )
-        extras = Extras(mask, detail_transfer, keep_background, light, light_map, light_mix, keep_colors).check(a)
+        extras = Extras(mask, detail_transfer, keep_background, light, light_map, light_mix, keep_colors, matting)
+        extras = extras.check(a)
         s = Settings(a["width"], a["height"], a["steps"], a["cfg"], a["highres_scale"], a["highres_denoise"])
         cuda, count = self.device.type == "cuda", 1 if a["compute_normal"] else a["number_of_images"]
         self.vae.use_tiling = cuda and s.vae_tiling()
@@ -264,7 +274,7 @@ class Relighter:
         bg_upload = None if background is None else load_image(background, "background_image")
         light_map = None if extras.light_map is None else load_image(extras.light_map, "light_map")
         with stage("background removal"):
-            matte = self._matte(image, alpha, extras.mask)
+            matte = self._matte(image, alpha, extras.mask, extras.matting)
             fg = on_grey(image, matte, sigma)
         with stage("text"):
             embeds = self.prompts(f"{a['prompt']}, {a['appended_prompt']}", a["negative_prompt"])
@@ -283,8 +293,10 @@ class Relighter:
             images = [extras.finish(unit_to_uint8(x), image, bg_upload, matte[..., 0]) for x in floats]
         return RelightResult([Image.fromarray(x) for x in images], seed, matte[..., 0], fg, stage.result())
 
-    def _matte(self, image: np.ndarray, alpha: np.ndarray | None, mask: ImageLike | None) -> np.ndarray:
-        """A supplied mask, else the subject's own alpha, else BriaRMBG's estimate (HxWx1)."""
+    def _matte(
+        self, image: np.ndarray, alpha: np.ndarray | None, mask: ImageLike | None, choice: str | None = None
+    ) -> np.ndarray:
+        """A supplied mask, else the subject's own alpha, else the matting model's estimate (HxWx1)."""
         if mask is not None:
             m = load_image(mask, "mask")[..., 0].astype(np.float32) / 255.0
             if m.shape != image.shape[:2]:
@@ -294,6 +306,11 @@ class Relighter:
             return m[..., None]
         if alpha is not None:
             return alpha[..., None]
+        choice = choice or self.matting
+        if choice == matting_models.NONE:
+            raise matting_models.needs_a_matte()
+        if self.rmbg is None:
+            raise matting_models.unavailable(choice, self.matting)
         return estimate_matte(self.rmbg, image)
 
     def _two_passes(
@@ -375,9 +392,12 @@ class Extras:
     light_map: ImageLike | None = None
     light_mix: float | None = None
     keep_colors: float = 0.0
+    matting: str | None = None
 
     def check(self, a: dict) -> Extras:
         """These extras, or an InputError naming the first one that cannot be used with `a`."""
+        if self.matting is not None:
+            matting_models.check(self.matting)
         for name in ("detail_transfer", "keep_colors"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:

@@ -19,7 +19,7 @@ import gradio as gr
 import numpy as np
 
 from . import constants as C
-from . import lighting
+from . import lighting, matting
 from .imaging import ImageInputError, load_image
 from .jobs import JobFailed, defaults, make_job, relight_one, safe_name
 from .outputs import OutputFolders
@@ -60,6 +60,7 @@ UI_EXTRAS: dict[str, Any] = {
     "detail_transfer": 0.0,
     "keep_background": False,
     "keep_colors": 0.0,
+    "matting": None,
     "light_map": None,
     "design_light": False,
     **LIGHT_CONTROLS,
@@ -176,6 +177,12 @@ class RelightApp:
                         seed = gr.Number(value=12345, label="Seed", precision=0, elem_id="seed")
                     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
                         advanced = self._advanced(spec)
+                        advanced["matting"] = gr.Radio(
+                            list(matting.CHOICES),
+                            value=self.relighter.matting,
+                            label="Matting (for a subject without mask or alpha)",
+                            elem_id="matting",
+                        )
                     run = gr.Button("Relight", variant="primary", elem_id="relight")
                 with gr.Column():
                     gallery = gr.Gallery(label="Results", columns=2, elem_id="gallery", height=520)
@@ -191,7 +198,7 @@ class RelightApp:
             values = [
                 prompt if name == "prompt" else light if name == "light_source" else advanced[name]
                 for name in INPUT_ORDER
-            ] + [advanced[name] for name in ("detail_transfer", "keep_background", "keep_colors")]
+            ] + [advanced[name] for name in ("detail_transfer", "keep_background", "keep_colors", "matting")]
             controls = [light_map, design, *(pad[name] for name in LIGHT_CONTROLS)]  # UI_EXTRAS' order
             values += controls
             seen = [background, light, advanced["width"], advanced["height"], *controls]

@@ -27,6 +27,7 @@ BAD = {
     "ICLIGHT_UNET_GRAPHS": ("sometimes", config.BOOLEAN),
     "ICLIGHT_CHANNELS_LAST": ("sideways", "auto (on when compiling on CUDA)"),
     "ICLIGHT_ATTENTION": ("warp", "auto, flash, efficient, cudnn or math"),
+    "ICLIGHT_MATTING": ("birefnet-xl", "rmbg-1.4 or none"),
     "ICLIGHT_DEBUG": ("loud", config.BOOLEAN),
 }
 
