@@ -192,6 +192,10 @@ def test_in_a_real_browser(served: str, relighter: Relighter, image_files, tmp_p
             page.locator("#background input[type=file]").set_input_files(str(background))
             link = _relight_small(page, seed=21)
             expect(page.locator("#seed-used input")).to_have_value("21")
+            shown = page.locator("#gallery img").first
+            shown.scroll_into_view_if_needed()  # the gallery loads its images lazily, once in view
+            expect(shown).to_have_js_property("complete", True, timeout=30_000)
+            assert shown.evaluate("e => e.naturalWidth") == 256  # the result is shown
             page.screenshot(path=str(tmp_path / "ui.png"), full_page=True)
             with page.expect_download() as info:
                 link.click()
