@@ -212,7 +212,7 @@ def add_weights_commands(sub) -> None:
 
 def _compile_mode(text: str) -> str:
     try:
-        return config.COMPILE.parse(config.COMPILE, text)
+        return config.COMPILE.value_of(text)
     except config.ConfigError:
         raise argparse.ArgumentTypeError(f"{text!r}; use {config.COMPILE.allowed}") from None
 

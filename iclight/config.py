@@ -35,7 +35,11 @@ class Variable:
 
     def read(self) -> Any:
         """The parsed value, or the default where the variable is unset or empty."""
-        text = os.environ.get(self.name, "").strip()
+        return self.value_of(os.environ.get(self.name, ""))
+
+    def value_of(self, text: str) -> Any:
+        """What `text` means as this variable's value (an option given on the command line, say)."""
+        text = text.strip()
         return self.default if not text else self.parse(self, text)
 
     def refuse(self, text: str) -> ConfigError:

@@ -57,7 +57,6 @@ class SourceError(FetchError):
             "  - fetch on a machine that reaches the source (python -m iclight weights fetch --dest DIR), "
             f"copy DIR here and set {config.WEIGHTS_DIR.name}=DIR"
         )
-        self.source = source
 
 
 @dataclass(frozen=True)
@@ -275,8 +274,9 @@ def hub_files(files: Iterable[layout.WeightFile] = layout.MANIFEST) -> list[HubF
         try:
             found = api.get_paths_info(repo, [f.path for f in group], revision=revision)
         except Exception as e:  # httpx's, huggingface_hub's and the OS's errors alike: the source is out of reach
-            where = f"the Hugging Face Hub at {_endpoint()} (repository {repo})"
-            raise SourceError(f"{len(group)} weight file(s) ({group[0].dest}, ...)", where, e) from e
+            raise SourceError(
+                f"{len(group)} weight file(s) ({group[0].dest}, ...)", _hub(f"repository {repo}"), e
+            ) from e
         info = {i.path: i for i in found}
         for f in group:
             if f.path not in info:
@@ -287,10 +287,11 @@ def hub_files(files: Iterable[layout.WeightFile] = layout.MANIFEST) -> list[HubF
     return out
 
 
-def _endpoint() -> str:
+def _hub(what: str) -> str:
+    """Where on the Hub a file or repository is, for a SourceError."""
     from huggingface_hub import constants
 
-    return constants.ENDPOINT
+    return f"the Hugging Face Hub at {constants.ENDPOINT} ({what})"
 
 
 def fetch_hub(root: Path, workers: int = 4, files: Iterable[layout.WeightFile] = layout.MANIFEST) -> list[str]:
@@ -306,7 +307,7 @@ def fetch_hub(root: Path, workers: int = 4, files: Iterable[layout.WeightFile] =
         try:
             cached = Path(hf_hub_download(f.repo, f.path, revision=f.revision))
         except Exception as err:  # huggingface_hub raises many types; name the file
-            raise SourceError(e.path, f"the Hugging Face Hub at {_endpoint()} ({f.repo}/{f.path})", err) from err
+            raise SourceError(e.path, _hub(f"{f.repo}/{f.path}"), err) from err
         if not e.sha256 and git_blob_sha1(cached) != item.blob_id:
             raise FetchError(f"{e.path}: content does not match the hub's git blob id {item.blob_id}")
         expected = e if e.sha256 else Entry(e.path, e.size, sha256_of(cached))

@@ -37,7 +37,7 @@ from . import constants as C
 from . import lighting, matting
 from .imaging import IMAGE_SUFFIXES, ImageInputError
 from .recipe import encode_with_recipe, input_records, make_recipe, sidecar_text
-from .validation import InputError, random_seed, validate
+from .validation import InputError, fraction, random_seed, validate
 
 log = logging.getLogger("iclight")
 
@@ -180,8 +180,8 @@ def make_job(
     except InputError as e:
         safe_id = entry.get("id") if isinstance(entry.get("id"), str) and ID_PATTERN.match(entry["id"]) else None
         return Job(id=safe_id or fallback_id, subject=None, source=where, error=str(e))
-    job = Job(job_id, files["subject"], files["background"], files["mask"], params, save_matte, where)
-    return replace(job, light_map=files["light_map"])
+    subject, background, mask = files["subject"], files["background"], files["mask"]
+    return Job(job_id, subject, background, mask, params, save_matte, where, light_map=files["light_map"])
 
 
 def _path(value: Any, folder: Path, name: str) -> str | None:
@@ -200,17 +200,13 @@ def _checked(params: dict[str, Any], background: str | None, light_map: str | No
     needs_background = params["light_source"] in (C.BACKGROUND_IMAGE, C.FLIPPED_BACKGROUND_IMAGE)
     if needs_background and background is None and light is None and light_map is None:
         raise InputError(f"background: required with light_source {params['light_source']!r}")
-    for name in ("detail_transfer", "keep_colors"):
-        value = params[name]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise InputError(f"{name}: {value!r} is out of range; allowed 0 to 1")
+    fractions = {name: fraction(name, params[name]) for name in ("detail_transfer", "keep_colors")}
     if not isinstance(params["keep_background"], bool):
         raise InputError(f"keep_background: expected true or false, got {params['keep_background']!r}")
     out = {k: checked[k] for k in PARAMS} | {k: params[k] for k in lighting.FIELDS}
     if params["matting"] is not None:
         matting.check(params["matting"])
-    extras = {"detail_transfer": float(params["detail_transfer"]), "keep_colors": float(params["keep_colors"])}
-    return out | extras | {"keep_background": params["keep_background"], "matting": params["matting"]}
+    return out | fractions | {"keep_background": params["keep_background"], "matting": params["matting"]}
 
 
 def _derived_id(files: dict[str, str | None], params: dict[str, Any], save_matte: bool, folder: Path) -> str:

@@ -158,16 +158,16 @@ def _within(name: str, value: Any, low: float, high: float) -> float:
 def design(light: Light, width: int, height: int, default_angle: float = 180.0) -> np.ndarray:
     """The condition image of `light` at width x height, uint8 RGB."""
     base = _shape(light, width, height, default_angle)
-    image = base[..., None] * _unit_color(light.color)
+    image = base[..., None] * _unit_color("light_color", light.color)
     if light.fill is not None:
         f = light.fill
         lift = _gradient(f.angle, width, height, light.bright, 0.0)
-        image = image + f.strength * lift[..., None] * _unit_color(f.color)
+        image = image + f.strength * lift[..., None] * _unit_color("fill_color", f.color)
     return image.clip(0, 255).astype(np.uint8)  # truncation, as the hosted gradients are made
 
 
-def _unit_color(color: str) -> np.ndarray:
-    return np.asarray(rgb("light_color", color), np.float64) / 255.0
+def _unit_color(name: str, color: str) -> np.ndarray:
+    return np.asarray(rgb(name, color), np.float64) / 255.0
 
 
 def _shape(light: Light, width: int, height: int, default_angle: float) -> np.ndarray:

@@ -43,7 +43,7 @@ class DeviceError(RuntimeError):
 def resolve_device(name: str | None = None) -> torch.device:
     """`auto` (default), `cpu`, `cuda` or `cuda:N`, from the argument or ICLIGHT_DEVICE."""
     try:
-        name = config.DEVICE.parse(config.DEVICE, name) if name else config.DEVICE.read()
+        name = config.DEVICE.value_of(name) if name else config.DEVICE.read()
     except config.ConfigError as e:
         raise DeviceError(
             f"device: {name!r} is not a device; use {config.DEVICE.allowed}" if name else str(e)

@@ -42,7 +42,7 @@ from .speed import SpeedSettings, attention_backend, boot_compiled
 from .speed import apply as apply_speed
 from .timing import StageTimer
 from .unet import ConditionedUNet
-from .validation import InputError, random_seed, validate
+from .validation import InputError, fraction, random_seed, validate
 
 log = logging.getLogger("iclight")
 
@@ -399,9 +399,7 @@ class Extras:
         if self.matting is not None:
             matting_models.check(self.matting)
         for name in ("detail_transfer", "keep_colors"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-                raise InputError(f"{name}: {value!r} is out of range; allowed 0 to 1")
+            fraction(name, getattr(self, name))
         if self.light_mix is not None:
             lighting.from_fields({"light_mix": self.light_mix})
         if self.light is not None:

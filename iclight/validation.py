@@ -22,6 +22,13 @@ def random_seed() -> int:
     return int.from_bytes(os.urandom(C.RANDOM_SEED_BITS // 8), "big")
 
 
+def fraction(name: str, value: Any) -> float:
+    """A setting from 0 to 1 (detail_transfer, keep_colors, ...) as a float, or an InputError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise InputError(f"{name}: {value!r} is out of range; allowed 0 to 1")
+    return float(value)
+
+
 def validate(values: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
     """Return the values coerced to their declared types, or raise `InputError`.
 

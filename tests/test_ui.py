@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -177,46 +179,40 @@ BROWSER_ARGS = [
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_in_a_real_browser(served: str, relighter: Relighter, image_files, tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     subject, background = image_files
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            page = browser.new_page(accept_downloads=True, viewport={"width": 1400, "height": 1100})
-            page.goto(served)
-            page.locator("#subject input[type=file]").set_input_files(str(subject))
-            expect(page.locator("#matte img")).to_be_visible(timeout=60_000)
-            page.locator("#background input[type=file]").set_input_files(str(background))
-            link = _relight_small(page, seed=21)
-            expect(page.locator("#seed-used input")).to_have_value("21")
-            shown = page.locator("#gallery img").first
-            shown.scroll_into_view_if_needed()  # the gallery loads its images lazily, once in view
-            expect(shown).to_have_js_property("complete", True, timeout=30_000)
-            assert shown.evaluate("e => e.naturalWidth") == 256  # the result is shown
-            page.screenshot(path=str(tmp_path / "ui.png"), full_page=True)
-            with page.expect_download() as info:
-                link.click()
-            first = tmp_path / "first.png"
-            info.value.save_as(first)
-            api = relighter.relight(subject, background, "sun", seed=21, **SMALL).images[0]
-            assert np.array_equal(_pixels(first), np.asarray(api))
+    with _page(served, height=1100) as page:
+        page.locator("#subject input[type=file]").set_input_files(str(subject))
+        expect(page.locator("#matte img")).to_be_visible(timeout=60_000)
+        page.locator("#background input[type=file]").set_input_files(str(background))
+        link = _relight_small(page, seed=21)
+        expect(page.locator("#seed-used input")).to_have_value("21")
+        shown = page.locator("#gallery img").first
+        shown.scroll_into_view_if_needed()  # the gallery loads its images lazily, once in view
+        expect(shown).to_have_js_property("complete", True, timeout=30_000)
+        assert shown.evaluate("e => e.naturalWidth") == 256  # the result is shown
+        page.screenshot(path=str(tmp_path / "ui.png"), full_page=True)
+        with page.expect_download() as info:
+            link.click()
+        first = tmp_path / "first.png"
+        info.value.save_as(first)
+        api = relighter.relight(subject, background, "sun", seed=21, **SMALL).images[0]
+        assert np.array_equal(_pixels(first), np.asarray(api))
 
-            page.locator("#subject").get_by_role("button", name="Clear").click()
-            page.locator("#subject input[type=file]").set_input_files(str(text))
-            expect(page.get_by_text("subject_image: not an image file that Pillow can open").first).to_be_visible(
-                timeout=30_000
-            )
-            page.locator("#subject").get_by_role("button", name="Clear").click()
-            page.locator("#subject input[type=file]").set_input_files(str(subject))
-            _fill(page, "#seed input", "22")
-            page.locator("#relight").click()
-            expect(page.locator("#seed-used input")).to_have_value("22", timeout=90_000)
-            expect(page.locator("#downloads a").first).to_have_attribute("download", "subject-22-0.png")
-        finally:
-            browser.close()
+        page.locator("#subject").get_by_role("button", name="Clear").click()
+        page.locator("#subject input[type=file]").set_input_files(str(text))
+        expect(page.get_by_text("subject_image: not an image file that Pillow can open").first).to_be_visible(
+            timeout=30_000
+        )
+        page.locator("#subject").get_by_role("button", name="Clear").click()
+        page.locator("#subject input[type=file]").set_input_files(str(subject))
+        _fill(page, "#seed input", "22")
+        page.locator("#relight").click()
+        expect(page.locator("#seed-used input")).to_have_value("22", timeout=90_000)
+        expect(page.locator("#downloads a").first).to_have_attribute("download", "subject-22-0.png")
     screenshot = os.environ.get("UI_SCREENSHOT")
     if screenshot:
         shutil.copy(tmp_path / "ui.png", screenshot)
@@ -225,42 +221,49 @@ def test_in_a_real_browser(served: str, relighter: Relighter, image_files, tmp_p
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_the_light_pad_in_a_real_browser(served: str, relighter: Relighter, image_files, tmp_path: Path) -> None:
     """Set an angle and a colour, see the preview change before relighting, relight: the API's pixels."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from iclight import lighting
 
     subject, background = image_files
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            page = browser.new_page(accept_downloads=True, viewport={"width": 1400, "height": 1600})
-            page.goto(served)
-            page.locator("#subject input[type=file]").set_input_files(str(subject))
-            page.locator("#background input[type=file]").set_input_files(str(background))
-            page.locator("#light-pad").get_by_text("Light pad").click()
-            preview = page.locator("#preview img")
-            expect(preview).to_be_visible(timeout=60_000)  # the background: what the model sees so far
-            before = preview.get_attribute("src")
-            page.locator("#design input[type=checkbox]").check()
-            _fill(page, "#light-angle input[type=number]", "30")
-            _fill(page, "#light-color textarea", "orange")
-            expect(preview).not_to_have_attribute("src", before, timeout=30_000)
-            page.wait_for_timeout(1000)  # the last change's preview
-            shown = _pixels(_download_src(page, preview.get_attribute("src"), tmp_path / "preview.png"))
-            want = lighting.condition_image(
-                C.BACKGROUND_IMAGE, None, 512, 640, lighting.Light(angle=30, color="orange")
-            )
-            assert np.array_equal(shown, want)  # served as PNG: the very pixels
-            link = _relight_small(page, seed=21)
-            with page.expect_download() as info:
-                link.click()
-            got = tmp_path / "lit.png"
-            info.value.save_as(got)
-        finally:
-            browser.close()
+    with _page(served, height=1600) as page:
+        page.locator("#subject input[type=file]").set_input_files(str(subject))
+        page.locator("#background input[type=file]").set_input_files(str(background))
+        page.locator("#light-pad").get_by_text("Light pad").click()
+        preview = page.locator("#preview img")
+        expect(preview).to_be_visible(timeout=60_000)  # the background: what the model sees so far
+        before = preview.get_attribute("src")
+        page.locator("#design input[type=checkbox]").check()
+        _fill(page, "#light-angle input[type=number]", "30")
+        _fill(page, "#light-color textarea", "orange")
+        expect(preview).not_to_have_attribute("src", before, timeout=30_000)
+        page.wait_for_timeout(1000)  # the last change's preview
+        shown = _pixels(_download_src(page, preview.get_attribute("src"), tmp_path / "preview.png"))
+        want = lighting.condition_image(C.BACKGROUND_IMAGE, None, 512, 640, lighting.Light(angle=30, color="orange"))
+        assert np.array_equal(shown, want)  # served as PNG: the very pixels
+        link = _relight_small(page, seed=21)
+        with page.expect_download() as info:
+            link.click()
+        got = tmp_path / "lit.png"
+        info.value.save_as(got)
     light = lighting.Light(angle=30, color="orange", bright=224.0, dark=32.0)
     api = relighter.relight(subject, background, "sun", seed=21, light=light, **SMALL).images[0]
     assert np.array_equal(_pixels(got), np.asarray(api))
+
+
+@contextmanager
+def _page(url: str, height: int) -> Iterator:
+    """A page of the app at `url` in headless Chromium, closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(accept_downloads=True, viewport={"width": 1400, "height": height})
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
 
 
 def _relight_small(page, seed: int):
