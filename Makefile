@@ -6,7 +6,8 @@ WEIGHTS ?= weights
 OUT ?= out
 BENCH_WEIGHTS ?= /tmp/iclight-full
 
-.PHONY: install test lint format parity parity-wide weights prepare examples docs-lights bench gpu-check reference gpu-wheels clean
+.PHONY: install test lint format parity parity-wide weights prepare examples docs-lights bench bench-matting bench-serving gpu-check \
+	reference reference-birefnet gpu-wheels clean
 
 install: $(VENV)/.installed
 
@@ -82,6 +83,30 @@ reference:
 	git --git-dir=$(REF_CLONE) show background-model:predict.py > .ref/ref_predict.py
 	git --git-dir=$(REF_CLONE) show background-model:briarmbg.py > .ref/briarmbg.py
 	cp $(REF_RUNNER) .ref/ref_run.py
+
+# BiRefNet's own model code, the baseline for iclight/birefnet.py, into the git-ignored .ref/birefnet/
+# (never committed), from a clone of ZhengPeng7/BiRefNet:
+#   make reference-birefnet BIREFNET_CLONE=../BiRefNet/.git
+BIREFNET_CLONE ?= ../BiRefNet/.git
+BIREFNET_REV ?= HEAD
+BIREFNET_FILES := config.py models/birefnet.py models/backbones/swin_v1.py models/modules/aspp.py \
+	models/modules/decoder_blocks.py models/modules/deform_conv.py models/modules/lateral_blocks.py
+reference-birefnet:
+	for f in $(BIREFNET_FILES); do mkdir -p .ref/birefnet/$$(dirname $$f); \
+		git --git-dir=$(BIREFNET_CLONE) show $(BIREFNET_REV):$$f > .ref/birefnet/$$f || exit 1; done
+	$(PY) -m benchmarks.birefnet_ref parity
+
+# Seconds and peak memory of one matte per matting choice (real-shaped stand-ins in MATTING_WEIGHTS).
+MATTING_WEIGHTS ?= /tmp/iclight-matting-weights
+bench-matting: install
+	mkdir -p bench-results
+	$(PY) -m benchmarks.matting --weights $(MATTING_WEIGHTS) --out bench-results/matting.json
+
+# K clients at once against the real Cog server (benchmarks/serving.py); SERVING_DEVICE=cuda on a GPU.
+SERVING_DEVICE ?= cpu
+bench-serving: install
+	mkdir -p bench-results
+	$(PY) -m benchmarks.serving --device $(SERVING_DEVICE) --out bench-results/serving-$(SERVING_DEVICE).json
 
 # Wheels for a Python 3.12 CUDA machine that has torch but no package index, into the git-ignored
 # .whl/: benchmarks/run-gpu-check.sh installs them there and runs gpu-check.

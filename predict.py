@@ -1,14 +1,21 @@
-"""Cog runner: the hosted `zsxkib/ic-light-background` inputs, over `iclight.Relighter`."""
+"""Cog runner: the hosted `zsxkib/ic-light-background` inputs, over `iclight.Relighter`.
+
+Where the server takes several predictions at once (`COG_MAX_CONCURRENCY` above 1, at most
+`serving.MAX_CONCURRENCY`; `cog.yaml` sets it for the image), `run` is async and the predictions
+share the model's diffusion batches (`iclight/serving.py`). With one at a time (the default
+elsewhere) `run` is the plain method: called with every input, it returns the files.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Optional
 
 from cog import BaseRunner, Input, Path
 
-from iclight import Relighter
+from iclight import Relighter, serving
 from iclight import constants as C
 from iclight.imaging import save_images
 from iclight.outputs import OutputFolders
@@ -27,6 +34,7 @@ class Predictor(BaseRunner):
         logging.getLogger("iclight").setLevel(logging.INFO)
         self.outputs = OutputFolders.from_env()
         self.relighter = Relighter.load()
+        self.batcher = serving.Batcher(self.relighter) if serving.concurrency() > 1 else None
 
     def run(
         self,
@@ -48,12 +56,26 @@ class Predictor(BaseRunner):
         output_format: str = _input("output_format"),
         output_quality: int = _input("output_quality"),
     ) -> list[Path]:
-        args = validate({k: v for k, v in locals().items() if k != "self"})
+        request, fmt, quality = self.request({k: v for k, v in locals().items() if k != "self"})
+        return self.save(self.relighter.run(request).images, fmt, quality)
+
+    async def run_concurrently(self, **inputs) -> list[Path]:
+        request, fmt, quality = self.request(inputs)  # a bad input fails here, alone
+        result = await self.batcher.relight(request)
+        return await asyncio.to_thread(self.save, result.images, fmt, quality)
+
+    if serving.concurrency() > 1:
+        run = serving.concurrent(run, run_concurrently)  # run's inputs, async, sharing batches
+
+    def request(self, inputs: dict):
+        args = validate(inputs)
         fmt, quality = args.pop("output_format"), args.pop("output_quality")
-        result = self.relighter.relight(args.pop("subject_image"), args.pop("background_image"), **args)
+        return self.relighter.request(args.pop("subject_image"), args.pop("background_image"), **args), fmt, quality
+
+    def save(self, images: list, fmt: str, quality: int) -> list[Path]:
         start = time.perf_counter()
         # The hosted model lists its outputs last-made first.
         with self.outputs.folder() as folder:
-            paths = save_images(list(reversed(result.images)), fmt, quality, folder)
+            paths = save_images(list(reversed(images)), fmt, quality, folder)
         log.info("encode: %.2f s", time.perf_counter() - start)
         return [Path(p) for p in paths]

@@ -52,6 +52,7 @@ def hosted_style_components(root: Path, device):
     from safetensors.torch import load_file
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from iclight import matting
     from iclight.loading import Components, dtypes_for
     from iclight.rmbg import BriaRMBG
     from iclight.unet import widen_conv_in
@@ -73,7 +74,7 @@ def hosted_style_components(root: Path, device):
     vae.to(device, dt.vae)
     unet.to(device, dt.unet)
     rmbg.to(device)
-    return Components(tokenizer, text_encoder, vae, unet, rmbg)
+    return Components(tokenizer, text_encoder, vae, unet, {matting.RMBG: matting.Matter(matting.RMBG, rmbg)})
 
 
 def predict_once(relighter, case: dict, device, inputs: tuple | None = None, keep_images: bool = False) -> dict:

@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from iclight import config, layout
+from iclight import config, layout, matting
 from iclight import constants as C
 from iclight.imaging import save_image
 from iclight.loading import dtypes_for, prepare, prepared_path, resolve_device
@@ -245,8 +245,9 @@ def _driver() -> str:
 def stand_ins(root: Path, plan: Plan, device: torch.device) -> dict[str, Any]:
     """Stand-in weights (written once, then reused) and the prepared UNet for `device`."""
     start = time.perf_counter()
-    if layout.missing_files(root):
-        write_weights(root, plan.size)
+    # The hosted model's matting only: the weights' size and boot stay those of the hosted stack.
+    if set(layout.missing_files(root)) - set(matting.not_needed(matting.RMBG)):
+        write_weights(root, plan.size, matting_models=(matting.RMBG,))
     written = time.perf_counter() - start
     dtype = dtypes_for(device).unet
     start = time.perf_counter()

@@ -108,8 +108,9 @@ def add_model_options(p: argparse.ArgumentParser, prompt_required: bool = True) 
         "--matting",
         choices=matting.CHOICES,
         default=None,
-        help="the matting model for a subject without mask or alpha: rmbg-1.4 (non-commercial licence) or none "
-        "(a mask or an alpha channel is then required); default ICLIGHT_MATTING, else rmbg-1.4",
+        help="the matting model for a subject without mask or alpha: rmbg-1.4 (the hosted model's; "
+        "non-commercial licence), birefnet or birefnet-lite (MIT licence), or none (a mask or an alpha "
+        "channel is then required); default ICLIGHT_MATTING, else rmbg-1.4",
     )
     add_light_options(p)
     add_runtime_options(p)
@@ -180,6 +181,13 @@ def add_weights_commands(sub) -> None:
         "--from", dest="source", default=None, help="HTTP(S) mirror with manifest.json (or ICLIGHT_WEIGHTS_URL)"
     )
     p.add_argument("--workers", type=int, default=4, help="parallel downloads (default 4)")
+    p.add_argument(
+        "--matting",
+        nargs="+",
+        choices=matting.CHOICES,
+        default=None,
+        help="the matting models to fetch (default: ICLIGHT_MATTING, else rmbg-1.4); none fetches no matting model",
+    )
     add_debug_option(p)
     p = cmds.add_parser("lock", help="write DIR/manifest.json (path, size, sha256 of every file)")
     p.add_argument("dir", type=Path)
@@ -299,9 +307,8 @@ def job_settings(args: argparse.Namespace) -> dict[str, Any]:
 def load_relighter(args: argparse.Namespace):
     from .pipeline import Relighter
 
-    # A relight that asks for no matting needs no matting model: none is loaded for it.
-    none = getattr(args, "matting", None) == matting.NONE
-    return Relighter.load(args.weights, device=args.device, matting_choice=matting.NONE if none else None)
+    # The matting asked for is the one loaded (and fetched where missing): no other is.
+    return Relighter.load(args.weights, device=args.device, matting_choice=getattr(args, "matting", None))
 
 
 def run_one(args: argparse.Namespace, job: Job) -> list[str]:
@@ -365,6 +372,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     recipe = read_recipe(args.recipe)
     path = {name: Path(rec["path"]) if rec else None for name, rec in recipe["inputs"].items()}
     args.mask, args.save_matte, args.light_map = path.get("mask"), False, path.get("light_map")
+    args.matting = recipe["parameters"].get("matting")
     job = single_job(args, path["subject_image"], path.get("background_image"), dict(recipe["parameters"]))
     print(run_one(args, job)[recipe["index"]])
     return 0
@@ -393,7 +401,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 def cmd_weights_fetch(args: argparse.Namespace) -> int:
     root = layout.weights_dir(args.dest)
-    unused = matting.not_needed(config.MATTING.read())  # ICLIGHT_MATTING=none: no RMBG file
+    unused = matting.not_needed(*(args.matting or [config.MATTING.read()]))  # only what is asked for
     got = fetch.fetch(root, args.source, args.workers, [f.dest for f in layout.MANIFEST if f.dest not in unused])
     print(f"{len(got)} file(s) downloaded into {root}" if got else f"all files present and valid in {root}")
     return 0

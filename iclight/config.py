@@ -76,6 +76,23 @@ def _at_least_one(var: Variable, text: str) -> int:
     return number
 
 
+def _images(var: Variable, text: str) -> int:
+    number = _at_least_one(var, text)
+    if number > 12:  # the most images one prediction may ask for, and so one batch's memory bound
+        raise var.refuse(text)
+    return number
+
+
+def _milliseconds(var: Variable, text: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        raise var.refuse(text) from None
+    if not 0 <= number <= 1000:
+        raise var.refuse(text)
+    return number
+
+
 def _device(var: Variable, text: str) -> str:
     name = text.lower()
     index = name.removeprefix("cuda:")
@@ -165,10 +182,32 @@ ATTENTION = Variable(
 )
 MATTING = Variable(
     "ICLIGHT_MATTING",
-    _choice("rmbg-1.4", "none"),
+    _choice("rmbg-1.4", "birefnet", "birefnet-lite", "none"),
     "rmbg-1.4",
-    "rmbg-1.4 or none",
-    "the matting model loaded at boot; none loads none (every relight brings a mask or an alpha channel)",
+    "rmbg-1.4, birefnet, birefnet-lite or none",
+    "the matting model fetched and loaded at boot (the only one); none loads none (every relight brings "
+    "a mask or an alpha channel)",
+)
+BATCH_IMAGES = Variable(
+    "ICLIGHT_BATCH_IMAGES",
+    _images,
+    4,
+    "an integer from 1 to 12",
+    "the most images that concurrent predictions share in one diffusion batch (1: none shared)",
+)
+BATCH_WINDOW_MS = Variable(
+    "ICLIGHT_BATCH_WINDOW_MS",
+    _milliseconds,
+    5.0,
+    "milliseconds from 0 to 1000",
+    "how long a prediction waits for others to share its batch when the model is idle",
+)
+COG_CONCURRENCY = Variable(
+    "COG_MAX_CONCURRENCY",
+    _at_least_one,
+    1,
+    "a positive integer",
+    "Cog's own: how many predictions the server takes at once; above 1 they share diffusion batches",
 )
 DEBUG = Variable("ICLIGHT_DEBUG", _boolean, False, BOOLEAN, "the command line shows the whole traceback of an error")
 
@@ -185,6 +224,9 @@ VARIABLES: tuple[Variable, ...] = (
     CHANNELS_LAST,
     ATTENTION,
     MATTING,
+    BATCH_IMAGES,
+    BATCH_WINDOW_MS,
+    COG_CONCURRENCY,
     DEBUG,
 )
 

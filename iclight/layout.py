@@ -11,6 +11,8 @@ from . import config
 SD_DIR = "realistic-vision-v51"
 OFFSET_FILE = "iclight_sd15_fbc.safetensors"
 RMBG_FILE = "RMBG-1.4/model.safetensors"
+BIREFNET_FILE = "BiRefNet/model.safetensors"
+BIREFNET_LITE_FILE = "BiRefNet_lite/model.safetensors"
 PREPARED_DIR = "prepared"
 PREPARED_CONFIG = f"{PREPARED_DIR}/unet-config.json"
 
@@ -44,6 +46,8 @@ MANIFEST: tuple[WeightFile, ...] = (
     *(WeightFile(SD_REPO, f, f"{SD_DIR}/{f}") for f in _SD_FILES),
     WeightFile("lllyasviel/ic-light", OFFSET_FILE, OFFSET_FILE),
     WeightFile("briaai/RMBG-1.4", "model.safetensors", RMBG_FILE),
+    WeightFile("ZhengPeng7/BiRefNet", "model.safetensors", BIREFNET_FILE),
+    WeightFile("ZhengPeng7/BiRefNet_lite", "model.safetensors", BIREFNET_LITE_FILE),
 )
 
 
@@ -72,10 +76,10 @@ def missing_files(root: Path) -> list[str]:
 
 
 class MissingWeightsError(FileNotFoundError):
-    def __init__(self, root: Path, missing: list[str]) -> None:
+    def __init__(self, root: Path, missing: list[str], fetch_options: str = "") -> None:
         listing = "\n  ".join(missing)
         super().__init__(
             f"weights missing in {root}:\n  {listing}\n"
-            f"Fetch them with: python -m iclight.weights fetch --dest {root}   (or: make weights)"
+            f"Fetch them with: python -m iclight.weights fetch --dest {root}{fetch_options}   (or: make weights)"
         )
         self.missing = missing

@@ -17,7 +17,6 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from . import config, fetch, layout, matting
-from .rmbg import BriaRMBG
 from .unet import empty_unet, merged_state
 
 log = logging.getLogger("iclight")
@@ -28,11 +27,11 @@ class Dtypes:
     unet: torch.dtype
     text: torch.dtype
     vae: torch.dtype
-    rmbg: torch.dtype = torch.float32
+    half_matting: bool = False  # BiRefNet in float16 (RMBG-1.4 stays in float32)
 
 
 # The hosted model's choices on CUDA; the VAE in bfloat16 avoids fp16 overflow in its decoder.
-CUDA_DTYPES = Dtypes(unet=torch.float16, text=torch.float16, vae=torch.bfloat16)
+CUDA_DTYPES = Dtypes(unet=torch.float16, text=torch.float16, vae=torch.bfloat16, half_matting=True)
 CPU_DTYPES = Dtypes(unet=torch.float32, text=torch.float32, vae=torch.float32)
 
 
@@ -65,7 +64,7 @@ class Components:
     text_encoder: CLIPTextModel
     vae: AutoencoderKL
     unet: UNet2DConditionModel
-    rmbg: BriaRMBG | None  # None where the matting choice loads no model
+    matters: dict[str, matting.Matter]  # the matting models loaded: none where the choice is none
     sources: tuple[str, ...] = ()  # the files loaded, relative to the weights folder
 
 
@@ -119,32 +118,39 @@ def load_components(
     else:
         with _Timer(f"UNet from {sd / 'unet'} + {root / layout.OFFSET_FILE} (merged at boot)"):
             unet = load_unet(root, device, dt.unet)
-    rmbg = None
-    if matting_choice == matting.RMBG:
-        with _Timer(f"RMBG-1.4 from {root / layout.RMBG_FILE}"):
-            rmbg = BriaRMBG.from_file(root / layout.RMBG_FILE, device)
+    matters = {} if matting_choice == matting.NONE else {matting_choice: load_matting(root, device, matting_choice)}
     for module in (text_encoder, vae):
         module.to(device).eval().requires_grad_(False)
     sources = [f.dest for f in layout.MANIFEST if f.dest not in unused]
     if prepared:
         sources += [prepared.relative_to(root).as_posix(), layout.PREPARED_CONFIG]
-    return Components(tokenizer, text_encoder, vae, unet, rmbg, tuple(sources))
+    return Components(tokenizer, text_encoder, vae, unet, matters, tuple(sources))
 
 
-def ensure_present(root: Path, skip: tuple[str, ...] = ()) -> None:
-    """Fetch missing files (mirror or hub) unless offline, in which case fail at once."""
-    missing = [m for m in layout.missing_files(root) if m not in skip]
+def load_matting(root: Path, device: torch.device, choice: str) -> matting.Matter:
+    """`choice`'s matting model, its weights fetched first where they are missing."""
+    ensure_present(root, only=matting.FILES[choice], fetch_options=f" --matting {choice}")
+    with _Timer(f"{choice} from {root / matting.FILES[choice][0]}"):
+        return matting.load(choice, root, device, dtypes_for(device).half_matting)
+
+
+def ensure_present(
+    root: Path, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None, fetch_options: str = ""
+) -> None:
+    """Fetch missing files (mirror or hub) unless offline, in which case fail at once; `only`
+    limits the check to those files."""
+    missing = [m for m in layout.missing_files(root) if m not in skip and (only is None or m in only)]
     if not missing:
         return
     if config.offline():
-        raise layout.MissingWeightsError(root, missing)
+        raise layout.MissingWeightsError(root, missing, fetch_options)
     log.info("%d weight files missing in %s; fetching", len(missing), root)
     start = time.perf_counter()
     fetch.fetch(root, only=missing)
     log.info("fetched weights in %.1f s", time.perf_counter() - start)
-    missing = [m for m in layout.missing_files(root) if m not in skip]
+    missing = [m for m in layout.missing_files(root) if m not in skip and (only is None or m in only)]
     if missing:
-        raise layout.MissingWeightsError(root, missing)
+        raise layout.MissingWeightsError(root, missing, fetch_options)
 
 
 # -- prepared weights: the UNet widened, merged and cast once, offline ---------------------------

@@ -6,8 +6,9 @@ gets its own folder under one root (`ICLIGHT_OUTPUT_DIR`, else a folder in the s
 temporary directory) holding a marker that lists what we wrote. Whenever a new folder is
 finished, the older ones are pruned:
 
-- this process keeps its `keep` most recent finished folders (the server has long read
-  the others: a later prediction only starts once an earlier one has been answered);
+- this process keeps its `keep` most recent finished folders, and at least as many as the
+  server takes predictions at once (`COG_MAX_CONCURRENCY`): a slot is free again only once its
+  prediction has been answered, so no more than that many finish before a folder is read;
 - folders of other processes (an earlier run of the server, a neighbour sharing the
   root) are removed only once they are older than `stale_after_s`;
 - a folder still being written is never touched, and only the files named in a marker
@@ -54,7 +55,7 @@ class OutputFolders:
 
     @classmethod
     def from_env(cls) -> OutputFolders:
-        return cls(config.OUTPUT_DIR.read(), config.KEEP_OUTPUTS.read())
+        return cls(config.OUTPUT_DIR.read(), max(config.KEEP_OUTPUTS.read(), config.COG_CONCURRENCY.read()))
 
     @contextmanager
     def folder(self) -> Iterator[Path]:

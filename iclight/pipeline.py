@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DPMSolverMultistepScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image
 
 from . import config, layout, lighting
@@ -34,10 +36,11 @@ from .imaging import (
     unit_to_uint8,
 )
 from .lighting import Light, condition_image
-from .loading import Components, load_components, resolve_device
+from .loading import Components, load_components, load_matting, resolve_device
 from .normals import normal_map
 from .prompts import PromptEncoder
-from .rmbg import estimate_matte, on_grey
+from .rmbg import on_grey
+from .sharing import Member, SharedImage2Image, SharedScheduler, SharedText2Image
 from .speed import SpeedSettings, attention_backend, boot_compiled
 from .speed import apply as apply_speed
 from .timing import StageTimer
@@ -52,6 +55,19 @@ VAE_TILE_ABOVE = 2048  # high-res side (px) above which the VAE works in tiles o
 # it takes the batch at once like the hosted code: 6% faster with 4 images at the defaults on an
 # H200, at twice the peak memory (docs/performance.md).
 VAE_SLICE_ABOVE = 4_000_000
+
+
+# The hosted inputs a relight takes as keywords (the images are its first two arguments, and the
+# output encoding is the caller's).
+HOSTED_KEYWORDS = tuple(
+    spec.name
+    for spec in C.INPUTS
+    if spec.name not in ("subject_image", "background_image", "output_format", "output_quality")
+)
+
+
+class Stopped(RuntimeError):
+    """A diffusion ended early because nobody waits for its images any more (see `Relighter.stop`)."""
 
 
 class GPUOutOfMemoryError(RuntimeError):
@@ -104,11 +120,12 @@ class Relighter:
         self._weights_hashes: dict[str, str] | None = None
         self.device = device
         self.vae = components.vae
-        self.rmbg = components.rmbg
-        self.matting = matting_models.RMBG if components.rmbg is not None else matting_models.NONE
+        default = next(iter(components.matters), matting_models.NONE)
+        loader = partial(self._load_matting, weights_root) if weights_root else None
+        self.mattes = matting_models.Mattes(default, components.matters, loader)
         self.unet = ConditionedUNet(components.unet)
         self.prompts = PromptEncoder(components.tokenizer, components.text_encoder)
-        scheduler = DPMSolverMultistepScheduler(**C.SCHEDULER_CONFIG)
+        self.scheduler = scheduler = SharedScheduler(**C.SCHEDULER_CONFIG)
         modules = dict(
             vae=self.vae,
             text_encoder=components.text_encoder,
@@ -121,9 +138,27 @@ class Relighter:
             requires_safety_checker=False,
         )
         self.speed = SpeedSettings()
+        # Asked between denoising steps where set (the server: are all of a batch's requests
+        # canceled?); True ends the diffusion with `Stopped`.
+        self.stop: Callable[[], bool] | None = None
         self.compile_report: dict[str, float | bool | int] | None = None
-        self.t2i = StableDiffusionPipeline(**modules)
-        self.i2i = StableDiffusionImg2ImgPipeline(**modules)
+        self.t2i = SharedText2Image(**modules)
+        self.i2i = SharedImage2Image(**modules)
+
+    @property
+    def matting(self) -> str:
+        """The matting choice a relight uses unless it asks for another."""
+        return self.mattes.default
+
+    @property
+    def rmbg(self) -> torch.nn.Module | None:
+        return self.mattes.model(matting_models.RMBG)
+
+    def _load_matting(self, root: Path, choice: str) -> matting_models.Matter:
+        matter = load_matting(root, self.device, choice)
+        self.weight_files = (*self.weight_files, *matting_models.FILES[choice])
+        self._weights_hashes = None
+        return matter
 
     @classmethod
     def load(
@@ -217,45 +252,105 @@ class Relighter:
         `lighting.Light`) or `light_map` (an image) is the light instead of a preset, `light_mix`
         (0..1) blends the background with the light, and `keep_colors` (0..1) keeps the
         subject's own chroma inside the matte (see `lighting.py` and `colors.py`). `matting`
-        (`rmbg-1.4` or `none`, default the loaded one) cuts out a subject without mask or alpha.
+        (`rmbg-1.4`, `birefnet`, `birefnet-lite` or `none`; default the loaded one, see
+        `matting.py`) cuts out a subject without mask or alpha.
         """
-        a = validate(
-            {
-                "subject_image": subject,
-                "background_image": background,
-                "prompt": prompt,
-                "appended_prompt": appended_prompt,
-                "negative_prompt": negative_prompt,
-                "compute_normal": compute_normal,
-                "width": width,
-                "height": height,
-                "steps": steps,
-                "cfg": cfg,
-                "highres_scale": highres_scale,
-                "highres_denoise": highres_denoise,
-                "light_source": light_source,
-                "seed": seed,
-                "number_of_images": number_of_images,
-            },
-            optional=("background_image",),
-        )
-        extras = Extras(mask, detail_transfer, keep_background, light, light_map, light_mix, keep_colors, matting)
-        extras = extras.check(a)
+        return self.run(self._request({k: v for k, v in locals().items() if k != "self"}))
+
+    def request(self, subject: ImageLike, background: ImageLike | None, prompt: str, **options) -> Request:
+        """A relight checked now and run later (`run`, `run_shared`): `relight`'s keywords,
+        defaults, checks and messages."""
+        bound = inspect.signature(self.relight).bind(subject, background, prompt, **options)
+        bound.apply_defaults()
+        return self._request(bound.arguments)
+
+    def _request(self, given: dict) -> Request:
+        hosted = {"subject_image": given["subject"], "background_image": given["background"]}
+        hosted |= {k: given[k] for k in HOSTED_KEYWORDS}
+        a = validate(hosted, optional=("background_image",))
+        extras = Extras(*(given[f.name] for f in fields(Extras))).check(a)
         s = Settings(a["width"], a["height"], a["steps"], a["cfg"], a["highres_scale"], a["highres_denoise"])
+        return Request(a, extras, s, given["subject"], given["background"])
+
+    def run(self, request: Request) -> RelightResult:
+        """One checked relight (see `relight`)."""
+        a, s = request.a, request.settings
         cuda, count = self.device.type == "cuda", 1 if a["compute_normal"] else a["number_of_images"]
         self.vae.use_tiling = cuda and s.vae_tiling()
         self.vae.use_slicing = cuda and s.vae_slicing(count)
         try:
             with attention_backend(self.speed.attention):
-                return self._relight(a, s, subject, background, extras)
+                return self._relight(a, s, request.subject, request.background, request.extras)
         except torch.cuda.OutOfMemoryError:
             pass  # handled below, once the traceback (and the tensors its frames hold) is gone
+        raise self._out_of_memory(count, s)
+
+    def _check_stop(self, pipe, step: int, timestep, tensors: dict) -> dict:
+        if self.stop is not None and self.stop():
+            raise Stopped("every relight of this diffusion batch was canceled")
+        return tensors
+
+    def _free_memory(self) -> None:
         gc.collect()
         torch.cuda.empty_cache()
-        raise GPUOutOfMemoryError(
+
+    def _out_of_memory(self, count: int, s: Settings) -> GPUOutOfMemoryError:
+        self._free_memory()
+        return GPUOutOfMemoryError(
             f"out of GPU memory for {count} image(s) at {s.width}x{s.height} (high-res {s.highres_size[0]}x"
             f"{s.highres_size[1]}); try fewer images, a smaller size or a lower highres_scale"
         )
+
+    def share_key(self, request: Request) -> tuple | None:
+        """Requests with equal keys can share one diffusion batch (`run_shared`); None: this one cannot."""
+        a = request.a
+        if a["compute_normal"]:
+            return None
+        chunks = max(
+            len(self.prompts.token_chunks(f"{a['prompt']}, {a['appended_prompt']}")),
+            len(self.prompts.token_chunks(a["negative_prompt"])),
+        )
+        return (request.settings, chunks)
+
+    def run_shared(self, requests: list[Request]) -> list[RelightResult | Exception]:
+        """Relights with one `share_key` in one diffusion batch: each its own subject, background
+        or light, prompts, seed and image count, and its own images. A relight whose inputs fail
+        fails alone (its exception in its place); out of GPU memory, each is retried alone."""
+        if len({self.share_key(r) for r in requests}) != 1 or self.share_key(requests[0]) is None:
+            raise ValueError("run_shared: the requests cannot share a batch (see share_key)")
+        s = requests[0].settings
+        outcomes: list[RelightResult | Exception | None] = [None] * len(requests)
+        ready = []
+        for i, request in enumerate(requests):
+            try:
+                ready.append((i, self._prepared(request)))
+            except (InputError, ValueError, OSError) as e:
+                outcomes[i] = e
+        if ready:
+            count = sum(p.count for _, p in ready)
+            cuda = self.device.type == "cuda"
+            self.vae.use_tiling = cuda and s.vae_tiling()
+            self.vae.use_slicing = cuda and s.vae_slicing(count)
+            try:
+                with attention_backend(self.speed.attention):
+                    results = self._shared_passes([p for _, p in ready], s)
+                for (i, _), result in zip(ready, results, strict=True):
+                    outcomes[i] = result
+            except Stopped:
+                raise
+            except Exception as e:  # out of memory above all: each relight is then retried alone
+                log.warning("a shared batch of %d relights failed (%s); running each alone", len(ready), e)
+            if any(outcomes[i] is None for i, _ in ready):
+                self._free_memory()
+                for i, _ in ready:
+                    outcomes[i] = self._alone(requests[i])
+        return outcomes
+
+    def _alone(self, request: Request) -> RelightResult | Exception:
+        try:
+            return self.run(request)
+        except (GPUOutOfMemoryError, InputError, ValueError, OSError) as e:
+            return e
 
     def _relight(
         self,
@@ -265,33 +360,65 @@ class Relighter:
         background: ImageLike | None,
         extras: Extras,
     ) -> RelightResult:
+        p = self._prepared(Request(a, extras, s, subject, background), live=True)
+        if a["compute_normal"]:
+            runs = [
+                self._two_passes(
+                    p.fg, light_background(light, s.width, s.height, p.bg_upload), p.embeds, s, 1, p.seed, p.stage
+                )
+                for light in C.NORMAL_LIGHTS
+            ]
+            images = normal_map(*(r[0] for r in runs), p.matte)
+        else:
+            floats = self._two_passes(p.fg, p.bg, p.embeds, s, p.count, p.seed, p.stage)
+            images = [extras.finish(unit_to_uint8(x), p.image, p.bg_upload, p.matte[..., 0]) for x in floats]
+        return RelightResult([Image.fromarray(x) for x in images], p.seed, p.matte[..., 0], p.fg, p.stage.result())
+
+    def _prepared(self, request: Request, live: bool = False) -> Prepared:
+        """Everything a relight needs before its diffusion: the seed, images, matte, condition and
+        prompt embeddings. `live`: stage times are logged as they end (else kept for later)."""
+        a, extras, s = request.a, request.extras, request.settings
         seed = random_seed() if a["seed"] is None else a["seed"]
-        log.info("Using seed: %d", seed)
-        stage = StageTimer(self.device)
+        if live:
+            log.info("Using seed: %d", seed)
+        stage = StageTimer(self.device, quiet=not live)
         sigma = C.NORMAL_SIGMA if a["compute_normal"] else C.RELIGHT_SIGMA
 
-        image, alpha = load_image_and_alpha(subject, "subject_image")  # both first: a bad file fails at once
-        bg_upload = None if background is None else load_image(background, "background_image")
+        image, alpha = load_image_and_alpha(request.subject, "subject_image")  # both first: a bad file fails at once
+        bg_upload = None if request.background is None else load_image(request.background, "background_image")
         light_map = None if extras.light_map is None else load_image(extras.light_map, "light_map")
         with stage("background removal"):
             matte = self._matte(image, alpha, extras.mask, extras.matting)
             fg = on_grey(image, matte, sigma)
         with stage("text"):
             embeds = self.prompts(f"{a['prompt']}, {a['appended_prompt']}", a["negative_prompt"])
-
-        if a["compute_normal"]:
-            runs = [
-                self._two_passes(fg, light_background(light, s.width, s.height, bg_upload), embeds, s, 1, seed, stage)
-                for light in C.NORMAL_LIGHTS
-            ]
-            images = normal_map(*(r[0] for r in runs), matte)
-        else:
+        bg = None
+        if not a["compute_normal"]:
             bg = condition_image(
                 a["light_source"], bg_upload, s.width, s.height, extras.light, light_map, extras.light_mix
             )
-            floats = self._two_passes(fg, bg, embeds, s, a["number_of_images"], seed, stage)
-            images = [extras.finish(unit_to_uint8(x), image, bg_upload, matte[..., 0]) for x in floats]
-        return RelightResult([Image.fromarray(x) for x in images], seed, matte[..., 0], fg, stage.result())
+        return Prepared(request, seed, stage, image, bg_upload, matte, fg, bg, embeds, a["number_of_images"])
+
+    def _shared_passes(self, prepared: list[Prepared], s: Settings) -> list[RelightResult]:
+        """Both passes for every prepared relight at once (see `sharing.py`)."""
+        members = [Member(p.count, torch.Generator(device=self.device).manual_seed(p.seed)) for p in prepared]
+        stage = StageTimer(self.device, quiet=True)
+        pos = torch.cat([p.embeds[0].expand(p.count, -1, -1) for p in prepared])
+        neg = torch.cat([p.embeds[1].expand(p.count, -1, -1) for p in prepared])
+        self.scheduler.members = members
+        try:
+            floats = self._two_passes([p.fg for p in prepared], [p.bg for p in prepared], (pos, neg), s, 1, None, stage)
+        finally:
+            self.scheduler.members = None
+        shared = stage.result()
+        results, start = [], 0
+        for p in prepared:
+            own = floats[start : start + p.count]
+            start += p.count
+            images = [p.request.extras.finish(unit_to_uint8(x), p.image, p.bg_upload, p.matte[..., 0]) for x in own]
+            timings = p.stage.result() | shared
+            results.append(RelightResult([Image.fromarray(x) for x in images], p.seed, p.matte[..., 0], p.fg, timings))
+        return results
 
     def _matte(
         self, image: np.ndarray, alpha: np.ndarray | None, mask: ImageLike | None, choice: str | None = None
@@ -306,12 +433,7 @@ class Relighter:
             return m[..., None]
         if alpha is not None:
             return alpha[..., None]
-        choice = choice or self.matting
-        if choice == matting_models.NONE:
-            raise matting_models.needs_a_matte()
-        if self.rmbg is None:
-            raise matting_models.unavailable(choice, self.matting)
-        return estimate_matte(self.rmbg, image)
+        return self.mattes.estimate(image, choice)
 
     def _two_passes(
         self,
@@ -323,8 +445,10 @@ class Relighter:
         seed: int,
         stage: StageTimer,
     ) -> list[np.ndarray]:
-        """Low-res text-to-image, then high-res latent refinement; floats in [0, 1]."""
-        rng = torch.Generator(device=self.device).manual_seed(seed)
+        """Low-res text-to-image, then high-res latent refinement; floats in [0, 1]. In a shared
+        batch, `fg` and `bg` are lists (one per member), `seed` is None and the members' own
+        generators draw the noise."""
+        rng = None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
         pos, neg = embeds
         common = dict(
             prompt_embeds=pos,
@@ -334,6 +458,8 @@ class Relighter:
             output_type="latent",
             guidance_scale=s.cfg,
         )
+        if self.stop is not None:
+            common["callback_on_step_end"] = self._check_stop
         with stage("low-res diffusion"):
             cond = self._condition(fg, bg, s.width, s.height)
             latents = self.t2i(
@@ -363,8 +489,13 @@ class Relighter:
         with stage("final decode"):
             return to_unit(self._decode(latents))
 
-    def _condition(self, fg: np.ndarray, bg: np.ndarray, width: int, height: int) -> torch.Tensor:
-        """fg and bg latents joined on channels, in the UNet's dtype (cast once, not at every step): [1, 8, h, w]."""
+    def _condition(self, fg, bg, width: int, height: int) -> torch.Tensor:
+        """fg and bg latents joined on channels, in the UNet's dtype (cast once, not at every step):
+        [1, 8, h, w]; in a shared batch, one per image of each member."""
+        if isinstance(fg, list):
+            counts = self.scheduler.members
+            conds = [self._condition(f, b, width, height) for f, b in zip(fg, bg, strict=True)]
+            return torch.cat([c.expand(m.count, -1, -1, -1) for c, m in zip(conds, counts, strict=True)])
         pair = [resize_and_center_crop(fg, width, height), resize_and_center_crop(bg, width, height)]
         latents = self._encode(to_tensor(pair))
         return latents.reshape(1, -1, *latents.shape[2:]).to(self.unet.dtype)
@@ -423,3 +554,30 @@ class Extras:
         if self.keep_background:
             result = composite_background(result, background, matte)
         return result
+
+
+@dataclass(frozen=True)
+class Request:
+    """A relight whose inputs were checked (`Relighter.request`), to be run later."""
+
+    a: dict
+    extras: Extras
+    settings: Settings
+    subject: ImageLike
+    background: ImageLike | None
+
+
+@dataclass
+class Prepared:
+    """A relight up to its diffusion: what the passes take and what finishing needs."""
+
+    request: Request
+    seed: int
+    stage: StageTimer
+    image: np.ndarray
+    bg_upload: np.ndarray | None
+    matte: np.ndarray
+    fg: np.ndarray
+    bg: np.ndarray | None
+    embeds: tuple[torch.Tensor, torch.Tensor]
+    count: int

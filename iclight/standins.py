@@ -2,7 +2,8 @@
 
 Everything a deployment loads goes through the same loaders: diffusers' `save_pretrained`
 folders, a CLIP byte-level BPE tokenizer (tiny vocabulary), the IC-Light offset file, and a
-real-shaped BriaRMBG-1.4 checkpoint. `tiny` shrinks the SD1.5 parts (the tests); `full` keeps
+real-shaped BriaRMBG-1.4 checkpoint and BiRefNet checkpoints in the published key layout and
+shapes (general and lite). `tiny` shrinks the SD1.5 parts (the tests); `full` keeps
 SD1.5's real shapes (speed and memory checks, `make bench` and `make gpu-check`).
 """
 
@@ -16,7 +17,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from . import layout
+from . import layout, matting
+from .birefnet import BiRefNet
 from .rmbg import BriaRMBG
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -133,14 +135,36 @@ def offset_for(unet: UNet2DConditionModel, scale: float = 0.02) -> dict[str, tor
     return offset
 
 
-def write_tiny_weights(root: Path, seed: int = 0) -> Path:
-    """A complete weights folder at `root` (about 180 MB, mostly RMBG-1.4)."""
-    return write_weights(root, "tiny", seed)
+MATTING = (matting.RMBG, matting.BIREFNET, matting.BIREFNET_LITE)
+TEST_MATTING = (matting.RMBG, matting.BIREFNET_LITE)
 
 
-def write_weights(root: Path, size: str = "tiny", seed: int = 0) -> Path:
-    """A complete weights folder at `root`: `tiny` (about 180 MB) or `full` (SD1.5 shapes in
-    float32, as published: about 7.7 GB)."""
+def write_tiny_weights(root: Path, seed: int = 0, matting_models: tuple[str, ...] = TEST_MATTING) -> Path:
+    """A weights folder at `root` with tiny SD1.5 parts and the matting models named (by
+    default RMBG-1.4 and BiRefNet lite: about 360 MB)."""
+    return write_weights(root, "tiny", seed, matting_models)
+
+
+def _lively(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict, batch-norm variances drawn away from 1 so the statistics matter."""
+    for name, buf in model.named_buffers():
+        if name.endswith("running_var"):
+            buf.uniform_(0.5, 1.5)
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
+def write_matting(root: Path, choice: str) -> Path:
+    """`choice`'s matting checkpoint, random, in its real layout and shapes."""
+    path = root / matting.FILES[choice][0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = BriaRMBG() if choice == matting.RMBG else BiRefNet(choice)
+    save_file(_lively(model), str(path))
+    return path
+
+
+def write_weights(root: Path, size: str = "tiny", seed: int = 0, matting_models: tuple[str, ...] = MATTING) -> Path:
+    """A weights folder at `root`: `tiny` or `full` (SD1.5 shapes in float32, as published: about
+    7.7 GB), with the matting models named (all three by default: 1.24 GB of them)."""
     if size not in UNETS:
         raise ValueError(f"size: {size!r}; expected tiny or full")
     torch.manual_seed(seed)
@@ -151,13 +175,8 @@ def write_weights(root: Path, size: str = "tiny", seed: int = 0) -> Path:
     model = unet(size)
     model.save_pretrained(sd / "unet", safe_serialization=True)
     save_file(offset_for(model), str(root / layout.OFFSET_FILE))
-    rmbg_path = root / layout.RMBG_FILE
-    rmbg_path.parent.mkdir(parents=True, exist_ok=True)
-    rmbg = BriaRMBG()
-    for name, buf in rmbg.named_buffers():
-        if name.endswith("running_var"):
-            buf.uniform_(0.5, 1.5)
-    save_file({k: v.contiguous() for k, v in rmbg.state_dict().items()}, str(rmbg_path))
+    for choice in matting_models:
+        write_matting(root, choice)
     return root
 
 
@@ -167,8 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m iclight.standins", description=__doc__)
     p.add_argument("dir", type=Path, help="the weights folder to write")
     p.add_argument("--size", choices=sorted(UNETS), default="tiny")
+    p.add_argument(
+        "--matting",
+        nargs="+",
+        choices=MATTING,
+        default=list(MATTING),
+        help="the matting models to write (default: all)",
+    )
     args = p.parse_args(argv)
-    print(f"wrote {args.size} stand-in weights into {write_weights(args.dir, args.size)}")
+    root = write_weights(args.dir, args.size, matting_models=tuple(args.matting))
+    print(f"wrote {args.size} stand-in weights into {root}")
     return 0
 
 

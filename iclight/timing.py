@@ -39,8 +39,9 @@ class StageTimer:
     wall time would be that of the work it queued, not did: there each stage is timed between
     CUDA events on the GPU's own timeline instead, read once the prediction is done."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, quiet: bool = False) -> None:
         self.cuda = device.type == "cuda"
+        self.quiet = quiet  # keep the times without logging them (a shared batch logs them per request)
         self.seconds: dict[str, float] = {}
         self._events: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
 
@@ -68,4 +69,5 @@ class StageTimer:
 
     def _add(self, name: str, seconds: float) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
-        log.info("%s: %.2f s", name, seconds)
+        if not self.quiet:
+            log.info("%s: %.2f s", name, seconds)

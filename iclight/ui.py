@@ -181,6 +181,8 @@ class RelightApp:
                             list(matting.CHOICES),
                             value=self.relighter.matting,
                             label="Matting (for a subject without mask or alpha)",
+                            info="rmbg-1.4: the hosted model's (non-commercial weights); birefnet, birefnet-lite: MIT "
+                            "licence; another than the loaded one loads on first use",
                             elem_id="matting",
                         )
                     run = gr.Button("Relight", variant="primary", elem_id="relight")

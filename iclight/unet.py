@@ -144,5 +144,8 @@ class ConditionedUNet(nn.Module):
 
 
 def _join(sample: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-    cond = cond.expand(sample.shape[0], -1, -1, -1)  # one condition serves the whole batch
+    if cond.shape[0] == 1:
+        cond = cond.expand(sample.shape[0], -1, -1, -1)  # one condition serves the whole batch
+    else:  # one per image (a shared batch), for the negative and the positive prompt's halves
+        cond = cond.repeat(sample.shape[0] // cond.shape[0], 1, 1, 1)
     return torch.cat([sample, cond], dim=1)

@@ -84,12 +84,12 @@ def test_png_carries_its_recipe(weights_dir: Path, image_files, mask_file, tmp_p
 
 
 def test_mask_bypasses_background_removal(relighter: Relighter, image_files, mask_file, monkeypatch) -> None:
-    import iclight.pipeline as P
+    from iclight import matting
 
     def no_rmbg(*a, **k):
         raise AssertionError("background removal ran")
 
-    monkeypatch.setattr(P, "estimate_matte", no_rmbg)
+    monkeypatch.setattr(matting.Matter, "estimate", no_rmbg)
     subject, background = image_files
     out = relighter.relight(subject, background, "sun", mask=mask_file, **API_SMALL)
     assert np.array_equal(out.matte, np.asarray(Image.open(mask_file), np.float32) / 255.0)

@@ -27,7 +27,10 @@ BAD = {
     "ICLIGHT_UNET_GRAPHS": ("sometimes", config.BOOLEAN),
     "ICLIGHT_CHANNELS_LAST": ("sideways", "auto (on when compiling on CUDA)"),
     "ICLIGHT_ATTENTION": ("warp", "auto, flash, efficient, cudnn or math"),
-    "ICLIGHT_MATTING": ("birefnet-xl", "rmbg-1.4 or none"),
+    "ICLIGHT_MATTING": ("birefnet-xl", "rmbg-1.4, birefnet, birefnet-lite or none"),
+    "ICLIGHT_BATCH_IMAGES": ("13", "an integer from 1 to 12"),
+    "ICLIGHT_BATCH_WINDOW_MS": ("-1", "milliseconds from 0 to 1000"),
+    "COG_MAX_CONCURRENCY": ("0", "a positive integer"),
     "ICLIGHT_DEBUG": ("loud", config.BOOLEAN),
 }
 

@@ -116,6 +116,9 @@ def test_a_failed_prediction_is_recorded_and_pruned(tmp_path: Path) -> None:
 def test_keep_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEEP_OUTPUTS.name, "7")
     assert OutputFolders.from_env().keep == 7
+    monkeypatch.setenv("COG_MAX_CONCURRENCY", "9")  # never fewer than the server has in flight
+    assert OutputFolders.from_env().keep == 9
+    monkeypatch.delenv("COG_MAX_CONCURRENCY")
     monkeypatch.setenv(KEEP_OUTPUTS.name, "lots")
     with pytest.raises(ConfigError, match="ICLIGHT_KEEP_OUTPUTS='lots' is not allowed; use a whole number, at least 1"):
         OutputFolders.from_env()

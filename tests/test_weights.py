@@ -18,6 +18,8 @@ from iclight import cli, fetch, layout, loading
 from iclight.pipeline import Relighter
 
 FAST = dict(width=256, height=256, steps=2, highres_scale=1.0, seed=9)
+# The stand-in weights: every file of the layout but BiRefNet's general model (see conftest).
+STANDIN_FILES = [f.dest for f in layout.MANIFEST if f.dest != layout.BIREFNET_FILE]
 WEIGHTS_URL = "ICLIGHT_WEIGHTS_URL"
 
 
@@ -36,7 +38,7 @@ def mirror_dir(weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 def _same_tree(a: Path, b: Path) -> None:
-    for rel in (layout_file.dest for layout_file in layout.MANIFEST):
+    for rel in STANDIN_FILES:
         assert fetch.sha256_of(a / rel) == fetch.sha256_of(b / rel), rel
 
 
@@ -67,7 +69,7 @@ def test_fetch_from_mirror_then_nothing_twice(
     dest = tmp_path / "dest"
     with FileServer(mirror_dir) as srv:
         got = fetch.fetch(dest, srv.url, workers=3)
-        assert len(got) == len(layout.MANIFEST)
+        assert len(got) == len(STANDIN_FILES)
         _same_tree(mirror_dir, dest)
         before = len(srv.file_gets())
         assert fetch.fetch(dest, srv.url) == []
@@ -84,8 +86,8 @@ def test_workers_booting_together_download_once(mirror_dir: Path, tmp_path: Path
     dest = tmp_path / "dest"
     with FileServer(mirror_dir) as srv, ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda _: fetch.fetch(dest, srv.url, workers=2), range(3)))
-        assert sorted(len(r) for r in results) == [0, 0, len(layout.MANIFEST)]
-        assert len(srv.file_gets()) == len(layout.MANIFEST)
+        assert sorted(len(r) for r in results) == [0, 0, len(STANDIN_FILES)]
+        assert len(srv.file_gets()) == len(STANDIN_FILES)
     assert fetch.verify(dest) == []
 
 
@@ -142,10 +144,12 @@ def test_fetch_from_hub_endpoint(mirror_dir: Path, tmp_path: Path) -> None:
             "stablediffusionapi/realistic-vision-v51": mirror_dir / layout.SD_DIR,
             "lllyasviel/ic-light": mirror_dir,
             "briaai/RMBG-1.4": mirror_dir / "RMBG-1.4",
+            "ZhengPeng7/BiRefNet_lite": mirror_dir / "BiRefNet_lite",
         }
         env = {**os.environ, "HF_ENDPOINT": srv.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_XET": "1"}
         env.pop(WEIGHTS_URL, None)
         cmd = [sys.executable, "-m", "iclight.weights", "fetch", "--dest", str(dest)]
+        cmd += ["--matting", "rmbg-1.4", "birefnet-lite"]
         run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-2000:]
         _same_tree(mirror_dir, dest)
@@ -203,6 +207,8 @@ def test_manifest_lists_only_loaded_files() -> None:
         "stablediffusionapi/realistic-vision-v51",
         "lllyasviel/ic-light",
         "briaai/RMBG-1.4",
+        "ZhengPeng7/BiRefNet",
+        "ZhengPeng7/BiRefNet_lite",
     }
 
 
@@ -222,7 +228,7 @@ def test_setup_fetches_only_what_is_missing_from_the_hub(
     monkeypatch.setattr(fetch, "fetch_hub", fake_hub)
     for env in ("ICLIGHT_OFFLINE", "HF_HUB_OFFLINE", WEIGHTS_URL):
         monkeypatch.delenv(env, raising=False)
-    loading.ensure_present(root)
+    loading.ensure_present(root, skip=(layout.BIREFNET_FILE,))
     assert asked == [layout.RMBG_FILE]
 
 
