@@ -1,6 +1,7 @@
 """Benchmark: setup time, per-stage prediction time and peak memory, on stand-in weights.
 
     python -m benchmarks.bench WEIGHTS_DIR [--device cpu|cuda|auto] [--out DIR] [--no-baseline]
+    python -m benchmarks.bench serving [...]     the serving mode: benchmarks/serving.py
 
 WEIGHTS_DIR holds full-size stand-in weights (random values, real shapes):
     python -m iclight.standins /tmp/iclight-full --size full
@@ -340,6 +341,11 @@ def batch_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serving"]:  # K clients at once against the real Cog server
+        from . import serving
+
+        return serving.main(argv[1:])
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
