@@ -83,7 +83,6 @@ class Batcher:
         self.window_s = config.BATCH_WINDOW_MS.read() / 1000 if window_s is None else window_s
         self._queue: list[Pending] = []
         self._ready = threading.Condition()
-        self.batches: list[tuple[int, int]] = []  # (requests, images) of each batch run, for the record
         threading.Thread(target=self._serve, name="iclight-batcher", daemon=True).start()
 
     async def relight(self, request: Request) -> RelightResult:
@@ -135,7 +134,6 @@ class Batcher:
         if not batch:
             return
         images = sum(p.count for p in batch)
-        self.batches.append((len(batch), images))
         self.relighter.stop = lambda: all(p.canceled for p in batch)
         try:
             self._run_batch(batch, images)

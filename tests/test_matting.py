@@ -197,13 +197,40 @@ def test_birefnet_from_the_command_line_and_reproduce(
     assert layout.BIREFNET_LITE_FILE in recipe["weights"] and layout.RMBG_FILE not in recipe["weights"]
 
 
+def test_reproduce_honours_the_recorded_matting(
+    relighter: Relighter, lite_pixels, subject_array, background_array, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    subject, background = _files(tmp_path, subject_array, background_array)
+    out = tmp_path / "first"
+    params = {k: v for k, v in SMALL.items()} | {"output_format": "png", "matting": LITE}
+    (job,) = jobs.read_jobs(_manifest(tmp_path, subject, background, params))
+    jobs.relight_one(relighter, job, out)
+    recipe = next(out.glob("*.json"))
+    booted: list[str | None] = []
+
+    def load(args):  # the relighter reproduce boots, with the matting it asks for
+        booted.append(args.matting)
+        return relighter
+
+    monkeypatch.setattr(cli, "load_relighter", load)
+    assert cli.main(["reproduce", str(recipe), "-o", str(tmp_path / "again")]) == 0
+    assert booted == [LITE]
+    again = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert np.array_equal(_pixels(again), lite_pixels)
+
+
+def _manifest(folder: Path, subject: Path, background: Path, params: dict) -> Path:
+    manifest = folder / "jobs.jsonl"
+    manifest.write_text(
+        json.dumps({"subject": subject.name, "background": background.name, "prompt": "sun"} | params) + "\n"
+    )
+    return manifest
+
+
 def test_birefnet_from_a_manifest_line(relighter: Relighter, lite_pixels, subject_array, background_array, tmp_path):
     subject, background = _files(tmp_path, subject_array, background_array)
-    line = {"subject": subject.name, "background": background.name, "prompt": "sun", "matting": LITE}
-    line |= {k: v for k, v in SMALL.items()} | {"output_format": "png"}
-    manifest = tmp_path / "jobs.jsonl"
-    manifest.write_text(json.dumps(line) + "\n")
-    (job,) = jobs.read_jobs(manifest)
+    params = {k: v for k, v in SMALL.items()} | {"output_format": "png", "matting": LITE}
+    (job,) = jobs.read_jobs(_manifest(tmp_path, subject, background, params))
     outcome = jobs.execute(relighter, job)
     assert outcome.ok, outcome.error
     assert outcome.files[0].recipe["parameters"]["matting"] == LITE
