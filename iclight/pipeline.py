@@ -306,10 +306,7 @@ class Relighter:
         a = request.a
         if a["compute_normal"]:
             return None
-        chunks = max(
-            len(self.prompts.token_chunks(f"{a['prompt']}, {a['appended_prompt']}")),
-            len(self.prompts.token_chunks(a["negative_prompt"])),
-        )
+        chunks = max(len(self.prompts.token_chunks(text)) for text in _texts(a))
         return (request.settings, chunks)
 
     def run_shared(self, requests: list[Request]) -> list[RelightResult | Exception]:
@@ -320,6 +317,9 @@ class Relighter:
             raise ValueError("run_shared: the requests cannot share a batch (see share_key)")
         s = requests[0].settings
         outcomes: list[RelightResult | Exception | None] = [None] * len(requests)
+        shared = StageTimer(self.device, quiet=True)
+        with shared("text"):  # every member's prompts in one pass of the text encoder
+            self.prompts.pairs([_texts(r.a) for r in requests])
         ready = []
         for i, request in enumerate(requests):
             try:
@@ -333,7 +333,7 @@ class Relighter:
             self.vae.use_slicing = cuda and s.vae_slicing(count)
             try:
                 with attention_backend(self.speed.attention):
-                    results = self._shared_passes([p for _, p in ready], s)
+                    results = self._shared_passes([p for _, p in ready], s, shared)
                 for (i, _), result in zip(ready, results, strict=True):
                     outcomes[i] = result
             except Stopped:
@@ -391,7 +391,7 @@ class Relighter:
             matte = self._matte(image, alpha, extras.mask, extras.matting)
             fg = on_grey(image, matte, sigma)
         with stage("text"):
-            embeds = self.prompts(f"{a['prompt']}, {a['appended_prompt']}", a["negative_prompt"])
+            embeds = self.prompts(*_texts(a))
         bg = None
         if not a["compute_normal"]:
             bg = condition_image(
@@ -399,10 +399,10 @@ class Relighter:
             )
         return Prepared(request, seed, stage, image, bg_upload, matte, fg, bg, embeds, a["number_of_images"])
 
-    def _shared_passes(self, prepared: list[Prepared], s: Settings) -> list[RelightResult]:
-        """Both passes for every prepared relight at once (see `sharing.py`)."""
+    def _shared_passes(self, prepared: list[Prepared], s: Settings, stage: StageTimer) -> list[RelightResult]:
+        """Both passes for every prepared relight at once (see `sharing.py`); `stage` times what
+        the members share."""
         members = [Member(p.count, torch.Generator(device=self.device).manual_seed(p.seed)) for p in prepared]
-        stage = StageTimer(self.device, quiet=True)
         pos = torch.cat([p.embeds[0].expand(p.count, -1, -1) for p in prepared])
         neg = torch.cat([p.embeds[1].expand(p.count, -1, -1) for p in prepared])
         self.scheduler.members = members
@@ -554,6 +554,11 @@ class Extras:
         if self.keep_background:
             result = composite_background(result, background, matte)
         return result
+
+
+def _texts(a: dict) -> tuple[str, str]:
+    """The positive and negative text a relight encodes."""
+    return f"{a['prompt']}, {a['appended_prompt']}", a["negative_prompt"]
 
 
 @dataclass(frozen=True)

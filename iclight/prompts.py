@@ -53,15 +53,33 @@ class PromptEncoder:
         ids = torch.tensor(self.token_chunks(text), dtype=torch.int64, device=self.text_encoder.device)
         return self.text_encoder(ids).last_hidden_state
 
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> list[torch.Tensor]:
+        """Several texts' chunk embeddings from one pass of the text encoder."""
+        chunks = [self.token_chunks(t) for t in texts]
+        ids = torch.tensor([c for cs in chunks for c in cs], dtype=torch.int64, device=self.text_encoder.device)
+        hidden = self.text_encoder(ids).last_hidden_state
+        return list(torch.split(hidden, [len(cs) for cs in chunks]))
+
     def __call__(self, positive: str, negative: str) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (positive, negative)
-        if key in self._cache:
+        return self.pairs([(positive, negative)])[0]
+
+    def pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each (positive, negative) pair's embeddings; those not cached are encoded together
+        (a shared batch's prompts in one pass)."""
+        todo = list(dict.fromkeys(p for p in pairs if p not in self._cache))
+        if len(todo) == 1:  # one pair: each text on its own, as a lone relight always has
+            encoded = [self.encode_text(todo[0][0]), self.encode_text(todo[0][1])]
+        else:
+            encoded = self.encode_texts([t for pair in todo for t in pair]) if todo else []
+        for i, key in enumerate(todo):
+            pos, neg = encoded[2 * i], encoded[2 * i + 1]
+            count = max(len(pos), len(neg))
+            self._cache[key] = join_chunks(repeat_to(pos, count)), join_chunks(repeat_to(neg, count))
+        found = []
+        for key in pairs:
             self._cache.move_to_end(key)
-            return self._cache[key]
-        pos, neg = self.encode_text(positive), self.encode_text(negative)
-        count = max(len(pos), len(neg))
-        pair = join_chunks(repeat_to(pos, count)), join_chunks(repeat_to(neg, count))
-        self._cache[key] = pair
-        if len(self._cache) > self.cache_size:
+            found.append(self._cache[key])
+        while len(self._cache) > max(self.cache_size, len(set(pairs))):
             self._cache.popitem(last=False)
-        return pair
+        return found

@@ -88,3 +88,16 @@ def test_a_long_prompt_is_chunked_without_the_tokenizers_overflow_warning(
     with caplog.at_level("WARNING"):
         assert len(fresh.token_chunks("x" * 300)) == 4
     assert "sequence length is longer" not in caplog.text
+
+
+def test_pairs_encode_together_as_each_alone(encoder: PromptEncoder) -> None:
+    """A shared batch's prompts in one pass of the text encoder: the embeddings of each alone."""
+    long = " ".join(["light"] * 120)
+    pairs = [("sun, best quality", "lowres"), (long, ""), ("sun, best quality", "lowres"), ("moon", long)]
+    encoder._cache.clear()
+    together = encoder.pairs(pairs)
+    assert together[0] is together[2]  # the same pair, encoded once
+    encoder._cache.clear()
+    for (pos, neg), (a, b) in zip(together, (encoder(*p) for p in pairs), strict=True):
+        assert pos.shape == a.shape and neg.shape == b.shape
+        assert torch.allclose(pos, a, atol=1e-5) and torch.allclose(neg, b, atol=1e-5)
