@@ -208,7 +208,7 @@ class Swin(nn.Module):
 
 # -- the decoder ---------------------------------------------------------------------------------
 
-SAMPLE_BUDGET = 1 << 25  # elements of sampled input held at once by a deformable convolution
+SAMPLE_ELEMENTS = 1 << 25  # elements of sampled input held at once by a deformable convolution
 
 
 def deform_conv2d(
@@ -231,7 +231,7 @@ def deform_conv2d(
     off = offset.view(b, taps, 2, ho, wo)
     flat_weight = weight.reshape(out_ch, c, taps)
     out = x.new_zeros(b, out_ch, ho, wo)
-    step = max(1, SAMPLE_BUDGET // max(1, b * c * ho * wo))
+    step = max(1, SAMPLE_ELEMENTS // max(1, b * c * ho * wo))
     for t0 in range(0, taps, step):
         t = slice(t0, min(taps, t0 + step))
         ys = base_y[t] + off[:, t, 0]

@@ -80,7 +80,7 @@ def test_deformable_convolution_in_chunks(monkeypatch: pytest.MonkeyPatch) -> No
     x, weight = torch.randn(1, 4, 8, 8, generator=g), torch.randn(2, 4, 7, 7, generator=g)
     offset, mask = torch.randn(1, 98, 8, 8, generator=g), torch.rand(1, 49, 8, 8, generator=g)
     whole = deform_conv2d(x, offset, mask, weight, 3)
-    monkeypatch.setattr(B, "SAMPLE_BUDGET", 4 * 64 * 5)
+    monkeypatch.setattr(B, "SAMPLE_ELEMENTS", 4 * 64 * 5)
     assert torch.allclose(deform_conv2d(x, offset, mask, weight, 3), whole, atol=1e-5)
 
 
