@@ -16,6 +16,7 @@ import base64
 import io
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import requests
@@ -38,28 +40,34 @@ def _uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _free_port() -> int:
-    import socket
-
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+def start_server(weights: Path, out: IO, **env: str) -> tuple[subprocess.Popen, str]:
+    """The Cog server (`python -m cog.server.http`) over this checkout's predictor, on a free
+    loopback port, its output into `out`; `env` on top of this process's environment."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+        "PORT": str(port),
+        "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
+        "ICLIGHT_WEIGHTS_DIR": str(weights),
+        **env,
+    }
+    command = [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    return proc, f"http://127.0.0.1:{port}"
+
+
 @contextmanager
 def server(weights: Path, concurrency: int, device: str, log: Path):
-    port = _free_port()
-    env = {**os.environ, "PORT": str(port), "COG_PREDICT_TYPE_STUB": "predict.py:Predictor"}
-    env |= {"ICLIGHT_WEIGHTS_DIR": str(weights), "ICLIGHT_DEVICE": device, "ICLIGHT_OFFLINE": "1"}
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env.pop("COG_MAX_CONCURRENCY", None)
-    if concurrency > 1:
-        env["COG_MAX_CONCURRENCY"] = str(concurrency)
-    url = f"http://127.0.0.1:{port}"
+    env = {"ICLIGHT_DEVICE": device, "ICLIGHT_OFFLINE": "1", "COG_MAX_CONCURRENCY": str(concurrency)}
     with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"], cwd=ROOT, env=env, stdout=out, stderr=out
-        )
+        proc, url = start_server(weights, out, **env)
         try:
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:

@@ -313,7 +313,8 @@ class Relighter:
         """Relights with one `share_key` in one diffusion batch: each its own subject, background
         or light, prompts, seed and image count, and its own images. A relight whose inputs fail
         fails alone (its exception in its place); out of GPU memory, each is retried alone."""
-        if len({self.share_key(r) for r in requests}) != 1 or self.share_key(requests[0]) is None:
+        keys = {self.share_key(r) for r in requests}
+        if len(keys) != 1 or None in keys:
             raise ValueError("run_shared: the requests cannot share a batch (see share_key)")
         s = requests[0].settings
         outcomes: list[RelightResult | Exception | None] = [None] * len(requests)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,40 +12,17 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT
 from PIL import Image
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchmarks.serving import free_port, start_server  # noqa: F401 - free_port: for the tests
 
 
 @contextmanager
 def cog_server(weights_dir: Path, log_dir: Path, want: str = "READY", **env: str) -> Iterator[str]:
     """Start the server over our predictor with the tiny weights; yields its URL once its
     health check says `want`."""
-    port = free_port()
-    bindir = str(Path(sys.executable).parent)
-    full_env = {
-        **os.environ,
-        "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
-        "PORT": str(port),
-        "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
-        "ICLIGHT_WEIGHTS_DIR": str(weights_dir),
-        "ICLIGHT_DEVICE": "cpu",
-        **env,
-    }
-    url = f"http://127.0.0.1:{port}"
     with open(log_dir / "server.log", "w+") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
-            cwd=ROOT,
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc, url = start_server(weights_dir, log, **{"ICLIGHT_DEVICE": "cpu", **env})
         try:
             wait_ready(url, proc, log, want=want)
             yield url
