@@ -6,7 +6,7 @@ WEIGHTS ?= weights
 OUT ?= out
 BENCH_WEIGHTS ?= /tmp/iclight-full
 
-.PHONY: install test lint format parity parity-wide weights prepare examples docs-lights bench bench-matting bench-serving gpu-check \
+.PHONY: install test fuzz lint format parity parity-wide weights prepare examples docs-lights bench bench-matting bench-serving gpu-check \
 	reference reference-birefnet gpu-wheels clean
 
 install: $(VENV)/.installed
@@ -25,6 +25,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The fuzzer's long profile (tests/test_fuzz.py, tests/test_server.py): random examples of every
+# input; it prints how many it tried and what each ended in. FUZZ_EXAMPLES overrides the count.
+FUZZ_EXAMPLES ?= 2000
+fuzz: install
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py tests/test_server.py -k every -p no:cacheprovider \
+		--hypothesis-profile=long --hypothesis-show-statistics -q
 
 lint: install
 	$(PY) -m ruff check .

@@ -110,6 +110,25 @@ def _choice(*choices: str) -> Callable[[Variable, str], str]:
     return parse
 
 
+def _base_model(var: Variable, text: str) -> Path:
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix.lower() != ".safetensors":
+        raise var.refuse(text)
+    return path
+
+
+def _loras(var: Variable, text: str) -> tuple[tuple[Path, float], ...]:
+    """FILE[:SCALE] items, comma-separated; the scale defaults to 1."""
+    found = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, scale = item.rpartition(":") if ":" in item else (item, "", "1")
+        try:
+            found.append((Path(name or item).expanduser(), float(scale)))
+        except ValueError:
+            raise var.refuse(text) from None
+    return tuple(found)
+
+
 def _compile(var: Variable, text: str) -> str:
     """off, unet, all or graphs (1 and the other on-words mean unet; 0 and the off-words, off)."""
     word = text.lower()
@@ -188,6 +207,20 @@ MATTING = Variable(
     "the matting model fetched and loaded at boot (the only one); none loads none (every relight brings "
     "a mask or an alpha channel)",
 )
+BASE_MODEL = Variable(
+    "ICLIGHT_BASE_MODEL",
+    _base_model,
+    None,
+    "a diffusers SD1.5 folder or a single-file SD1.5 .safetensors checkpoint",
+    "the base model in place of the bundled Realistic Vision 5.1 (docs/models.md); unset: the bundled one",
+)
+LORAS = Variable(
+    "ICLIGHT_LORAS",
+    _loras,
+    (),
+    "FILE[:SCALE] items separated by commas (.safetensors, kohya/A1111 or diffusers layout)",
+    "LoRAs loaded at boot and applied to every relight that names none of its own (docs/models.md)",
+)
 BATCH_IMAGES = Variable(
     "ICLIGHT_BATCH_IMAGES",
     _images,
@@ -224,6 +257,8 @@ VARIABLES: tuple[Variable, ...] = (
     CHANNELS_LAST,
     ATTENTION,
     MATTING,
+    BASE_MODEL,
+    LORAS,
     BATCH_IMAGES,
     BATCH_WINDOW_MS,
     COG_CONCURRENCY,

@@ -33,6 +33,15 @@ NORMAL_LIGHTS: tuple[str, ...] = (LEFT_LIGHT, RIGHT_LIGHT, BOTTOM_LIGHT, TOP_LIG
 OUTPUT_FORMATS: tuple[str, ...] = ("webp", "jpg", "png")
 SEED_MAX = 2**64 - 1  # what torch.Generator.manual_seed accepts
 SEED_MIN = -(2**63)
+
+# Every image input (subject, background, mask, light map, a sequence's frames and masks). Under 8 px
+# a side is less than one cell of the VAE's latent (8x8 pixels): nothing of it survives to be
+# relit. Past 16:1 the centre crop to the widest output (1024x256 is 4:1) keeps under a quarter of
+# it, and resizing first to cover the output (the hosted code's order, kept for its pixels) makes
+# an intermediate image up to 16 times the output's longer side: a 1x5,000 strip would need 3.2
+# million x 640 pixels. Such images are refused with these limits in the message.
+IMAGE_MIN_SIDE = 8
+IMAGE_MAX_ASPECT = 16
 RANDOM_SEED_BITS = 32
 
 

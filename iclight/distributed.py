@@ -33,19 +33,20 @@ class RaySettings:
     cpus_per_worker: float = 1.0
     weights: str | None = None
     device: str | None = None
+    base_model: str | None = None  # None: ICLIGHT_BASE_MODEL on the workers, else the bundled one
 
 
 class RelightWorker:
     """The callable class `map_batches` runs in each actor."""
 
-    def __init__(self, weights: str | None, device: str | None, threads: int) -> None:
+    def __init__(self, weights: str | None, device: str | None, threads: int, base_model: str | None = None) -> None:
         import torch
 
         from .pipeline import Relighter
 
         logging.basicConfig(level=logging.WARNING)
         torch.set_num_threads(max(1, threads))
-        self.relighter = Relighter.load(weights, device=device)
+        self.relighter = Relighter.load(weights, device=device, base_model=base_model)
         self.relighter.show_step_progress(False)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
@@ -106,6 +107,7 @@ def ray_executor(settings: RaySettings):
                 "weights": weights,
                 "device": settings.device,
                 "threads": int(settings.cpus_per_worker),
+                "base_model": settings.base_model,
             },
             batch_size=1,
             compute=ActorPoolStrategy(size=settings.workers),

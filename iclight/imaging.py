@@ -13,12 +13,13 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import constants as C
+from .validation import InputError
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
-class ImageInputError(ValueError):
+class ImageInputError(InputError):
     """An input image that cannot be used; the message names the input."""
 
 
@@ -29,17 +30,36 @@ def load_image(source: ImageLike, name: str = "image") -> np.ndarray:
 
 def load_image_and_alpha(source: ImageLike, name: str = "image") -> tuple[np.ndarray, np.ndarray | None]:
     """The RGB image and, when it has a real one (not fully opaque), its own alpha in [0, 1]."""
+    image, alpha = _load(source, name)
+    check_size(image.shape[1], image.shape[0], name)
+    return image, alpha
+
+
+def check_size(width: int, height: int, name: str) -> None:
+    """An ImageInputError unless both sides and the aspect ratio are within the limits in `constants`."""
+    short, long = sorted((width, height))
+    if short < C.IMAGE_MIN_SIDE or long > C.IMAGE_MAX_ASPECT * short:
+        raise ImageInputError(
+            f"{name}: {width}x{height} pixels cannot be relit; allowed at least {C.IMAGE_MIN_SIDE} px a side "
+            f"and at most {C.IMAGE_MAX_ASPECT}:1 between the sides"
+        )
+
+
+def _load(source: ImageLike, name: str) -> tuple[np.ndarray, np.ndarray | None]:
     if isinstance(source, np.ndarray):
-        alpha = source[..., 3].astype(np.float32) / 255.0 if source.ndim == 3 and source.shape[2] == 4 else None
-        return _array_to_rgb(source, name), _real(alpha)
+        rgb = _array_to_rgb(source, name)
+        alpha = _unit(source[..., 3]) if source.ndim == 3 and source.shape[2] == 4 else None
+        return rgb, _real(alpha)
     if isinstance(source, Image.Image):
-        return _from_pil(source)
+        return _from_pil(source, name)
+    if not isinstance(source, str | os.PathLike):
+        raise ImageInputError(f"{name}: expected a file path, a PIL image or an array, got {type(source).__name__}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as img:
                 img.seek(0)
-                return _from_pil(img)
+                return _from_pil(img, name)
     except FileNotFoundError as e:
         raise ImageInputError(f"{name}: file not found: {source}") from e
     except UnidentifiedImageError as e:
@@ -50,12 +70,22 @@ def load_image_and_alpha(source: ImageLike, name: str = "image") -> tuple[np.nda
         raise ImageInputError(f"{name}: image file is damaged or truncated ({e})") from e
 
 
-def _from_pil(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    img = ImageOps.exif_transpose(img)
-    alpha = None
-    if "A" in img.getbands() or "transparency" in img.info:
-        alpha = np.asarray(img.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
-    return np.asarray(_to_rgb(img)), _real(alpha)
+# Modes with an alpha band (LAB's "A" band is a colour); the premultiplied ones, which Pillow
+# converts to RGB only through their straight form.
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+PREMULTIPLIED = {"RGBa": "RGBA", "La": "LA"}
+
+
+def _from_pil(img: Image.Image, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        img = ImageOps.exif_transpose(img)
+        img = img.convert(PREMULTIPLIED[img.mode]) if img.mode in PREMULTIPLIED else img
+        alpha = None
+        if img.mode in ALPHA_MODES or "transparency" in img.info:
+            alpha = np.asarray(img.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
+        return np.asarray(_to_rgb(img)), _real(alpha)
+    except (ValueError, OSError) as e:
+        raise ImageInputError(f"{name}: a {img.mode} image that Pillow cannot convert to RGB ({e})") from e
 
 
 def _real(alpha: np.ndarray | None) -> np.ndarray | None:
@@ -77,14 +107,30 @@ def _array_to_rgb(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise ImageInputError(f"{name}: expected an HxW, HxWx3 or HxWx4 array, got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating):
-            arr = np.clip(arr * 255.0, 0, 255)
-        arr = arr.astype(np.uint8)
+        raise ImageInputError(f"{name}: expected an HxW, HxWx1, HxWx3 or HxWx4 array, got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise ImageInputError(f"{name}: expected an array of numbers, got dtype {arr.dtype}")
+    if arr.shape[0] * arr.shape[1] > 2 * Image.MAX_IMAGE_PIXELS:  # where Pillow refuses a file
+        raise ImageInputError(f"{name}: image too large ({arr.shape[1]}x{arr.shape[0]} pixels)")
+    arr = _unit_to_uint8(arr) if arr.dtype != np.uint8 else arr
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     return np.ascontiguousarray(arr[..., :3])
+
+
+def _unit_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1], booleans, 16-bit integers in [0, 65535], other integers in [0, 255]; NaN is 0."""
+    return (_unit(arr) * 255.0).astype(np.uint8)
+
+
+def _unit(arr: np.ndarray) -> np.ndarray:
+    """An array's values in [0, 1] as float32, by its dtype's convention (see `_unit_to_uint8`)."""
+    if arr.dtype.kind == "f":
+        return np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0).clip(0, 1)
+    if arr.dtype.kind == "b":
+        return arr.astype(np.float32)
+    peak = 65535.0 if arr.dtype.itemsize >= 2 and arr.dtype.kind == "u" and arr.dtype != np.uint8 else 255.0
+    return (arr.astype(np.float64).clip(0, peak) / peak).astype(np.float32)
 
 
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -142,7 +188,7 @@ def light_background(light_source: str, width: int, height: int, uploaded: np.nd
         C.BOTTOM_LIGHT: (C.LIGHT_DARK, C.LIGHT_BRIGHT, True),
     }
     if light_source not in ramps:
-        raise ValueError(f"light_source: unknown value {light_source!r}; choose one of {list(C.LIGHT_SOURCES)}")
+        raise InputError(f"light_source: unknown value {light_source!r}; choose one of {list(C.LIGHT_SOURCES)}")
     start, stop, vertical = ramps[light_source]
     if vertical:
         plane = np.tile(np.linspace(start, stop, height)[:, None], (1, width))
@@ -153,7 +199,7 @@ def light_background(light_source: str, width: int, height: int, uploaded: np.nd
 
 def _require(image: np.ndarray | None, light_source: str) -> np.ndarray:
     if image is None:
-        raise ValueError(f"background_image: required when light_source is {light_source!r}")
+        raise InputError(f"background_image: required when light_source is {light_source!r}")
     return image
 
 

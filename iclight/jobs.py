@@ -31,11 +31,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from . import constants as C
-from . import lighting, matting
-from .imaging import IMAGE_SUFFIXES, ImageInputError
+from . import lighting, matting, samplers
+from .imaging import IMAGE_SUFFIXES, ImageInputError, save_image
+from .loras import Lora
+from .loras import parse as lora_list
 from .recipe import encode_with_recipe, input_records, make_recipe, sidecar_text
 from .validation import InputError, fraction, random_seed, validate
 
@@ -51,12 +54,27 @@ EXTRAS: dict[str, Any] = {
     "keep_background": False,
     "keep_colors": 0.0,
     "matting": None,  # None: the relighter's own
+    "loras": None,  # None: the relighter's own; else [FILE[:SCALE], ...] (relative to the list)
+    "sampler": samplers.HOSTED,
+    "light_start": None,
     **lighting.FIELDS,
 }
 # Hosted inputs a job may set (the images are `subject` and `background`).
 PARAMS = tuple(s.name for s in C.INPUTS if s.type is not object)
 FILE_FIELDS = ("subject", "background", "mask", "light_map")
-FIELDS = ("id", *FILE_FIELDS, *PARAMS, *EXTRAS)
+# A sequence job (`iclight sequence`, or a manifest line with "sequence" in place of "subject"):
+# its frames (a video or a folder), one mask per frame (a folder) and how they are relit together.
+SEQUENCE: dict[str, Any] = {
+    "consistency": 0.5,
+    "shared_noise": True,
+    "smooth_mattes": True,
+    "window": 8,
+    "layers": "up-but-last",
+    "start": 0,
+    "end": None,
+    "stride": 1,
+}
+FIELDS = ("id", *FILE_FIELDS, *PARAMS, *EXTRAS, "sequence", "masks", *SEQUENCE)
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,7 @@ class Job:
     source: str = ""  # "list.jsonl:3", or the subject's path
     error: str | None = None  # set for a job that cannot run (a bad line)
     light_map: str | None = None
+    sequence: dict[str, Any] | None = None  # a sequence job's settings and masks (SEQUENCE)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -166,6 +185,7 @@ def make_job(
     try:
         if unknown:
             raise InputError(f"{unknown[0]}: unknown field; a job may have {', '.join(FIELDS)}")
+        entry, sequence = _sequence(entry, folder)
         if not isinstance(entry.get("subject"), str) or not entry["subject"]:
             raise InputError("subject: required (a path to the subject image)")
         files = {k: _path(entry.get(k), folder, k) for k in FILE_FIELDS}
@@ -173,6 +193,8 @@ def make_job(
             if files[name] is None and given is not None:
                 files[name] = str(given)
         params = base | {k: v for k, v in entry.items() if k in PARAMS or k in EXTRAS}
+        if entry.get("loras") is not None:
+            params["loras"] = _relative_loras(entry["loras"], folder)
         params = _checked(params, files["background"], files["light_map"])
         job_id = entry.get("id") or _derived_id(files, params, save_matte, folder)
         if not isinstance(job_id, str) or not ID_PATTERN.match(job_id):
@@ -181,7 +203,33 @@ def make_job(
         safe_id = entry.get("id") if isinstance(entry.get("id"), str) and ID_PATTERN.match(entry["id"]) else None
         return Job(id=safe_id or fallback_id, subject=None, source=where, error=str(e))
     subject, background, mask = files["subject"], files["background"], files["mask"]
-    return Job(job_id, subject, background, mask, params, save_matte, where, light_map=files["light_map"])
+    light_map = files["light_map"]
+    return Job(job_id, subject, background, mask, params, save_matte, where, light_map=light_map, sequence=sequence)
+
+
+def _sequence(entry: dict[str, Any], folder: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A sequence line as a subject line (its frames in "subject") and its sequence settings."""
+    if "sequence" not in entry:
+        extra = sorted(set(entry) & {"masks", *SEQUENCE})
+        if extra:
+            raise InputError(f'{extra[0]}: a field of sequence jobs; this line has no "sequence"')
+        return entry, None
+    from .sequence import SequenceOptions
+
+    if "subject" in entry:
+        raise InputError("sequence: a line has either a subject or a sequence, not both")
+    found = {k: entry.get(k, v) for k, v in SEQUENCE.items()}
+    SequenceOptions(found["consistency"], found["shared_noise"], found["smooth_mattes"], found["window"]).check()
+    for name in ("start", "stride", "end"):
+        value = found[name]
+        low = 1 if name == "stride" else 0
+        if not (value is None and name == "end") and (
+            isinstance(value, bool) or not isinstance(value, int) or value < low
+        ):
+            raise InputError(f"{name}: {value!r} is out of range; a whole number, at least {low}")
+    found["masks"] = _path(entry.get("masks"), folder, "masks")
+    rest = {k: v for k, v in entry.items() if k not in ("sequence", "masks", *SEQUENCE)}
+    return rest | {"subject": entry["sequence"]}, found
 
 
 def _path(value: Any, folder: Path, name: str) -> str | None:
@@ -206,7 +254,31 @@ def _checked(params: dict[str, Any], background: str | None, light_map: str | No
     out = {k: checked[k] for k in PARAMS} | {k: params[k] for k in lighting.FIELDS}
     if params["matting"] is not None:
         matting.check(params["matting"])
-    return out | fractions | {"keep_background": params["keep_background"], "matting": params["matting"]}
+    models = {"loras": lora_records(params["loras"]), "sampler": samplers.check(params["sampler"])}
+    models["light_start"] = params["light_start"]
+    if models["light_start"] is not None and (fraction("light_start", models["light_start"]) == 0):
+        raise InputError("light_start: 0 is out of range; allowed above 0 up to 1")
+    extras = {"keep_background": params["keep_background"], "matting": params["matting"]}
+    return out | fractions | extras | models
+
+
+def lora_records(loras: Any) -> list[dict[str, Any]] | None:
+    """LoRAs as a job keeps them: [{"path", "scale"}], each checked; None: the relighter's own."""
+    found = lora_list(loras)
+    return None if found is None else [{"path": lo.path, "scale": lo.scale} for lo in found]
+
+
+def _relative_loras(loras: Any, folder: Path) -> Any:
+    """A manifest's LoRAs with their paths relative to the manifest made absolute."""
+    items = [loras] if isinstance(loras, str | dict) else loras
+    if not isinstance(items, list):
+        return loras  # _checked names what is wrong with it
+    found = []
+    for item in items:
+        lora = Lora.of(item)
+        path = Path(lora.path)
+        found.append({"path": str(path if path.is_absolute() else folder / path), "scale": lora.scale})
+    return found
 
 
 def _derived_id(files: dict[str, str | None], params: dict[str, Any], save_matte: bool, folder: Path) -> str:
@@ -287,28 +359,79 @@ def execute(relighter, job: Job) -> Outcome:
     return Outcome(job.id, None, seed, time.perf_counter() - start, files)
 
 
-def _relight(relighter, job: Job) -> tuple[list[OutputFile], int]:
+def _keywords(relighter, job: Job) -> tuple[dict[str, Any], dict[str, Any], str, int]:
+    """(the settings a recipe records, the extras `relight` takes beyond them, format, quality)."""
     params = dict(job.params)
     fmt, quality = params.pop("output_format"), params.pop("output_quality")
     light, mix = lighting.from_fields({k: params.pop(k) for k in lighting.FIELDS})
     params["matting"] = params.get("matting") or relighter.matting  # recorded as used
-    extras = {"light": light, "light_mix": mix, "light_map": job.light_map}
+    for name in ("loras", "sampler", "light_start"):  # a job made before these existed
+        params.setdefault(name, EXTRAS[name])
+    params["light_fields"] = {**lighting.FIELDS, **(light.fields() if light else {}), "light_mix": mix}
+    return params, {"light": light, "light_mix": mix, "light_map": job.light_map}, fmt, quality
+
+
+def _relight(relighter, job: Job) -> tuple[list[OutputFile], int]:
+    if job.sequence is not None:
+        return _relight_sequence(relighter, job)
+    params, extras, fmt, quality = _keywords(relighter, job)
+    light_fields = params.pop("light_fields")
     result = relighter.relight(job.subject, job.background, mask=job.mask, **params, **extras)
     files = {"subject_image": job.subject, "background_image": job.background, "mask": job.mask}
     inputs = input_records(files | {"light_map": job.light_map})
     weights, device = relighter.weights_hashes(), str(relighter.device)
+    models = relighter.models_record(params["loras"])
     files = []
     for i, image in enumerate(result.images):
-        settings = {**params, **lighting.FIELDS, **(light.fields() if light else {}), "light_mix": mix}
+        settings = {**params, **light_fields}
         recipe = make_recipe(
             {**settings, "output_format": fmt, "output_quality": quality}, result.seed, i, inputs, weights, device
         )
+        recipe["models"] = models
         files.append(OutputFile(f"{job.id}-{i}.{fmt}", encode_with_recipe(image, fmt, quality, recipe), recipe))
     if job.save_matte:
         matte = Image.fromarray((result.matte * 255).round().astype("uint8"))
         files.append(OutputFile(f"{job.id}-matte.png", _png(matte)))
         files.append(OutputFile(f"{job.id}-subject-on-grey.png", _png(Image.fromarray(result.subject_on_grey))))
     return files, result.seed
+
+
+def _relight_sequence(relighter, job: Job) -> tuple[list[OutputFile], int]:
+    """Every frame as ID-frame-NNNNN.FMT, the video as ID.mp4 (or .webm) where the frames came from
+    one, and the recipe as ID.json, written last."""
+    import tempfile
+
+    from . import video
+
+    params, extras, fmt, quality = _keywords(relighter, job)
+    light_fields, seed = params.pop("light_fields"), params.pop("seed")
+    seq = dict(job.sequence or {})
+    masks = seq.pop("masks")
+    result = relighter.relight_sequence(job.subject, job.background, masks=masks, seed=seed, **seq, **params, **extras)
+    files = [
+        OutputFile(f"{job.id}-frame-{i:05d}.{fmt}", encode_image(image, fmt, quality))
+        for i, image in enumerate(result.images)
+    ]
+    if result.clip is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = video.write(
+                [np.asarray(im) for im in result.images], result.clip.rate, Path(tmp) / job.id, result.clip
+            )
+            files.append(OutputFile(path.name, path.read_bytes()))
+    inputs = input_records({"frames": job.subject if Path(job.subject).is_file() else None})
+    inputs |= input_records({"background_image": job.background, "light_map": job.light_map})
+    settings = {**params, **light_fields, "seed": seed, "output_format": fmt, "output_quality": quality}
+    recipe = make_recipe(settings, result.seeds[0], 0, inputs, relighter.weights_hashes(), str(relighter.device))
+    recipe |= {"kind": "sequence", "frames": job.subject, "sequence": job.sequence, "seeds": result.seeds}
+    recipe |= {"windows": result.windows, "models": relighter.models_record(params["loras"])}
+    files.append(OutputFile(f"{job.id}.json", sidecar_text(recipe).encode()))
+    return files, result.seeds[0]
+
+
+def encode_image(image: Image.Image, fmt: str, quality: int) -> bytes:
+    buf = io.BytesIO()
+    save_image(image, buf, fmt, quality)
+    return buf.getvalue()
 
 
 def _png(image: Image.Image) -> bytes:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import layout
+from . import fetch, layout
 from .validation import InputError
 
 RMBG = "rmbg-1.4"
@@ -143,7 +143,10 @@ class Mattes:
             if matter is None:
                 if self.loader is None:
                     raise InputError(f"matting: {choice!r} is not loaded and this relighter loads no other model")
-                matter = self.loaded[choice] = self.loader(choice)
+                try:
+                    matter = self.loaded[choice] = self.loader(choice)
+                except (layout.MissingWeightsError, fetch.FetchError) as e:
+                    raise InputError(f"matting: {choice!r} is not available here ({e})") from e
         matte = matter.estimate(image)
         with self._lock:
             self.cache.put(key, matte)

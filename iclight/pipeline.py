@@ -8,17 +8,19 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from . import config, layout, lighting
+from . import basemodel, config, layout, lighting, samplers, sequence
 from . import constants as C
 from . import matting as matting_models
+from .basemodel import BaseModel
 from .colors import keep_colors
 from .compositing import keep_background as composite_background
 from .compositing import transfer_detail
@@ -37,10 +39,12 @@ from .imaging import (
 )
 from .lighting import Light, condition_image
 from .loading import Components, load_components, load_matting, resolve_device
+from .loras import Lora, Loras
+from .loras import parse as lora_list
 from .normals import normal_map
 from .prompts import PromptEncoder
 from .rmbg import on_grey
-from .sharing import Member, SharedImage2Image, SharedScheduler, SharedText2Image
+from .sharing import Member, SharedImage2Image, SharedText2Image
 from .speed import SpeedSettings, attention_backend, boot_compiled
 from .speed import apply as apply_speed
 from .timing import StageTimer
@@ -93,6 +97,8 @@ class Settings:
     cfg: float
     highres_scale: float
     highres_denoise: float
+    sampler: str = samplers.HOSTED
+    light_start: float | None = None  # the first pass starts from the light's latent at this denoise
 
     @property
     def highres_size(self) -> tuple[int, int]:
@@ -100,6 +106,18 @@ class Settings:
             return round(x * self.highres_scale / C.HIGHRES_MULTIPLE) * C.HIGHRES_MULTIPLE
 
         return snap(self.width), snap(self.height)
+
+    @property
+    def highres_steps(self) -> int:
+        """The high-res pass's schedule: `steps / highres_denoise` (the hosted rule), of which it
+        runs the last `int(schedule * highres_denoise)` steps; at least one, where the hosted rule
+        gives none (1 step at a denoise under 1/1.5: the hosted code fails there)."""
+        return _schedule(self.steps, self.highres_denoise)
+
+    @property
+    def first_steps(self) -> int:
+        """The first pass's schedule when it starts from the light (`light_start`), by the same rule."""
+        return _schedule(self.steps, self.light_start or 1.0)
 
     def vae_slicing(self, count: int) -> bool:
         """Whether the VAE should take `count` images one at a time (on CUDA), to bound memory."""
@@ -109,6 +127,15 @@ class Settings:
     def vae_tiling(self) -> bool:
         """Whether the VAE should work in tiles (on CUDA); tiles change pixels a little."""
         return max(self.highres_size) > VAE_TILE_ABOVE
+
+
+def _schedule(steps: int, denoise: float) -> int:
+    """`steps / denoise` steps, of which an image-to-image pass runs the last `int(schedule *
+    denoise)`; at least one."""
+    schedule = round(steps / denoise)
+    while int(schedule * denoise) < 1:
+        schedule += 1
+    return schedule
 
 
 class Relighter:
@@ -125,7 +152,11 @@ class Relighter:
         self.mattes = matting_models.Mattes(default, components.matters, loader)
         self.unet = ConditionedUNet(components.unet)
         self.prompts = PromptEncoder(components.tokenizer, components.text_encoder)
-        self.scheduler = scheduler = SharedScheduler(**C.SCHEDULER_CONFIG)
+        self.base_model: BaseModel | None = components.base
+        self.loras = Loras(components.unet, components.text_encoder)
+        self.default_loras: tuple[Lora, ...] = ()  # what a relight naming no LoRAs gets (ICLIGHT_LORAS)
+        self.scheduler = scheduler = samplers.make(samplers.HOSTED)
+        self._samplers = {samplers.HOSTED: scheduler}
         modules = dict(
             vae=self.vae,
             text_encoder=components.text_encoder,
@@ -168,18 +199,27 @@ class Relighter:
         use_prepared: bool = True,
         speed: SpeedSettings | None = None,
         matting_choice: str | None = None,
+        base_model: str | os.PathLike | None = None,
+        base_vae: str | os.PathLike | None = None,
+        loras: list | None = None,
     ) -> Relighter:
         """Load from `weights_dir` (default: ICLIGHT_WEIGHTS_DIR, else weights/) onto `device`.
 
         A valid prepared UNet is used when present, unless `use_prepared` is False. `speed`
         defaults to `SpeedSettings.default` (see `speed.py`); a compiled model is warmed up here.
-        `matting_choice` (default ICLIGHT_MATTING) is the matting model loaded (see `matting.py`)."""
+        `matting_choice` (default ICLIGHT_MATTING) is the matting model loaded (see `matting.py`).
+        `base_model` (default ICLIGHT_BASE_MODEL) replaces the bundled SD1.5 (`basemodel.py`;
+        `base_vae`: its VAE file), `loras` (default ICLIGHT_LORAS) are applied to every relight
+        that names none of its own (`loras.py`)."""
         config.check()
         choice = matting_models.check(matting_choice or config.MATTING.read())
+        base = basemodel.resolve(base_model or config.BASE_MODEL.read(), base_vae)
         dev = resolve_device(device)
         start = time.perf_counter()
         root = layout.weights_dir(weights_dir)
-        relighter = cls(load_components(root, dev, use_prepared, choice), dev, root)
+        relighter = cls(load_components(root, dev, use_prepared, choice, base), dev, root)
+        defaults = loras if loras is not None else [(str(p), scale) for p, scale in config.LORAS.read()]
+        relighter.default_loras = lora_list(defaults) or ()
         settings = speed or SpeedSettings.default(dev)
         apply_speed(settings, relighter.unet, relighter.vae, dev)
         relighter.speed = settings
@@ -203,6 +243,16 @@ class Relighter:
         mask = np.full((64, 64), 255, np.uint8)
         sizes = {name: C.default(name) for name in ("width", "height", "highres_scale")}
         self.relight(subject, None, "warm up", light_source=C.LEFT_LIGHT, steps=2, seed=0, mask=mask, **sizes)
+
+    def models_record(self, loras: list | None = None) -> dict[str, Any]:
+        """What a recipe keeps of the models beyond the weights folder: the base model's files and
+        the LoRAs a relight with `loras` (None: the defaults) used, each with its sha256."""
+        found = lora_list(loras)
+        used = self.default_loras if found is None else found
+        base = None
+        if self.base_model is not None:
+            base = {"path": str(self.base_model.path), "files": self.base_model.sha256()}
+        return {"base_model": base, "loras": [lora.record() for lora in used]}
 
     def show_step_progress(self, enabled: bool) -> None:
         """Diffusers' per-step progress bars (on by default; a batch shows its own per job)."""
@@ -243,6 +293,9 @@ class Relighter:
         light_mix: float | None = None,
         keep_colors: float = 0.0,
         matting: str | None = None,
+        loras: list | None = None,
+        sampler: str = samplers.HOSTED,
+        light_start: float | None = None,
     ) -> RelightResult:
         """Relight `subject` to match `background` (or a synthetic light) as `prompt` says.
 
@@ -253,9 +306,44 @@ class Relighter:
         (0..1) blends the background with the light, and `keep_colors` (0..1) keeps the
         subject's own chroma inside the matte (see `lighting.py` and `colors.py`). `matting`
         (`rmbg-1.4`, `birefnet`, `birefnet-lite` or `none`; default the loaded one, see
-        `matting.py`) cuts out a subject without mask or alpha.
+        `matting.py`) cuts out a subject without mask or alpha. `loras` (FILE, FILE:SCALE or
+        (FILE, SCALE) each; default the relighter's) are applied at their scales (`loras.py`),
+        `sampler` is one of `samplers.SAMPLERS`, and `light_start` (0..1] starts the first pass
+        from the light's latent at that denoise (docs/models.md).
         """
         return self.run(self._request({k: v for k, v in locals().items() if k != "self"}))
+
+    def relight_sequence(
+        self,
+        frames,
+        background: ImageLike | None,
+        prompt: str,
+        *,
+        consistency: float = 0.5,
+        shared_noise: bool = True,
+        smooth_mattes: bool = True,
+        window: int = sequence.WINDOW,
+        layers: str = sequence.cla.DEFAULT_LAYERS,
+        masks=None,
+        seed: int | None = None,
+        start: int = 0,
+        end: int | None = None,
+        stride: int = 1,
+        **options,
+    ) -> sequence.SequenceResult:
+        """Relight a product's views or a video's frames with one light (`sequence.py`, docs/sequences.md).
+
+        `frames`: a list of images, a folder of images or a video file (frames `start` to `end`,
+        every `stride`-th). Every keyword of `relight` applies but `mask` (`masks`: one per frame,
+        a list or a folder) and `number_of_images`. `consistency` (0..1) is consistent light
+        attention's gamma (0: independent frames), `shared_noise` gives every frame the same noise,
+        `smooth_mattes` smooths the estimated mattes over neighbouring frames, `window` frames run
+        together (at most 12), `layers` chooses the attention layers (`consistency.layers`)."""
+        options_ = sequence.SequenceOptions(consistency, shared_noise, smooth_mattes, window, layers)
+        return sequence.relight_sequence(
+            self, frames, background, prompt, options=options_, masks=masks, seed=seed, start=start, end=end,
+            stride=stride, **options,
+        )  # fmt: skip
 
     def request(self, subject: ImageLike, background: ImageLike | None, prompt: str, **options) -> Request:
         """A relight checked now and run later (`run`, `run_shared`): `relight`'s keywords,
@@ -269,8 +357,20 @@ class Relighter:
         hosted |= {k: given[k] for k in HOSTED_KEYWORDS}
         a = validate(hosted, optional=("background_image",))
         extras = Extras(*(given[f.name] for f in fields(Extras))).check(a)
+        sampler, start = samplers.check(given["sampler"]), _light_start(given["light_start"], a)
         s = Settings(a["width"], a["height"], a["steps"], a["cfg"], a["highres_scale"], a["highres_denoise"])
-        return Request(a, extras, s, given["subject"], given["background"])
+        return Request(a, extras, replace(s, sampler=sampler, light_start=start), given["subject"], given["background"])
+
+    def _use(self, request: Request) -> None:
+        """The sampler and LoRAs `request` asks for, made current (nothing is reloaded)."""
+        loras = self.default_loras if request.extras.loras is None else request.extras.loras
+        if self.loras.activate(loras):
+            self.prompts.clear()  # LoRAs on the text encoder change the embeddings
+        self.unet.eager = bool(loras)  # CUDA graphs were recorded without the adapters
+        name = request.settings.sampler
+        if name not in self._samplers:
+            self._samplers[name] = samplers.make(name)
+        self.scheduler = self.t2i.scheduler = self.i2i.scheduler = self._samplers[name]
 
     def run(self, request: Request) -> RelightResult:
         """One checked relight (see `relight`)."""
@@ -278,6 +378,7 @@ class Relighter:
         cuda, count = self.device.type == "cuda", 1 if a["compute_normal"] else a["number_of_images"]
         self.vae.use_tiling = cuda and s.vae_tiling()
         self.vae.use_slicing = cuda and s.vae_slicing(count)
+        self._use(request)
         try:
             with attention_backend(self.speed.attention):
                 return self._relight(a, s, request.subject, request.background, request.extras)
@@ -304,10 +405,11 @@ class Relighter:
     def share_key(self, request: Request) -> tuple | None:
         """Requests with equal keys can share one diffusion batch (`run_shared`); None: this one cannot."""
         a = request.a
-        if a["compute_normal"]:
+        if a["compute_normal"] or request.settings.sampler in samplers.STOCHASTIC:
             return None
         chunks = max(len(self.prompts.token_chunks(text)) for text in _texts(a))
-        return (request.settings, chunks)
+        loras = self.default_loras if request.extras.loras is None else request.extras.loras
+        return (request.settings, chunks, loras)
 
     def run_shared(self, requests: list[Request]) -> list[RelightResult | Exception]:
         """Relights with one `share_key` in one diffusion batch: each its own subject, background
@@ -319,6 +421,7 @@ class Relighter:
         s = requests[0].settings
         outcomes: list[RelightResult | Exception | None] = [None] * len(requests)
         shared = StageTimer(self.device, quiet=True)
+        self._use(requests[0])
         with shared("text"):  # every member's prompts in one pass of the text encoder
             self.prompts.pairs([_texts(r.a) for r in requests])
         ready = []
@@ -463,13 +566,22 @@ class Relighter:
             common["callback_on_step_end"] = self._check_stop
         with stage("low-res diffusion"):
             cond = self._condition(fg, bg, s.width, s.height)
-            latents = self.t2i(
-                width=s.width,
-                height=s.height,
-                num_inference_steps=s.steps,
-                cross_attention_kwargs={"concat_conds": cond},
-                **common,
-            ).images
+            if s.light_start is None:
+                latents = self.t2i(
+                    width=s.width,
+                    height=s.height,
+                    num_inference_steps=s.steps,
+                    cross_attention_kwargs={"concat_conds": cond},
+                    **common,
+                ).images
+            else:  # from the light's latent, as IC-Light's text-conditioned demo starts from its light
+                latents = self.i2i(
+                    image=self._light_latents(bg, s),
+                    strength=s.light_start,
+                    num_inference_steps=s.first_steps,
+                    cross_attention_kwargs={"concat_conds": cond},
+                    **common,
+                ).images
         hw, hh = s.highres_size
         with stage("high-res condition"):
             # Before the decode waits for the low-res pass: on CUDA the host resizes fg and bg
@@ -483,7 +595,7 @@ class Relighter:
             latents = self.i2i(
                 image=latents,
                 strength=s.highres_denoise,
-                num_inference_steps=round(s.steps / s.highres_denoise),
+                num_inference_steps=s.highres_steps,
                 cross_attention_kwargs={"concat_conds": cond},
                 **common,
             ).images
@@ -500,6 +612,16 @@ class Relighter:
         pair = [resize_and_center_crop(fg, width, height), resize_and_center_crop(bg, width, height)]
         latents = self._encode(to_tensor(pair))
         return latents.reshape(1, -1, *latents.shape[2:]).to(self.unet.dtype)
+
+    def _light_latents(self, bg, s: Settings) -> torch.Tensor:
+        """The light (the condition's background image) as a latent at the low-res size; in a
+        shared batch one per image of each member."""
+        if isinstance(bg, list):
+            counts = self.scheduler.members
+            parts = [self._light_latents(b, s) for b in bg]
+            return torch.cat([p.expand(m.count, -1, -1, -1) for p, m in zip(parts, counts, strict=True)])
+        light = self._encode(to_tensor([resize_and_center_crop(bg, s.width, s.height)]))
+        return light.to(device=self.unet.device, dtype=self.unet.dtype)
 
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
         vae = self.vae
@@ -525,6 +647,7 @@ class Extras:
     light_mix: float | None = None
     keep_colors: float = 0.0
     matting: str | None = None
+    loras: tuple[Lora, ...] | None = None  # None: the relighter's defaults
 
     def check(self, a: dict) -> Extras:
         """These extras, or an InputError naming the first one that cannot be used with `a`."""
@@ -541,10 +664,10 @@ class Extras:
         if self.keep_background and a["background_image"] is None:
             raise InputError("keep_background: needs a background image")
         names = ("detail_transfer", "keep_background", "light", "light_map", "light_mix", "keep_colors")
-        used = [n for n in names if getattr(self, n) not in (None, 0, 0.0, False)]
+        used = [n for n in names if _given(getattr(self, n))]
         if a["compute_normal"] and used:
             raise InputError(f"compute_normal: cannot be combined with {used[0]} (it relights under four fixed lights)")
-        return self
+        return replace(self, loras=lora_list(self.loras))
 
     def finish(self, result: np.ndarray, subject: np.ndarray, background: np.ndarray | None, matte: np.ndarray):
         """Detail transfer, then the subject's colours, then the background's own pixels."""
@@ -555,6 +678,22 @@ class Extras:
         if self.keep_background:
             result = composite_background(result, background, matte)
         return result
+
+
+def _light_start(value: Any, a: dict) -> float | None:
+    """`light_start` checked: unset, or a denoise in (0, 1] (not with compute_normal's four lights)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise InputError(f"light_start: {value!r} is out of range; allowed above 0 up to 1")
+    if a["compute_normal"]:
+        raise InputError("compute_normal: cannot be combined with light_start (it relights under four fixed lights)")
+    return float(value)
+
+
+def _given(value: Any) -> bool:
+    """Whether an extra asks for something (an image, even an array, always does; 0 and False do not)."""
+    return value is not None and not (isinstance(value, bool | int | float) and not value)
 
 
 def _texts(a: dict) -> tuple[str, str]:

@@ -61,6 +61,10 @@ class PromptEncoder:
         hidden = self.text_encoder(ids).last_hidden_state
         return list(torch.split(hidden, [len(cs) for cs in chunks]))
 
+    def clear(self) -> None:
+        """Forget every embedding (the text encoder changed: a LoRA on it was switched)."""
+        self._cache.clear()
+
     def __call__(self, positive: str, negative: str) -> tuple[torch.Tensor, torch.Tensor]:
         return self.pairs([(positive, negative)])[0]
 

@@ -180,6 +180,73 @@ def write_weights(root: Path, size: str = "tiny", seed: int = 0, matting_models:
     return root
 
 
+# -- what users bring (docs/models.md): single-file checkpoints and LoRAs ---------------------------
+
+
+def write_single_file(root: Path, dest: Path, with_vae: bool = True) -> Path:
+    """The SD1.5 parts of the weights folder `root` as one checkpoint in the original key
+    layout (`ldm.py`); without the VAE, it goes beside it as `NAME.vae.safetensors`."""
+    from . import ldm
+
+    sd = root / layout.SD_DIR
+    unet_model = UNet2DConditionModel.from_pretrained(sd / "unet")
+    vae_model = AutoencoderKL.from_pretrained(sd / "vae")
+    text = CLIPTextModel.from_pretrained(sd / "text_encoder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file(ldm.checkpoint(unet_model, vae_model if with_vae else None, text), str(dest))
+    if not with_vae:
+        save_file(ldm.vae_state(vae_model, prefix=""), str(dest.with_name(dest.stem + ".vae.safetensors")))
+    return dest
+
+
+def write_sdxl_shaped(dest: Path) -> Path:
+    """A file with SDXL's telltale keys and shapes (two text encoders, a 2,816-wide label
+    embedding, 2,048-wide cross-attention), for the error a user gets on loading one."""
+    u = "model.diffusion_model."
+    tensors = {
+        f"{u}input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
+        f"{u}label_emb.0.0.weight": torch.zeros(1280, 2816, dtype=torch.float16),
+        f"{u}input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(640, 2048, dtype=torch.float16),
+        "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight": torch.zeros(768),
+        "conditioner.embedders.1.model.ln_final.weight": torch.zeros(1280),
+    }
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(dest))
+    return dest
+
+
+def write_lora(root: Path, dest: Path, layout_name: str = "diffusers", rank: int = 4, seed: int = 1) -> Path:
+    """A random LoRA over the attention projections of the UNet and text encoder in `root`,
+    in the diffusers (peft) or the kohya/A1111 key layout."""
+    sd = root / layout.SD_DIR
+    generator = torch.Generator().manual_seed(seed)
+    models = {"unet": UNet2DConditionModel.from_pretrained(sd / "unet")}
+    models["text_encoder"] = CLIPTextModel.from_pretrained(sd / "text_encoder")
+    tensors = {}
+    targets = ("to_q", "to_k", "to_v", "to_out.0", "q_proj", "k_proj", "v_proj", "out_proj")
+    for part, model in models.items():
+        for name, module in model.named_modules():
+            if not isinstance(module, torch.nn.Linear) or not name.endswith(targets):
+                continue
+            down = torch.randn(rank, module.in_features, generator=generator) * 0.5
+            up = torch.randn(module.out_features, rank, generator=generator) * 0.5
+            tensors |= _lora_keys(part, name, down, up, rank, layout_name)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(dest))
+    return dest
+
+
+def _lora_keys(part: str, name: str, down, up, rank: int, layout_name: str) -> dict[str, torch.Tensor]:
+    if layout_name == "diffusers":
+        name = f"text_model.{name}" if part == "text_encoder" and not name.startswith("text_model.") else name
+        return {f"{part}.{name}.lora_A.weight": down, f"{part}.{name}.lora_B.weight": up}
+    if layout_name != "kohya":
+        raise ValueError(f"layout: {layout_name!r}; expected diffusers or kohya")
+    prefix = "lora_unet_" if part == "unet" else "lora_te_text_model_"
+    stem = prefix + name.removeprefix("text_model.").replace(".", "_")
+    return {f"{stem}.lora_down.weight": down, f"{stem}.lora_up.weight": up, f"{stem}.alpha": torch.tensor(float(rank))}
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -193,10 +260,32 @@ def main(argv: list[str] | None = None) -> int:
         default=list(MATTING),
         help="the matting models to write (default: all)",
     )
+    p.add_argument(
+        "--user-models",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write into DIR what users bring: a single-file SD1.5 checkpoint (original key layout) "
+        "with and without its VAE, an SDXL-shaped file, and LoRAs in the diffusers and kohya layouts",
+    )
     args = p.parse_args(argv)
     root = write_weights(args.dir, args.size, matting_models=tuple(args.matting))
     print(f"wrote {args.size} stand-in weights into {root}")
+    if args.user_models:
+        for path in write_user_models(root, args.user_models).values():
+            print(f"wrote {path}")
     return 0
+
+
+def write_user_models(root: Path, folder: Path) -> dict[str, Path]:
+    """Every kind of file `write_*` above makes, from the weights in `root`, into `folder`."""
+    return {
+        "single_file": write_single_file(root, folder / "sd15-single.safetensors"),
+        "vae_beside": write_single_file(root, folder / "sd15-vae-beside.safetensors", with_vae=False),
+        "sdxl": write_sdxl_shaped(folder / "sdxl-shaped.safetensors"),
+        "lora_diffusers": write_lora(root, folder / "lora-diffusers.safetensors", "diffusers", seed=1),
+        "lora_kohya": write_lora(root, folder / "lora-kohya.safetensors", "kohya", seed=2),
+    }
 
 
 if __name__ == "__main__":

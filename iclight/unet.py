@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -49,25 +50,23 @@ def empty_unet(config_dir: str | Path) -> UNet2DConditionModel:
 
 @torch.no_grad()
 def merged_state(
-    base_path: str | Path,
+    base_path: str | Path | dict[str, torch.Tensor],
     offset_path: str | Path,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> dict[str, torch.Tensor]:
     """`base + offset` for every key, widening `conv_in`, one tensor at a time.
 
-    Strict: both files must have the same keys, with the offset's `conv_in.weight`
-    12 channels wide. The sum is taken in float32 and rounded to `dtype` once.
+    The base is a safetensors file or tensors already in memory (a converted single-file
+    checkpoint: `basemodel.py`). Strict: both must have the same keys, with the offset's
+    `conv_in.weight` 12 channels wide. The sum is taken in float32 and rounded to `dtype` once.
     """
-    with safe_open(str(base_path), framework="pt", device="cpu", backend="pread") as base:
-        keys = list(base.keys())
+    with _base_tensors(base_path) as (keys, get):
         with safe_open(str(offset_path), framework="pt", device="cpu") as offset:
             _check_keys(set(keys), set(offset.keys()), offset_path)
         state = {}
         for key, delta in _mapped_tensors(offset_path, keys):
-            # pread gives the result its own storage in one go; adding into a mapped
-            # file's pages would cost a copy-on-write fault per page instead.
-            weight = base.get_tensor(key).float()
+            weight = get(key).float()
             if key == "conv_in.weight" and delta.shape[1] > weight.shape[1]:
                 pad = weight.new_zeros(weight.shape[0], delta.shape[1] - weight.shape[1], *weight.shape[2:])
                 weight = torch.cat([weight, pad], dim=1)
@@ -75,6 +74,17 @@ def merged_state(
                 raise ValueError(f"{offset_path}: {key} has shape {tuple(delta.shape)}, expected {tuple(weight.shape)}")
             state[key] = weight.add_(delta).to(device=device, dtype=dtype)
     return state
+
+
+@contextmanager
+def _base_tensors(base: str | Path | dict[str, torch.Tensor]) -> Iterator[tuple[list[str], Callable]]:
+    if isinstance(base, dict):
+        yield list(base), lambda key: base[key].clone()
+        return
+    # pread gives each tensor its own storage in one go; adding into a mapped file's pages would
+    # cost a copy-on-write fault per page instead.
+    with safe_open(str(base), framework="pt", device="cpu", backend="pread") as f:
+        yield list(f.keys()), f.get_tensor
 
 
 def _mapped_tensors(path: str | Path, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -113,6 +123,7 @@ class ConditionedUNet(nn.Module):
         super().__init__()
         self.unet = unet
         self.graphs: UNetGraphs | None = None
+        self.eager = False  # True: never replay the graphs (LoRAs active, which they were recorded without)
 
     @property
     def config(self):
@@ -129,7 +140,7 @@ class ConditionedUNet(nn.Module):
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, **kwargs):
         extra = dict(kwargs.pop("cross_attention_kwargs", None) or {})
         cond = extra.pop("concat_conds").to(sample)
-        plain = not extra and all(v is None for k, v in kwargs.items() if k != "return_dict")
+        plain = not self.eager and not extra and all(v is None for k, v in kwargs.items() if k != "return_dict")
         if self.graphs is not None and plain and torch.is_tensor(timestep):
             out = self.graphs(sample, cond, timestep, encoder_hidden_states)
             return UNet2DConditionOutput(sample=out) if kwargs.get("return_dict", True) else (out,)

@@ -46,10 +46,10 @@ def validate(values: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str
 
 
 def check(spec: C.InputSpec, value: Any, required: bool | None = None) -> Any:
-    if value is None:
+    if value is None:  # not given: the default, where there is one
         if spec.required if required is None else required:
             raise InputError(f"{spec.name}: required, but no value was given")
-        return None
+        return spec.default
     value = _coerce(spec, value)
     if spec.choices is not None and value not in spec.choices:
         raise InputError(f"{spec.name}: {value!r} is not allowed; choose one of {list(spec.choices)}")

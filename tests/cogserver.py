@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -68,7 +69,9 @@ def predict(url: str, **inputs) -> dict:
     # The server answers 409 while its one slot is still being released after the previous
     # prediction; a client waits and retries, as it would behind any busy server.
     for _ in range(100):
-        r = requests.post(f"{url}/predictions", json={"input": inputs}, timeout=300)
+        # json.dumps writes NaN and Infinity as JavaScript does (requests' json= refuses them)
+        body = json.dumps({"input": inputs})
+        r = requests.post(f"{url}/predictions", data=body, headers={"Content-Type": "application/json"}, timeout=300)
         if r.status_code != 409:
             break
         time.sleep(0.1)

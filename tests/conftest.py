@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from iclight import config
 from iclight.standins import write_tiny_weights
@@ -12,6 +14,15 @@ from iclight.standins import write_tiny_weights
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# The fuzzer's profiles (tests/test_fuzz.py): `ci`, what `make test` runs, is derandomised so that
+# every run tries the same examples; `long` is `make fuzz`.
+_SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+settings.register_profile("ci", max_examples=40, derandomize=True, deadline=None, suppress_health_check=_SLOW)
+settings.register_profile(
+    "long", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "2000")), deadline=None, suppress_health_check=_SLOW
+)
+settings.load_profile("ci")
 
 
 @pytest.fixture(autouse=True)

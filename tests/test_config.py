@@ -28,6 +28,8 @@ BAD = {
     "ICLIGHT_CHANNELS_LAST": ("sideways", "auto (on when compiling on CUDA)"),
     "ICLIGHT_ATTENTION": ("warp", "auto, flash, efficient, cudnn or math"),
     "ICLIGHT_MATTING": ("birefnet-xl", "rmbg-1.4, birefnet, birefnet-lite or none"),
+    "ICLIGHT_BASE_MODEL": ("README.md", "a diffusers SD1.5 folder or a single-file"),
+    "ICLIGHT_LORAS": ("style.safetensors:loud", "FILE[:SCALE] items"),
     "ICLIGHT_BATCH_IMAGES": ("13", "an integer from 1 to 12"),
     "ICLIGHT_BATCH_WINDOW_MS": ("-1", "milliseconds from 0 to 1000"),
     "COG_MAX_CONCURRENCY": ("0", "a positive integer"),

@@ -100,7 +100,7 @@ def test_every_mode_loads_as_rgb(tmp_path: Path, mode: str) -> None:
 
 
 def test_sixteen_bit_keeps_its_range(tmp_path: Path) -> None:
-    arr16 = np.full((4, 4), 65535, np.uint16)
+    arr16 = np.full((8, 8), 65535, np.uint16)
     arr16[0, 0] = 0
     path = _save(Image.fromarray(arr16), tmp_path / "deep.png")
     out = load_image(path, "subject_image")
@@ -159,12 +159,35 @@ def test_missing_file_names_the_input(tmp_path: Path) -> None:
 
 
 def test_arrays_and_pil_images_load() -> None:
-    grey = np.zeros((5, 6), np.uint8)
-    assert load_image(grey).shape == (5, 6, 3)
-    assert load_image(np.zeros((5, 6, 4), np.uint8)).shape == (5, 6, 3)
-    assert load_image(Image.new("LA", (6, 5))).shape == (5, 6, 3)
+    grey = np.zeros((9, 10), np.uint8)
+    assert load_image(grey).shape == (9, 10, 3)
+    assert load_image(np.zeros((9, 10, 4), np.uint8)).shape == (9, 10, 3)
+    assert load_image(Image.new("LA", (10, 9))).shape == (9, 10, 3)
     with pytest.raises(ImageInputError):
-        load_image(np.zeros((5, 6, 2), np.uint8))
+        load_image(np.zeros((9, 10, 2), np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("array", "value"),
+    [
+        (np.full((9, 9), 65535, np.uint16), 255),  # 16 bits: the full range
+        (np.full((9, 9), 0.5, np.float32), 127),  # floats in [0, 1]
+        (np.full((9, 9), np.nan, np.float64), 0),  # NaN is black, not an error
+        (np.full((9, 9), 300, np.int64), 255),  # other integers: clipped to 0..255
+        (np.full((9, 9), -4, np.int16), 0),
+        (np.ones((9, 9), bool), 255),
+    ],
+)
+def test_arrays_of_any_numeric_dtype_load_by_its_convention(array: np.ndarray, value: int) -> None:
+    assert load_image(array)[4, 4, 0] == value
+
+
+def test_lab_is_not_read_as_alpha_and_premultiplied_modes_convert() -> None:
+    """LAB's second band is called A: it is a colour, not an alpha channel."""
+    lab = Image.new("LAB", (9, 9), (50, 0, 0))
+    assert load_image_and_alpha(lab)[1] is None
+    rgb, alpha = load_image_and_alpha(Image.new("La", (9, 9), (200, 128)))
+    assert rgb.shape == (9, 9, 3) and alpha is not None and abs(alpha[0, 0] - 128 / 255) < 1e-6
 
 
 def test_alpha_only_when_real(tmp_path: Path) -> None:

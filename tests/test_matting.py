@@ -55,8 +55,9 @@ def test_none_boots_and_relights_without_the_rmbg_file(
     assert np.array_equal(np.asarray(got), np.asarray(want))  # the same model but the matting
     with pytest.raises(InputError, match="matting: 'none' needs a mask, or a subject with an alpha channel"):
         lean.relight(subject_array, background_array, "sun", **SMALL)
-    # Another choice is loaded on first use; offline, a missing file is the clear missing-weights error.
-    with pytest.raises(layout.MissingWeightsError, match=r"RMBG-1.4/model.safetensors\n.*--matting rmbg-1.4"):
+    # Another choice is loaded on first use; offline, a missing file is an input error naming matting
+    # that carries the clear missing-weights message.
+    with pytest.raises(InputError, match=r"^matting: 'rmbg-1.4' is not available here \(weights missing(.|\n)*RMBG-1.4/model.safetensors\n.*--matting rmbg-1.4"):
         lean.relight(subject_array, background_array, "sun", matting="rmbg-1.4", **SMALL)
 
 
@@ -212,7 +213,7 @@ def test_reproduce_honours_the_recorded_matting(
         booted.append(args.matting)
         return relighter
 
-    monkeypatch.setattr(cli, "load_relighter", load)
+    monkeypatch.setattr(cli.relight, "load_relighter", load)
     assert cli.main(["reproduce", str(recipe), "-o", str(tmp_path / "again")]) == 0
     assert booted == [LITE]
     again = Path(capsys.readouterr().out.strip().splitlines()[-1])

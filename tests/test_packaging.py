@@ -165,16 +165,21 @@ def test_import_iclight_is_cheap_and_exports_the_api() -> None:
 
 
 def _package_imports() -> dict[str, set[str]]:
-    """Module -> the package's modules it imports, at any depth of the file (functions too)."""
-    graph = {}
-    for path in (ROOT / "iclight").glob("*.py"):
+    """Module -> the package's modules it imports, at any depth of the file (functions too). A
+    subpackage (`cli/`) is one module: its imports of each other are its own business."""
+    graph: dict[str, set[str]] = {}
+    package = ROOT / "iclight"
+    for path in package.rglob("*.py"):
+        nested = path.parent != package
+        name = path.parent.name if nested else path.stem
+        own = 2 if nested else 1  # the import level that reaches the package's modules
         found = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if isinstance(node, ast.ImportFrom) and node.level == own:
                 found |= {node.module} if node.module else {alias.name for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("iclight."):
                 found.add(node.module.removeprefix("iclight."))
-        graph[path.stem] = {name.split(".")[0] for name in found} - {path.stem}
+        graph.setdefault(name, set()).update({n.split(".")[0] for n in found} - {name})
     return graph
 
 

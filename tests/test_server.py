@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import re
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from cogserver import bytes_uri, cog_server, decode, image_uri, predict, wait_ready
 from conftest import ROOT
+from fuzzing import NAMES, file_bytes, hosted_values
+from hypothesis import given, settings
 from PIL import Image
+
+from iclight.pipeline import Settings
 
 pytestmark = pytest.mark.server
 
@@ -130,6 +137,46 @@ def test_bad_files_fail_naming_the_input(server: str, images: dict) -> None:
 def test_missing_prompt_fails(server: str, images: dict) -> None:
     out = predict(server, subject_image=images["rgba"], background_image=images["bg"], width=256)
     assert out["status"] == "failed" and "prompt" in out["error"]
+
+
+@settings(max_examples=max(10, settings.default.max_examples // 20))  # each one a prediction over HTTP
+@given(values=hosted_values(api=False), subject=file_bytes(), background=file_bytes())
+def test_every_hosted_input_over_http_relights_or_names_an_input(
+    server: str, values: dict, subject, background
+) -> None:
+    """The fuzzer's property (tests/test_fuzz.py) through the real server, for the hosted 17 inputs."""
+    files = {"subject_image": bytes_uri(*subject), "background_image": bytes_uri(*background)}
+    if any(isinstance(v, float) and not math.isfinite(v) for v in values.values()):
+        # NaN and Infinity are not JSON (RFC 8259): Cog answers without a JSON body, and stays up
+        body = json.dumps({"input": values | files})
+        r = requests.post(f"{server}/predictions", data=body, headers={"Content-Type": "application/json"}, timeout=60)
+        assert r.status_code >= 400
+        wait_ready(server, timeout=10)
+        return
+    out = predict(server, **values, **files)
+    if "detail" in out:  # the server's own check of a value's type
+        assert any(set(map(str, d.get("loc", []))) & NAMES for d in out["detail"]), out
+    elif out["status"] == "failed":
+        said = re.sub(r"^(Prediction failed: )*(\w+Error: )?", "", out["error"])  # Cog's prefixes
+        assert said.split(":")[0] in NAMES, out["error"]
+    else:
+        assert out["status"] == "succeeded", out
+        s = Settings(values["width"], values["height"], 1, 1.0, values["highres_scale"], 0.5)
+        assert len(out["output"]) == (9 if values["compute_normal"] else values["number_of_images"])
+        assert all(decode(uri).size == s.highres_size for uri in out["output"])
+    wait_ready(server, timeout=10)
+
+
+def test_nan_in_a_request_leaves_the_server_ready(server: str, images: dict) -> None:
+    """Found by `make fuzz`: a NaN number (not JSON, but what json.dumps writes) is answered, and
+    the server takes the next prediction."""
+    body = json.dumps(
+        {"input": {**FAST, "width": math.nan, "subject_image": images["rgba"], "background_image": images["bg"]}}
+    )
+    r = requests.post(f"{server}/predictions", data=body, headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code >= 400
+    wait_ready(server, timeout=10)
+    assert predict(server, subject_image=images["rgba"], background_image=images["bg"], **FAST)["status"] == "succeeded"
 
 
 def test_still_ready_after_everything(server: str, images: dict) -> None:

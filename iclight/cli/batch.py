@@ -1,0 +1,86 @@
+"""`iclight batch`: many jobs, locally or on a Ray cluster; resumable."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ..jobs import Job, read_jobs
+from ..validation import InputError
+from .options import add_model_options, job_settings, load_relighter
+
+
+def register(command) -> None:
+    p = command(
+        "batch",
+        "relight many subjects, locally or on a Ray cluster; resumable",
+        "Relight every job in JOBS: a folder of images or a text file listing one image path per line (each "
+        "against every --background), or a JSONL manifest with one job per line. The options are every job's "
+        "defaults. Finished jobs are skipped when run again; OUT/results.jsonl says what became of each job.",
+    )
+    p.add_argument("subjects", type=Path, metavar="JOBS", help="folder of images, list file, or JSONL manifest")
+    p.add_argument("--background", type=Path, action="append", default=[], help="a background (repeatable)")
+    add_model_options(p, prompt_required=False)
+    r = p.add_argument_group("distributed (Ray Data; needs the `ray` extra)")
+    r.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray: no ADDRESS joins RAY_ADDRESS if set, else starts a local Ray; 'auto' or "
+        "'ray://HOST:10001' joins a cluster",
+    )
+    r.add_argument("--workers", type=int, default=1, help="actors, each holding one model (default 1)")
+    r.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        help="GPUs per actor (default: 1 if the cluster has GPUs, else 0)",
+    )
+    r.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs (and torch threads) per actor (default 1)")
+    p.set_defaults(run=cmd_batch)
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from ..batch import report, run_batch
+
+    if not args.subjects.exists():
+        raise InputError(f"JOBS: {args.subjects} does not exist")
+    jobs = read_jobs(args.subjects, args.background, job_settings(args), args.mask, args.save_matte, args.light_map)
+    logging.getLogger("iclight").setLevel(logging.WARNING)  # per-stage timings would drown the job bar
+    if args.ray is not None:
+        if args.workers < 1:
+            raise InputError(f"--workers: {args.workers} is out of range; at least 1")
+        try:
+            from ..distributed import RaySettings, ray_executor
+        except ImportError as e:
+            raise InputError(f"--ray: needs the `ray` extra ({e}); pip install 'iclight-background[ray]'") from e
+        settings = RaySettings(
+            address=args.ray or None,
+            workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker,
+            cpus_per_worker=args.cpus_per_worker,
+            weights=None if args.weights is None else str(args.weights),
+            device=args.device,
+            base_model=None if args.base_model is None else str(args.base_model.resolve()),
+        )
+        executor = ray_executor(settings)
+    else:
+        executor = local_executor(args)
+    summary = run_batch(jobs, args.out, executor)
+    print(report(summary))
+    return 1 if summary.failures else 0
+
+
+def local_executor(args: argparse.Namespace):
+    from ..jobs import execute
+
+    def run(jobs: list[Job]):
+        relighter = load_relighter(args)  # only once there is something to run
+        relighter.show_step_progress(False)
+        for job in jobs:
+            yield execute(relighter, job)
+
+    return run

@@ -1,0 +1,161 @@
+"""LoRAs over the relighting UNet and text encoder, through diffusers' LoRA loading (peft): each
+file loaded once as an adapter and kept; a relight activates its own set with its scales, without
+reloading anything. kohya/A1111 and diffusers layouts, `.safetensors` only."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
+from diffusers.loaders.lora_base import (
+    disable_lora_for_text_encoder,
+    enable_lora_for_text_encoder,
+    set_adapters_for_text_encoder,
+)
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from transformers import CLIPTextModel
+
+from . import fetch
+from .validation import InputError
+
+log = logging.getLogger("iclight")
+
+
+@dataclass(frozen=True)
+class Lora:
+    """A LoRA file and the scale it is applied at."""
+
+    path: str
+    scale: float = 1.0
+
+    @classmethod
+    def of(cls, value: Any) -> Lora:
+        """From a Lora, "FILE[:SCALE]", (FILE, SCALE) or {"path": FILE, "scale": SCALE}; an
+        InputError naming `loras` otherwise."""
+        if isinstance(value, Lora):
+            path, scale = value.path, value.scale
+        elif isinstance(value, str | Path):
+            text = str(value)
+            head, _, tail = text.rpartition(":")
+            path, scale = (head, tail) if head and _number(tail) else (text, 1.0)
+        elif isinstance(value, dict) and "path" in value:
+            path, scale = value["path"], value.get("scale", 1.0)
+        elif isinstance(value, tuple | list) and len(value) == 2:
+            path, scale = value
+        else:
+            raise InputError(f"loras: {value!r} is not a LoRA; give FILE, FILE:SCALE or (FILE, SCALE)")
+        if isinstance(scale, bool) or not _number(scale) or not math.isfinite(float(scale)):
+            raise InputError(f"loras: the scale {scale!r} of {path} is not a finite number")
+        return cls(str(Path(str(path)).expanduser()), float(scale))
+
+    def check(self) -> Lora:
+        path = Path(self.path)
+        if path.suffix.lower() != ".safetensors":
+            raise InputError(f"loras: {path} is not a .safetensors file (a pickle can run code)")
+        if not path.is_file():
+            raise InputError(f"loras: {path} does not exist")
+        return self
+
+    def record(self) -> dict[str, Any]:
+        """What a recipe keeps of it: the path, its sha256 and the scale."""
+        path = Path(self.path)
+        return {"path": self.path, "sha256": fetch.HashCache(path.parent).sha256(path.name), "scale": self.scale}
+
+
+def _number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def parse(values: Any) -> tuple[Lora, ...] | None:
+    """None (the relighter's defaults), or every LoRA of a list, checked."""
+    if values is None:
+        return None
+    if isinstance(values, str | Path | Lora | dict):
+        values = [values]
+    if not isinstance(values, list | tuple):
+        raise InputError(f"loras: expected a list of LoRAs, got {type(values).__name__}")
+    return tuple(Lora.of(v).check() for v in values)
+
+
+class Loras:
+    """The adapters loaded into one UNet and text encoder, and which are active at what scale."""
+
+    def __init__(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> None:
+        self.unet, self.text_encoder = unet, text_encoder
+        self.names: dict[tuple[str, str], str] = {}  # (path, sha256) -> adapter name
+        self.in_text: set[str] = set()  # adapters with text-encoder weights
+        self.active: tuple[tuple[str, float], ...] = ()
+
+    def activate(self, loras: tuple[Lora, ...]) -> bool:
+        """Make exactly `loras` active (loading those not yet loaded); True if anything changed."""
+        wanted = tuple((self._adapter(lora), lora.scale) for lora in loras)
+        if wanted == self.active:
+            return False
+        names, scales = [n for n, _ in wanted], [s for _, s in wanted]
+        text = [(n, s) for n, s in wanted if n in self.in_text]
+        if names:  # (disabled adapters stay disabled until enabled again, whatever is set active)
+            self.unet.enable_lora()
+            self.unet.set_adapters(names, scales)
+        elif self.names:
+            self.unet.disable_lora()
+        if text:
+            enable_lora_for_text_encoder(self.text_encoder)
+            set_adapters_for_text_encoder([n for n, _ in text], self.text_encoder, [s for _, s in text])
+        elif self.in_text:
+            disable_lora_for_text_encoder(self.text_encoder)
+        self.active = wanted
+        return True
+
+    def _adapter(self, lora: Lora) -> str:
+        path = Path(lora.path)
+        key = (lora.path, fetch.HashCache(path.parent).sha256(path.name))  # a changed file loads anew
+        if key not in self.names:
+            self.names[key] = self._load(path, f"lora{len(self.names)}")
+        return self.names[key]
+
+    def _load(self, path: Path, name: str) -> str:
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise InputError(f"loras: {path} is not a readable .safetensors file ({e})") from e
+        try:
+            state, alphas = StableDiffusionLoraLoaderMixin.lora_state_dict(state)
+        except (ValueError, KeyError) as e:
+            raise InputError(f"loras: {path} is not a LoRA diffusers can read ({e})") from e
+        unet_keys = {k: v for k, v in state.items() if k.startswith("unet.")}
+        text_keys = {k: v for k, v in state.items() if k.startswith("text_encoder.")}
+        if not unet_keys and not text_keys:
+            raise InputError(f"loras: {path} has no UNet or text-encoder weights of an SD1.5 LoRA")
+        self._unfuse()
+        with torch.no_grad(), warnings.catch_warnings():
+            # peft warns whenever a second adapter joins a model: keeping several is the point here
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            if unet_keys:
+                StableDiffusionLoraLoaderMixin.load_lora_into_unet(unet_keys, alphas, self.unet, adapter_name=name)
+            if text_keys:
+                StableDiffusionLoraLoaderMixin.load_lora_into_text_encoder(
+                    text_keys, alphas, self.text_encoder, prefix="text_encoder", adapter_name=name
+                )
+                self.in_text.add(name)
+        log.info("loaded LoRA %s as %s", path, name)
+        return name
+
+    def _unfuse(self) -> None:
+        """LoRAs target the separate q, k and v projections, which fused QKV (`speed.py`) replaced."""
+        if getattr(self.unet, "fused_qkv", False) or any(
+            getattr(m, "fused_projections", False) for m in self.unet.modules()
+        ):
+            self.unet.unfuse_qkv_projections()
+            log.info("unfused the UNet's QKV projections for LoRAs")
