@@ -7,7 +7,7 @@ OUT ?= out
 BENCH_WEIGHTS ?= /tmp/iclight-full
 
 .PHONY: install test fuzz lint format parity parity-wide weights prepare examples docs-lights bench bench-matting bench-serving gpu-check \
-	reference reference-birefnet gpu-wheels clean
+	reference reference-birefnet reference-lav gpu-wheels clean
 
 install: $(VENV)/.installed
 
@@ -18,7 +18,7 @@ GRADIO := gradio==6.31.0
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade -q pip
-	$(PY) -m pip install -q -r requirements.txt -e '.[dev,ray,ui]'
+	$(PY) -m pip install -q -r requirements.txt -e '.[dev,ray,ui,video]'
 	$(PY) -m pip install -q --no-deps $(GRADIO)
 	touch $@
 
@@ -102,6 +102,17 @@ reference-birefnet:
 	for f in $(BIREFNET_FILES); do mkdir -p .ref/birefnet/$$(dirname $$f); \
 		git --git-dir=$(BIREFNET_CLONE) show $(BIREFNET_REV):$$f > .ref/birefnet/$$f || exit 1; done
 	$(PY) -m benchmarks.birefnet_ref parity
+
+# Light-A-Video's consistent light attention, the baseline for sequences (bcmi/Light-A-Video,
+# Apache-2.0), into the git-ignored .ref/ (never committed): tests/test_sequence.py checks ours
+# against its attention function on the same weights.
+#   make reference-lav LAV_CLONE=../Light-A-Video/.git
+LAV_CLONE ?= ../Light-A-Video/.git
+LAV_REV ?= HEAD
+reference-lav:
+	mkdir -p .ref/light-a-video
+	git --git-dir=$(LAV_CLONE) show $(LAV_REV):lav_relight.py > .ref/light-a-video/lav_relight.py
+	$(PY) -m pytest tests/test_sequence.py -k light_a_video -q
 
 # Seconds and peak memory of one matte per matting choice (real-shaped stand-ins in MATTING_WEIGHTS).
 MATTING_WEIGHTS ?= /tmp/iclight-matting-weights

@@ -42,6 +42,7 @@ from .loading import Components, load_components, load_matting, resolve_device
 from .loras import Lora, Loras
 from .loras import parse as lora_list
 from .normals import normal_map
+from .previews import Previews
 from .prompts import PromptEncoder
 from .rmbg import on_grey
 from .sharing import Member, SharedImage2Image, SharedText2Image
@@ -129,6 +130,11 @@ class Settings:
         return max(self.highres_size) > VAE_TILE_ABOVE
 
 
+def _ran(schedule: int, denoise: float) -> int:
+    """The steps an image-to-image pass over `schedule` runs at `denoise` (diffusers' rule)."""
+    return min(int(schedule * denoise), schedule)
+
+
 def _schedule(steps: int, denoise: float) -> int:
     """`steps / denoise` steps, of which an image-to-image pass runs the last `int(schedule *
     denoise)`; at least one."""
@@ -172,6 +178,8 @@ class Relighter:
         # Asked between denoising steps where set (the server: are all of a batch's requests
         # canceled?); True ends the diffusion with `Stopped`.
         self.stop: Callable[[], bool] | None = None
+        # Set by the web app around a relight: previews of the latents (`previews.py`); None elsewhere.
+        self.previews: Previews | None = None
         self.compile_report: dict[str, float | bool | int] | None = None
         self.t2i = SharedText2Image(**modules)
         self.i2i = SharedImage2Image(**modules)
@@ -386,6 +394,20 @@ class Relighter:
             pass  # handled below, once the traceback (and the tensors its frames hold) is gone
         raise self._out_of_memory(count, s)
 
+    def _on_step(self, stage: str, total: int) -> Callable | None:
+        """What runs after each denoising step: the stop check and the previews, where set."""
+        if self.stop is None and self.previews is None:
+            return None
+        previews = self.previews
+
+        def on_step(pipe, step: int, timestep, tensors: dict) -> dict:
+            self._check_stop(pipe, step, timestep, tensors)
+            if previews is not None:
+                previews.step(stage, step + 1, total, tensors["latents"])
+            return tensors
+
+        return on_step
+
     def _check_stop(self, pipe, step: int, timestep, tensors: dict) -> dict:
         if self.stop is not None and self.stop():
             raise Stopped("every relight of this diffusion batch was canceled")
@@ -530,11 +552,7 @@ class Relighter:
         """A supplied mask, else the subject's own alpha, else the matting model's estimate (HxWx1)."""
         if mask is not None:
             m = load_image(mask, "mask")[..., 0].astype(np.float32) / 255.0
-            if m.shape != image.shape[:2]:
-                raise InputError(
-                    f"mask: size {m.shape[1]}x{m.shape[0]} differs from the subject's {image.shape[1]}x{image.shape[0]}"
-                )
-            return m[..., None]
+            return fit_mask(m, image.shape[1], image.shape[0])[..., None]
         if alpha is not None:
             return alpha[..., None]
         return self.mattes.estimate(image, choice)
@@ -562,16 +580,17 @@ class Relighter:
             output_type="latent",
             guidance_scale=s.cfg,
         )
-        if self.stop is not None:
-            common["callback_on_step_end"] = self._check_stop
+        low_total = s.steps if s.light_start is None else _ran(s.first_steps, s.light_start)
         with stage("low-res diffusion"):
             cond = self._condition(fg, bg, s.width, s.height)
+            on_step = self._on_step("low-res pass", low_total)
             if s.light_start is None:
                 latents = self.t2i(
                     width=s.width,
                     height=s.height,
                     num_inference_steps=s.steps,
                     cross_attention_kwargs={"concat_conds": cond},
+                    callback_on_step_end=on_step,
                     **common,
                 ).images
             else:  # from the light's latent, as IC-Light's text-conditioned demo starts from its light
@@ -580,6 +599,7 @@ class Relighter:
                     strength=s.light_start,
                     num_inference_steps=s.first_steps,
                     cross_attention_kwargs={"concat_conds": cond},
+                    callback_on_step_end=on_step,
                     **common,
                 ).images
         hw, hh = s.highres_size
@@ -597,6 +617,7 @@ class Relighter:
                 strength=s.highres_denoise,
                 num_inference_steps=s.highres_steps,
                 cross_attention_kwargs={"concat_conds": cond},
+                callback_on_step_end=self._on_step("high-res pass", _ran(s.highres_steps, s.highres_denoise)),
                 **common,
             ).images
         with stage("final decode"):
@@ -678,6 +699,20 @@ class Extras:
         if self.keep_background:
             result = composite_background(result, background, matte)
         return result
+
+
+def fit_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A mask (HxW in [0, 1]) at the subject's size: resized where it has the subject's aspect ratio
+    (within a pixel), else an InputError naming both sizes."""
+    mh, mw = mask.shape
+    if (mw, mh) == (width, height):
+        return mask
+    if abs(mw * height / mh - width) > 1:
+        raise InputError(
+            f"mask: size {mw}x{mh} differs from the subject's {width}x{height} and so does its aspect ratio; "
+            "give a mask of the subject's size or shape"
+        )
+    return np.asarray(Image.fromarray(mask, mode="F").resize((width, height), Image.BILINEAR)).clip(0, 1)
 
 
 def _light_start(value: Any, a: dict) -> float | None:

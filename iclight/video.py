@@ -73,7 +73,7 @@ def _decode(container, stream, path: Path, start: int, end: int | None, stride: 
         for frame in container.decode(stream):
             index += 1
             if end is not None and index >= end:
-                break
+                return frames
             if index < start or (index - start) % stride:
                 continue
             if len(frames) == limit:
@@ -83,7 +83,18 @@ def _decode(container, stream, path: Path, start: int, end: int | None, stride: 
             frames.append(frame.to_ndarray(format="rgb24"))
     except av.error.FFmpegError as e:
         raise InputError(f"frames: {path} is damaged at frame {index + 1} ({e})") from e
+    promised = _promised(container, stream)
+    if promised and index + 1 < promised - 1 and (end is None or index + 1 < end):
+        raise InputError(f"frames: {path} is damaged at frame {index + 1}: it ends there, its header says {promised}")
     return frames
+
+
+def _promised(container, stream) -> int:
+    """How many frames the container says the stream has (0: it does not say)."""
+    if stream.frames:
+        return int(stream.frames)
+    rate = stream.average_rate or stream.guessed_rate
+    return round(container.duration / 1e6 * float(rate)) if container.duration and rate else 0
 
 
 def output_format() -> tuple[str, str, str]:

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The fuzzer's profiles (tests/test_fuzz.py): `ci`, what `make test` runs, is derandomised so that
 # every run tries the same examples; `long` is `make fuzz`.
 _SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
-settings.register_profile("ci", max_examples=40, derandomize=True, deadline=None, suppress_health_check=_SLOW)
+settings.register_profile("ci", max_examples=30, derandomize=True, deadline=None, suppress_health_check=_SLOW)
 settings.register_profile(
     "long", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "2000")), deadline=None, suppress_health_check=_SLOW
 )

@@ -57,7 +57,8 @@ def test_none_boots_and_relights_without_the_rmbg_file(
         lean.relight(subject_array, background_array, "sun", **SMALL)
     # Another choice is loaded on first use; offline, a missing file is an input error naming matting
     # that carries the clear missing-weights message.
-    with pytest.raises(InputError, match=r"^matting: 'rmbg-1.4' is not available here \(weights missing(.|\n)*RMBG-1.4/model.safetensors\n.*--matting rmbg-1.4"):
+    missing = r"^matting: 'rmbg-1.4' is not available here \(weights missing(.|\n)*RMBG-1.4/model.safetensors\n"
+    with pytest.raises(InputError, match=missing + r".*--matting rmbg-1.4"):
         lean.relight(subject_array, background_array, "sun", matting="rmbg-1.4", **SMALL)
 
 

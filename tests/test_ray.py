@@ -213,3 +213,28 @@ def test_killed_driver_rerun_skips_finished_jobs(cluster: str, manifest: Path, w
     assert "FAILED broken-one" in rerun.stdout
     _check_complete(out)
     assert {p: out.joinpath(p).stat().st_mtime_ns for p in finished} == finished  # untouched
+
+
+def test_a_sequence_line_is_one_job_on_one_actor(cluster: str, weights_dir: Path, tmp_path: Path) -> None:
+    """A manifest line with "sequence" (a folder of frames) runs on Ray as one job, with the
+    frames of the same job run locally."""
+    from conftest import _subject
+
+    frames = tmp_path / "views"
+    frames.mkdir()
+    for k in range(3):
+        arr = np.roll(_subject(), 5 * k, axis=1)
+        img = Image.fromarray(arr).convert("RGBA")
+        img.putalpha(Image.fromarray(np.where(arr[..., 0] > 100, 255, 0).astype(np.uint8)))
+        img.save(frames / f"view{k}.png")
+    line = {"id": "views", "sequence": "views", "seed": 5, "light_source": "Left Light", "window": 2}
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text(json.dumps(line) + "\n")
+    on_ray, local = tmp_path / "ray", tmp_path / "local"
+    assert cli.main(_argv(manifest, on_ray, weights_dir, "--ray", "--workers", "1", "--device", "cpu")) == 0
+    with one_thread():
+        assert cli.main(_argv(manifest, local, weights_dir, "--device", "cpu")) == 0
+    ray_px, local_px = _outputs(on_ray), _outputs(local)
+    assert sorted(ray_px) == [f"views-frame-{i:05d}.png" for i in range(3)] == sorted(local_px)
+    assert all(np.array_equal(ray_px[k], local_px[k]) for k in ray_px)
+    assert json.loads((on_ray / "views.json").read_text())["kind"] == "sequence"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -133,8 +134,9 @@ def test_a_designed_light_relights_as_the_api(app, relighter: Relighter, image_f
 
 def test_one_relight_at_a_time(app) -> None:
     page = app.build()
-    relight = next(d for d in page.fns.values() if d.name == "relight")
-    assert relight.concurrency_limit == 1
+    for name in ("relight_live", "relight_sequence"):
+        relight = next(d for d in page.fns.values() if d.name == name)
+        assert relight.concurrency_limit == 1
 
 
 # -- the real page -------------------------------------------------------------------------------
@@ -177,48 +179,121 @@ BROWSER_ARGS = [
 ]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-def test_in_a_real_browser(served: str, relighter: Relighter, image_files, tmp_path: Path) -> None:
+NEEDS_CHROMIUM = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+# Records what the result area shows while a relight runs: the forming image and its label.
+WATCH = """() => {
+    window.seen = [];
+    const record = () => {
+        const img = document.querySelector('#live img');
+        const label = document.querySelector('#stage');
+        window.seen.push([img ? img.src : '', label ? label.innerText : '']);
+    };
+    const all = {subtree: true, childList: true, attributes: true, characterData: true};
+    new MutationObserver(record).observe(document.body, all);
+}"""
+
+
+def _box(page, selector: str) -> dict:
+    box = page.locator(selector).first.bounding_box()
+    assert box is not None, selector
+    return box
+
+
+@NEEDS_CHROMIUM
+def test_the_first_screen_does_the_job_and_shows_the_image_forming(
+    served: str, relighter: Relighter, image_files, tmp_path: Path
+) -> None:
     from playwright.sync_api import expect
 
     subject, background = image_files
-    text = tmp_path / "notes.txt"
+    text = tmp_path / "broken.png"  # the drop zone takes images only: a file that claims to be one
     text.write_text("not an image")
-    with _page(served, height=1100) as page:
+    with _page(served, height=800, width=1280) as page:
+        for selector in ("#subject", "#background", "#prompt", "#relight"):
+            box = _box(page, selector)
+            assert box["y"] + box["height"] <= 800, (selector, box)  # all on the first screen
+        assert abs(_box(page, "#subject")["y"] - _box(page, "#background")["y"]) < 2  # side by side
         page.locator("#subject input[type=file]").set_input_files(str(subject))
-        expect(page.locator("#matte img")).to_be_visible(timeout=60_000)
         page.locator("#background input[type=file]").set_input_files(str(background))
-        link = _relight_small(page, seed=21)
+        for selector in ("#subject img", "#background img"):
+            expect(page.locator(selector).first).to_be_visible(timeout=30_000)
+        page.evaluate(WATCH)
+        link = _relight_small(page, seed=21, steps=20)
+        seen = page.evaluate("window.seen")
+        pictures = {src for src, label in seen if src and "step" in label}
+        labels = {label for _, label in seen}
+        assert len(pictures) >= 2, labels  # the preview changed at least twice
+        assert any(text.startswith("low-res pass, step") for text in labels)
+        assert any(text.startswith("high-res pass, step") for text in labels)
         expect(page.locator("#seed-used input")).to_have_value("21")
-        shown = page.locator("#gallery img").first
-        shown.scroll_into_view_if_needed()  # the gallery loads its images lazily, once in view
-        expect(shown).to_have_js_property("complete", True, timeout=30_000)
-        assert shown.evaluate("e => e.naturalWidth") == 256  # the result is shown
-        page.screenshot(path=str(tmp_path / "ui.png"), full_page=True)
+        expect(page.locator("#slider img")).to_have_count(2)  # the subject and the result
+        page.locator("#advanced").get_by_text("Advanced").click()  # closed again, for the screenshot
+        page.evaluate("window.scrollTo(0, 0)")
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(tmp_path / "ui.png"))
         with page.expect_download() as info:
             link.click()
         first = tmp_path / "first.png"
         info.value.save_as(first)
-        api = relighter.relight(subject, background, "sun", seed=21, **SMALL).images[0]
+        api = relighter.relight(subject, background, "sun", seed=21, **SMALL | {"steps": 20}).images[0]
         assert np.array_equal(_pixels(first), np.asarray(api))
-
-        page.locator("#subject").get_by_role("button", name="Clear").click()
+        _fill(page, "#seed input", "22")
+        page.locator("#relight").click()
+        expect(page.locator("#seed-used input")).to_have_value("22", timeout=90_000)
+        expect(page.locator("#history img")).to_have_count(2, timeout=30_000)  # the visit's history grows
+        page.locator("#subject button[aria-label='Remove Image']").first.click()
+        page.locator("#matte-panel").get_by_text("Mask, matte").click()  # the matte preview reads it
         page.locator("#subject input[type=file]").set_input_files(str(text))
         expect(page.get_by_text("subject_image: not an image file that Pillow can open").first).to_be_visible(
             timeout=30_000
         )
-        page.locator("#subject").get_by_role("button", name="Clear").click()
-        page.locator("#subject input[type=file]").set_input_files(str(subject))
-        _fill(page, "#seed input", "22")
-        page.locator("#relight").click()
-        expect(page.locator("#seed-used input")).to_have_value("22", timeout=90_000)
-        expect(page.locator("#downloads a").first).to_have_attribute("download", "subject-22-0.png")
     screenshot = os.environ.get("UI_SCREENSHOT")
     if screenshot:
         shutil.copy(tmp_path / "ui.png", screenshot)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+@NEEDS_CHROMIUM
+def test_a_narrow_window_stacks_the_same_order_in_one_column(served: str) -> None:
+    with _page(served, height=844, width=390) as page:
+        order = ["#subject", "#background", "#prompt", "#relight", "#live"]
+        boxes = [_box(page, selector) for selector in order]
+        for (upper, lower), names in zip(itertools.pairwise(boxes), itertools.pairwise(order), strict=True):
+            assert lower["y"] >= upper["y"] + upper["height"] - 1, names
+        assert all(b["x"] >= 0 and b["x"] + b["width"] <= 390 for b in boxes)
+
+
+@NEEDS_CHROMIUM
+def test_a_short_clip_comes_back_as_a_video_that_plays(
+    served: str, relighter: Relighter, image_files, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+    from test_sequence import _clip
+
+    clip = _clip(tmp_path / "clip.mp4", count=3)
+    with _page(served, height=1000, width=1280) as page:
+        page.get_by_role("tab", name="Sequence").click()
+        page.locator("#seq-input input[type=file]").set_input_files(str(clip))
+        page.locator("#seq-background input[type=file]").set_input_files(str(image_files[1]))
+        page.locator("#seq-prompt textarea").fill("sun")
+        page.locator("#seq-advanced").get_by_text("Size and steps").click()
+        page.wait_for_timeout(500)
+        for elem, value in (("#seq-width", "256"), ("#seq-height", "256"), ("#seq-steps", "2"), ("#seq-highres", "1")):
+            _fill(page, f"{elem} input[type=number]", value)
+        _fill(page, "#seq-seed input", "4")
+        page.locator("#seq-relight").click()
+        player = page.locator("#seq-video video")
+        expect(player).to_be_visible(timeout=120_000)
+        expect(page.locator("#seq-strip img")).to_have_count(3, timeout=30_000)
+        page.wait_for_function("() => document.querySelector('#seq-video video').readyState >= 2", timeout=30_000)
+        assert player.evaluate("v => v.duration") > 0.3  # 3 frames at 8 fps
+        first = _download_src(page, page.locator("#seq-strip img").first.get_attribute("src"), tmp_path / "f0.png")
+    api = relighter.relight_sequence(
+        clip, image_files[1], "sun", seed=4, width=256, height=256, steps=2, highres_scale=1.0
+    )
+    assert np.array_equal(_pixels(first), np.asarray(api.images[0]))
+
+
+@NEEDS_CHROMIUM
 def test_the_light_pad_in_a_real_browser(served: str, relighter: Relighter, image_files, tmp_path: Path) -> None:
     """Set an angle and a colour, see the preview change before relighting, relight: the API's pixels."""
     from playwright.sync_api import expect
@@ -252,21 +327,21 @@ def test_the_light_pad_in_a_real_browser(served: str, relighter: Relighter, imag
 
 
 @contextmanager
-def _page(url: str, height: int) -> Iterator:
+def _page(url: str, height: int, width: int = 1400) -> Iterator:
     """A page of the app at `url` in headless Chromium, closed afterwards."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         try:
-            page = browser.new_page(accept_downloads=True, viewport={"width": 1400, "height": height})
+            page = browser.new_page(accept_downloads=True, viewport={"width": width, "height": height})
             page.goto(url)
             yield page
         finally:
             browser.close()
 
 
-def _relight_small(page, seed: int):
+def _relight_small(page, seed: int, steps: int = 2):
     """Prompt, a fixed seed and the small test size in PNG, then Relight; the first download link."""
     from playwright.sync_api import expect
 
@@ -276,7 +351,7 @@ def _relight_small(page, seed: int):
     page.locator("#advanced").get_by_text("Advanced").click()
     expect(page.locator("#width input[type=number]")).to_be_visible()
     page.wait_for_timeout(500)  # let the accordion finish opening
-    for elem, value in (("#width", "256"), ("#height", "256"), ("#steps", "2"), ("#highres-scale", "1")):
+    for elem, value in (("#width", "256"), ("#height", "256"), ("#steps", str(steps)), ("#highres-scale", "1")):
         _fill(page, f"{elem} input[type=number]", value)
     page.locator("#format").get_by_label("png").check()
     page.locator("#relight").click()

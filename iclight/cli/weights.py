@@ -123,7 +123,8 @@ def cmd_weights_prepare(args: argparse.Namespace) -> int:
 
         device = resolve_device()
         speed = SpeedSettings.default(device, args.compile)
-        relighter = Relighter.load(root, device=str(device), speed=speed, base_model=base and base.path)
+        chosen = {"base_model": base.path} if base else {}
+        relighter = Relighter.load(root, device=str(device), speed=speed, **chosen)
         report = relighter.compile_report or {}
         print(f"compiled for {device} in {report.get('compile_s', 0):.1f} s; cache in {root / 'compile-cache'}")
     return 0
