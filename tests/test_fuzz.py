@@ -133,3 +133,15 @@ def test_none_for_an_input_with_a_default_takes_the_default(relighter: Relighter
         )
     result = relighter.relight(_disc(), None, "x", **given | {name: None})
     assert np.array_equal(np.asarray(result.images[0]), np.asarray(expected.images[0]))
+
+
+def test_a_mask_of_the_subjects_shape_is_resized_and_another_shape_is_named(relighter: Relighter) -> None:
+    subject = _disc(64, 96)
+    full = np.zeros((96, 64), np.uint8)
+    full[20:80, 10:54] = 255
+    half = np.asarray(Image.fromarray(full).resize((32, 48), Image.BILINEAR))  # the same 2:3 shape
+    settings = SMALL | {"light_source": "Left Light"}
+    resized = relighter.relight(subject, None, "x", mask=half, **settings)
+    assert resized.matte.shape == (96, 64) and resized.matte[50, 32] > 0.9 and resized.matte[5, 5] < 0.1
+    with pytest.raises(InputError, match="^mask: size 64x64 differs from the subject's 64x96 and so does its aspect"):
+        relighter.relight(subject, None, "x", mask=np.zeros((64, 64), np.uint8), **settings)
