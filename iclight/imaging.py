@@ -62,6 +62,8 @@ def _load(source: ImageLike, name: str) -> tuple[np.ndarray, np.ndarray | None]:
                 return _from_pil(img, name)
     except FileNotFoundError as e:
         raise ImageInputError(f"{name}: file not found: {source}") from e
+    except IsADirectoryError as e:
+        raise ImageInputError(f"{name}: {source} is a folder, not an image file") from e
     except UnidentifiedImageError as e:
         raise ImageInputError(f"{name}: not an image file that Pillow can open") from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -38,6 +38,7 @@ def relight_holds(relighter: Relighter, subject, background, values: dict, more:
         assert str(e).split(":")[0] in NAMES, f"the message names no input: {e}"
         return
     event("relit")
+    values = {k: C.default(k) if v is None else v for k, v in values.items()}  # None: the default
     s = Settings(values["width"], values["height"], 1, 1.0, values["highres_scale"], 0.5)
     count = 9 if values["compute_normal"] else values["number_of_images"]
     assert len(result.images) == count
@@ -145,3 +146,9 @@ def test_a_mask_of_the_subjects_shape_is_resized_and_another_shape_is_named(reli
     assert resized.matte.shape == (96, 64) and resized.matte[50, 32] > 0.9 and resized.matte[5, 5] < 0.1
     with pytest.raises(InputError, match="^mask: size 64x64 differs from the subject's 64x96 and so does its aspect"):
         relighter.relight(subject, None, "x", mask=np.zeros((64, 64), np.uint8), **settings)
+
+
+def test_a_folder_given_as_an_image_is_named_as_one(relighter: Relighter, tmp_path: Path) -> None:
+    """Found by `make fuzz`: a folder was reported as a damaged file."""
+    with pytest.raises(InputError, match="^subject_image: .* is a folder, not an image file"):
+        relighter.relight(tmp_path, None, "x", **SMALL | {"light_source": "Left Light"})

@@ -19,6 +19,7 @@ from fuzzing import NAMES, file_bytes, hosted_values
 from hypothesis import given, settings
 from PIL import Image
 
+from iclight import constants as C
 from iclight.pipeline import Settings
 
 pytestmark = pytest.mark.server
@@ -161,6 +162,7 @@ def test_every_hosted_input_over_http_relights_or_names_an_input(
         assert said.split(":")[0] in NAMES, out["error"]
     else:
         assert out["status"] == "succeeded", out
+        values = {k: C.default(k) if v is None else v for k, v in values.items()}  # None: the default
         s = Settings(values["width"], values["height"], 1, 1.0, values["highres_scale"], 0.5)
         assert len(out["output"]) == (9 if values["compute_normal"] else values["number_of_images"])
         assert all(decode(uri).size == s.highres_size for uri in out["output"])
