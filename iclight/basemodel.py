@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from transformers import CLIPTextModel
 
@@ -75,9 +75,13 @@ def resolve(spec: str | Path | None, vae: str | Path | None = None) -> BaseModel
     return BaseModel(path, vae_path)
 
 
-def read(path: Path) -> dict[str, torch.Tensor]:
+def read(path: Path, prefixes: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """The file's tensors, or only those whose names start with `prefixes` (the rest not read)."""
     try:
-        return load_file(str(path))
+        if not prefixes:
+            return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefixes)}  # noqa: SIM118 - not a dict
     except (SafetensorError, OSError, ValueError) as e:
         raise BaseModelError(f"base_model: {path} is not a readable .safetensors file ({e})") from e
 
@@ -130,12 +134,9 @@ def load_vae(base: BaseModel, sd_dir: Path, dtype: torch.dtype) -> AutoencoderKL
     if not base.single_file:
         folder = base.path / "vae"
         return AutoencoderKL.from_pretrained(folder, dtype=dtype, use_safetensors=True) if folder.is_dir() else None
-    source = base.vae or base.path
-    state = read(source)
+    state = read(base.vae or base.path, ("encoder.", "decoder.", "quant", "post_quant", VAE_PREFIX))
     if not any(k.startswith(("encoder.", VAE_PREFIX)) for k in state):
         return None
-    parts = ("encoder.", "decoder.", "quant", "post_quant", VAE_PREFIX)
-    state = {k: v for k, v in state.items() if k.startswith(parts)}
     return AutoencoderKL.from_single_file(
         state, config=str(sd_dir), subfolder="vae", torch_dtype=dtype, local_files_only=True
     )
@@ -148,7 +149,7 @@ def load_text_encoder(base: BaseModel, sd_dir: Path, dtype: torch.dtype) -> CLIP
         return CLIPTextModel.from_pretrained(folder, dtype=dtype, use_safetensors=True) if folder.is_dir() else None
     from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
 
-    state = {k: v for k, v in read(base.path).items() if k.startswith(TEXT_PREFIX)}
+    state = read(base.path, (TEXT_PREFIX,))
     if not state:
         return None
     return create_diffusers_clip_model_from_ldm(

@@ -11,7 +11,7 @@ relit frames flicker."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ class SequenceResult:
     mattes: list[np.ndarray]
     windows: list[list[int]]
     clip: video.Clip | None = None  # the source video's rate and audio, where frames came from one
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -173,10 +173,8 @@ class RelightApp:
         outputs, _, used = outcome["value"]
         images = [p for p in outputs if not p.endswith(".json")]
         shown = [*shown, *((p, f"seed {used}") for p in images)]
-        recipes = [p for p in outputs if p.endswith(".json")]
-        downloads = [*outputs, *(f for f, _ in shown if f not in outputs), *recipes]
-        before = _path(subject)
-        yield images[0], f"Done: seed {used}", (before, images[0]), used, shown, list(dict.fromkeys(downloads)), shown
+        downloads = [*outputs, *(f for f, _ in shown if f not in outputs)]  # this relight's first
+        yield images[0], f"Done: seed {used}", (_path(subject), images[0]), used, shown, downloads, shown
 
     def relight_sequence(
         self, files: Any, background: Any, prompt: str, light: str, consistency: float, seed: Any, *sizes: Any

@@ -64,12 +64,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def check_models(models: dict[str, Any], base_model: Path | None) -> None:
     """An InputError naming the base model or LoRA file a recipe needs that is missing or differs."""
-    from ..basemodel import BaseModel, resolve
+    from ..basemodel import resolve
 
     recorded = (models.get("base_model") or {}).get("files", {})
     if recorded:
-        found = resolve(base_model) or BaseModel(Path("-"))
-        now = found.sha256() if found.path.exists() else {}
+        found = resolve(base_model) if base_model is not None and Path(base_model).exists() else None
+        now = found.sha256() if found else {}
         for file, digest in recorded.items():
             if now.get(file) != digest:
                 state = "is missing" if file not in now else "differs from the recipe's (sha256)"
