@@ -22,9 +22,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps $(GRADIO)
 	touch $@
 
+# pytest-xdist workers, a test module to a worker at a time, each torch on one thread
+# (tests/conftest.py). Three on two cores: the third runs while the others wait on servers,
+# browsers and child processes. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 3
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The fuzzer's long profile (tests/test_fuzz.py, tests/test_server.py): random examples of every
 # input; it prints how many it tried and what each ended in. FUZZ_EXAMPLES overrides the count.

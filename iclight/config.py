@@ -23,6 +23,10 @@ class ConfigError(ValueError):
     """An environment variable with a value the package cannot use; the message names it."""
 
 
+class DeviceError(RuntimeError):
+    """A device that is not a device, or not on this machine; the message says which."""
+
+
 @dataclass(frozen=True)
 class Variable:
     """One environment variable: how its text becomes a value, its default and its meaning."""

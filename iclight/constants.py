@@ -42,6 +42,8 @@ SEED_MIN = -(2**63)
 # million x 640 pixels. Such images are refused with these limits in the message.
 IMAGE_MIN_SIDE = 8
 IMAGE_MAX_ASPECT = 16
+# A sequence's frames diffused together: at most what `number_of_images` allows in one request.
+SEQUENCE_MAX_WINDOW = 12
 RANDOM_SEED_BITS = 32
 
 

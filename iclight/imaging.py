@@ -6,14 +6,16 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import constants as C
 from .validation import InputError
+
+if TYPE_CHECKING:  # the tensor helpers import it: the command line starts without torch
+    import torch
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -150,6 +152,8 @@ def resize_and_center_crop(image: np.ndarray, width: int, height: int) -> np.nda
 
 def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
     """uint8 HWC images to a float NCHW batch; /127 so that the grey 127 is exactly 0."""
+    import torch
+
     batch = torch.from_numpy(np.stack(images, axis=0)).float() / 127.0 - 1.0
     return batch.movedim(-1, 1)
 

@@ -18,6 +18,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from . import basemodel, config, fetch, layout, matting
 from .basemodel import BaseModel
+from .config import DeviceError
 from .unet import empty_unet, merged_state
 
 log = logging.getLogger("iclight")
@@ -34,10 +35,6 @@ class Dtypes:
 # The hosted model's choices on CUDA; the VAE in bfloat16 avoids fp16 overflow in its decoder.
 CUDA_DTYPES = Dtypes(unet=torch.float16, text=torch.float16, vae=torch.bfloat16, half_matting=True)
 CPU_DTYPES = Dtypes(unet=torch.float32, text=torch.float32, vae=torch.float32)
-
-
-class DeviceError(RuntimeError):
-    """A device that is not a device, or not on this machine; the message says which."""
 
 
 def resolve_device(name: str | None = None) -> torch.device:

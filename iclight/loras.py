@@ -9,22 +9,14 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from diffusers import UNet2DConditionModel
-from diffusers.loaders import StableDiffusionLoraLoaderMixin
-from diffusers.loaders.lora_base import (
-    disable_lora_for_text_encoder,
-    enable_lora_for_text_encoder,
-    set_adapters_for_text_encoder,
-)
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-from transformers import CLIPTextModel
+from typing import TYPE_CHECKING, Any
 
 from . import fetch
 from .validation import InputError
+
+if TYPE_CHECKING:  # loaded with the adapters: the command line checks `--lora` without torch
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
 
 log = logging.getLogger("iclight")
 
@@ -100,6 +92,12 @@ class Loras:
 
     def activate(self, loras: tuple[Lora, ...]) -> bool:
         """Make exactly `loras` active (loading those not yet loaded); True if anything changed."""
+        from diffusers.loaders.lora_base import (
+            disable_lora_for_text_encoder,
+            enable_lora_for_text_encoder,
+            set_adapters_for_text_encoder,
+        )
+
         wanted = tuple((self._adapter(lora), lora.scale) for lora in loras)
         if wanted == self.active:
             return False
@@ -126,6 +124,11 @@ class Loras:
         return self.names[key]
 
     def _load(self, path: Path, name: str) -> str:
+        import torch
+        from diffusers.loaders import StableDiffusionLoraLoaderMixin
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError) as e:

@@ -20,12 +20,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from . import fetch, layout
 from .validation import InputError
+
+if TYPE_CHECKING:  # loaded with a model: the command line checks `--matting` without torch
+    import torch
 
 RMBG = "rmbg-1.4"
 BIREFNET = "birefnet"
@@ -81,6 +84,8 @@ def load(choice: str, root: Path, device: torch.device, half: bool) -> Matter:
         from .rmbg import BriaRMBG
 
         return Matter(choice, BriaRMBG.from_file(root / layout.RMBG_FILE, device))
+    import torch
+
     from .birefnet import BiRefNet
 
     dtype = torch.float16 if half else torch.float32

@@ -5,16 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    UniPCMultistepScheduler,
-)
-
 from . import constants as C
-from .sharing import SharedScheduler
 from .validation import InputError
 
 HOSTED = "dpmpp-2m-sde-karras"
@@ -22,14 +13,15 @@ HOSTED = "dpmpp-2m-sde-karras"
 # 0.012 (IC-Light's own code leaves diffusers' default `linear`, not SD1.5's `scaled_linear`).
 SCHEDULE = {k: C.SCHEDULER_CONFIG[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "steps_offset")}
 SCHEDULE |= {"beta_schedule": "linear"}
-# name -> (scheduler, its settings beyond SCHEDULE), as ComfyUI and A1111 users name them.
-SAMPLERS: dict[str, tuple[type, dict[str, Any]]] = {
-    HOSTED: (SharedScheduler, {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}),
-    "dpmpp-2m-karras": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
-    "euler": (EulerDiscreteScheduler, {}),
-    "euler-a": (EulerAncestralDiscreteScheduler, {}),
-    "unipc": (UniPCMultistepScheduler, {}),
-    "ddim": (DDIMScheduler, {"clip_sample": False, "set_alpha_to_one": False}),
+# name -> (diffusers' scheduler class, its settings beyond SCHEDULE), as ComfyUI and A1111 users
+# name them. Classes by name: the command line checks a sampler without importing diffusers.
+SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    HOSTED: ("SharedScheduler", {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}),
+    "dpmpp-2m-karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler-a": ("EulerAncestralDiscreteScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "ddim": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}),
 }
 # Draw fresh noise at every step from one generator: requests with them share no diffusion batch
 # (the hosted sampler draws it member by member: `sharing.py`).
@@ -44,7 +36,12 @@ def check(name: Any) -> str:
 
 def make(name: str):
     """A fresh scheduler for `name`; `members` is what a shared batch sets (`sharing.py`)."""
-    cls, settings = SAMPLERS[check(name)]
+    import diffusers
+
+    from . import sharing
+
+    cls_name, settings = SAMPLERS[check(name)]
+    cls = sharing.SharedScheduler if name == HOSTED else getattr(diffusers, cls_name)
     config = C.SCHEDULER_CONFIG if name == HOSTED else SCHEDULE | settings
     scheduler = cls(**config)
     scheduler.members = None

@@ -19,12 +19,13 @@ import numpy as np
 from PIL import Image
 
 from . import consistency as cla
+from . import constants as C
 from . import video
 from .imaging import IMAGE_SUFFIXES, ImageLike, load_image_and_alpha
 from .validation import InputError, fraction, random_seed
 
 WINDOW = 8  # frames per diffusion batch by default
-MAX_WINDOW = 12  # the memory rule of number_of_images
+MAX_WINDOW = C.SEQUENCE_MAX_WINDOW
 REFERENCES = 2  # frames of the first window carried into every later one
 
 

@@ -24,6 +24,23 @@ settings.register_profile(
 )
 settings.load_profile("ci")
 
+# Under `make test`'s workers (pytest-xdist), each worker and what it starts use one torch thread,
+# so that the workers share the cores instead of spinning against each other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+# The longest modules first: each worker takes one of them at once, and the many short modules
+# fill in around them.
+LONGEST_FIRST = ("test_gpucheck.py", "test_ui.py", "test_ray.py", "test_server.py", "test_matting.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(autouse=True)
 def _no_speed_env(monkeypatch: pytest.MonkeyPatch) -> None:

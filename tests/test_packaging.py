@@ -156,6 +156,8 @@ def test_import_iclight_is_cheap_and_exports_the_api() -> None:
         "import sys, iclight\n"
         "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, 'import iclight loaded torch'\n"
         "print(iclight.__version__)\n"
+        "import iclight.cli\n"
+        "assert 'torch' not in sys.modules, 'the command line loaded torch before a command needed it'\n"
         "from iclight import Relighter, RelightResult\n"
         "print(Relighter.__name__, RelightResult.__name__)\n"
     )

@@ -142,9 +142,11 @@ def test_one_relight_at_a_time(app) -> None:
 # -- the real page -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def served(weights_dir: Path, tmp_path: Path):
-    """`python -m iclight ui` as a user starts it, on a free loopback port."""
+@pytest.fixture(scope="module")
+def served(weights_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`python -m iclight ui` as a user starts it, on a free loopback port; one for the module's
+    browser tests, each with its own page (a visit's history is the page's own)."""
+    tmp_path = tmp_path_factory.mktemp("ui-served")
     port = free_port()
     env = {**os.environ, "ICLIGHT_OUTPUT_DIR": str(tmp_path / "outputs"), "GRADIO_TEMP_DIR": str(tmp_path / "gr")}
     cmd = [sys.executable, "-m", "iclight", "ui", "--port", str(port), "--weights", str(weights_dir)]

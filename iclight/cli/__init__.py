@@ -10,7 +10,6 @@ import sys
 
 from .. import config, fetch, layout
 from ..jobs import JobFailed
-from ..loading import DeviceError
 from ..validation import InputError
 from . import batch, relight, sequence, ui, weights
 from .options import EPILOG
@@ -42,7 +41,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 # What a user can act on from the message alone: it names the input, the variable or the file.
 USER_ERRORS = (InputError, JobFailed, config.ConfigError)  # an ImageInputError is an InputError
-SETUP_ERRORS = (fetch.FetchError, layout.MissingWeightsError, DeviceError)
+SETUP_ERRORS = (fetch.FetchError, layout.MissingWeightsError, config.DeviceError)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..constants import SEQUENCE_MAX_WINDOW as MAX_WINDOW
 from ..jobs import SEQUENCE, defaults, make_job, relight_one, safe_name
-from ..sequence import MAX_WINDOW
 from ..validation import InputError
 from .options import add_model_options, job_settings, load_relighter
 
