@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -226,3 +227,24 @@ def save_image(
     options = {} if fmt == "png" else {"quality": quality, "optimize": True}
     img = image if isinstance(image, Image.Image) else Image.fromarray(image)
     img.save(path, format=pil_format, **options, **extra)
+
+
+def encode_image(image: np.ndarray | Image.Image, fmt: str, quality: int, **extra) -> bytes:
+    """`save_image` into bytes."""
+    buf = io.BytesIO()
+    save_image(image, buf, fmt, quality, **extra)
+    return buf.getvalue()
+
+
+def fit_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A mask (HxW in [0, 1]) at the subject's size: resized where it has the subject's aspect ratio
+    (within a pixel), else an InputError naming both sizes."""
+    mh, mw = mask.shape
+    if (mw, mh) == (width, height):
+        return mask
+    if abs(mw * height / mh - width) > 1:
+        raise InputError(
+            f"mask: size {mw}x{mh} differs from the subject's {width}x{height} and so does its aspect ratio; "
+            "give a mask of the subject's size or shape"
+        )
+    return np.asarray(Image.fromarray(mask, mode="F").resize((width, height), Image.BILINEAR)).clip(0, 1)

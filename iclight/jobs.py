@@ -36,11 +36,11 @@ from PIL import Image
 
 from . import constants as C
 from . import lighting, matting, samplers
-from .imaging import IMAGE_SUFFIXES, ImageInputError, save_image
+from .imaging import IMAGE_SUFFIXES, encode_image
 from .loras import Lora
 from .loras import parse as lora_list
 from .recipe import encode_with_recipe, input_records, make_recipe, sidecar_text
-from .validation import InputError, fraction, random_seed, validate
+from .validation import InputError, denoise, fraction, random_seed, validate
 
 log = logging.getLogger("iclight")
 
@@ -255,9 +255,8 @@ def _checked(params: dict[str, Any], background: str | None, light_map: str | No
     if params["matting"] is not None:
         matting.check(params["matting"])
     models = {"loras": lora_records(params["loras"]), "sampler": samplers.check(params["sampler"])}
-    models["light_start"] = params["light_start"]
-    if models["light_start"] is not None and (fraction("light_start", models["light_start"]) == 0):
-        raise InputError("light_start: 0 is out of range; allowed above 0 up to 1")
+    start = params["light_start"]
+    models["light_start"] = None if start is None else denoise("light_start", start)
     extras = {"keep_background": params["keep_background"], "matting": params["matting"]}
     return out | fractions | extras | models
 
@@ -351,7 +350,7 @@ def execute(relighter, job: Job) -> Outcome:
         return Outcome(job.id, job.error, job.params.get("seed"), 0.0)
     try:
         files, seed = _relight(relighter, job)
-    except (InputError, ImageInputError, ValueError, OSError) as e:
+    except (InputError, ValueError, OSError) as e:
         return Outcome(job.id, str(e), job.params.get("seed"), time.perf_counter() - start)
     except Exception as e:  # one job's surprise must not end a catalogue's batch
         log.exception("job %s failed", job.id)
@@ -426,12 +425,6 @@ def _relight_sequence(relighter, job: Job) -> tuple[list[OutputFile], int]:
     recipe |= {"windows": result.windows, "models": relighter.models_record(params["loras"])}
     files.append(OutputFile(f"{job.id}.json", sidecar_text(recipe).encode()))
     return files, result.seeds[0]
-
-
-def encode_image(image: Image.Image, fmt: str, quality: int) -> bytes:
-    buf = io.BytesIO()
-    save_image(image, buf, fmt, quality)
-    return buf.getvalue()
 
 
 def _png(image: Image.Image) -> bytes:

@@ -27,6 +27,7 @@ from .compositing import transfer_detail
 from .fetch import HashCache
 from .imaging import (
     ImageLike,
+    fit_mask,
     light_background,
     load_image,
     load_image_and_alpha,
@@ -50,7 +51,7 @@ from .speed import SpeedSettings, attention_backend, boot_compiled
 from .speed import apply as apply_speed
 from .timing import StageTimer
 from .unet import ConditionedUNet
-from .validation import InputError, fraction, random_seed, validate
+from .validation import InputError, denoise, fraction, random_seed, validate
 
 log = logging.getLogger("iclight")
 
@@ -255,12 +256,15 @@ class Relighter:
     def models_record(self, loras: list | None = None) -> dict[str, Any]:
         """What a recipe keeps of the models beyond the weights folder: the base model's files and
         the LoRAs a relight with `loras` (None: the defaults) used, each with its sha256."""
-        found = lora_list(loras)
-        used = self.default_loras if found is None else found
+        used = self._loras(lora_list(loras))
         base = None
         if self.base_model is not None:
             base = {"path": str(self.base_model.path), "files": self.base_model.sha256()}
         return {"base_model": base, "loras": [lora.record() for lora in used]}
+
+    def _loras(self, asked: tuple[Lora, ...] | None) -> tuple[Lora, ...]:
+        """The LoRAs a relight runs with: its own, else (None) the relighter's defaults."""
+        return self.default_loras if asked is None else asked
 
     def show_step_progress(self, enabled: bool) -> None:
         """Diffusers' per-step progress bars (on by default; a batch shows its own per job)."""
@@ -371,7 +375,7 @@ class Relighter:
 
     def _use(self, request: Request) -> None:
         """The sampler and LoRAs `request` asks for, made current (nothing is reloaded)."""
-        loras = self.default_loras if request.extras.loras is None else request.extras.loras
+        loras = self._loras(request.extras.loras)
         if self.loras.activate(loras):
             self.prompts.clear()  # LoRAs on the text encoder change the embeddings
         self.unet.eager = bool(loras)  # CUDA graphs were recorded without the adapters
@@ -430,8 +434,7 @@ class Relighter:
         if a["compute_normal"] or request.settings.sampler in samplers.STOCHASTIC:
             return None
         chunks = max(len(self.prompts.token_chunks(text)) for text in _texts(a))
-        loras = self.default_loras if request.extras.loras is None else request.extras.loras
-        return (request.settings, chunks, loras)
+        return (request.settings, chunks, self._loras(request.extras.loras))
 
     def run_shared(self, requests: list[Request]) -> list[RelightResult | Exception]:
         """Relights with one `share_key` in one diffusion batch: each its own subject, background
@@ -701,29 +704,14 @@ class Extras:
         return result
 
 
-def fit_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
-    """A mask (HxW in [0, 1]) at the subject's size: resized where it has the subject's aspect ratio
-    (within a pixel), else an InputError naming both sizes."""
-    mh, mw = mask.shape
-    if (mw, mh) == (width, height):
-        return mask
-    if abs(mw * height / mh - width) > 1:
-        raise InputError(
-            f"mask: size {mw}x{mh} differs from the subject's {width}x{height} and so does its aspect ratio; "
-            "give a mask of the subject's size or shape"
-        )
-    return np.asarray(Image.fromarray(mask, mode="F").resize((width, height), Image.BILINEAR)).clip(0, 1)
-
-
 def _light_start(value: Any, a: dict) -> float | None:
     """`light_start` checked: unset, or a denoise in (0, 1] (not with compute_normal's four lights)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-        raise InputError(f"light_start: {value!r} is out of range; allowed above 0 up to 1")
+    start = denoise("light_start", value)
     if a["compute_normal"]:
         raise InputError("compute_normal: cannot be combined with light_start (it relights under four fixed lights)")
-    return float(value)
+    return start
 
 
 def _given(value: Any) -> bool:

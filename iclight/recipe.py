@@ -6,7 +6,6 @@ the EXIF ImageDescription of a JPEG or WebP), so any image can be made again exa
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform
@@ -17,7 +16,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from .fetch import sha256_of
-from .imaging import save_image
+from .imaging import encode_image
 
 RECIPE_KEY = "iclight-recipe"
 EXIF_DESCRIPTION = 0x010E
@@ -76,9 +75,7 @@ def encode_with_recipe(image: Image.Image, fmt: str, quality: int, recipe: dict[
         exif = Image.Exif()
         exif[EXIF_DESCRIPTION] = text
         extra = {"exif": exif}
-    buf = io.BytesIO()
-    save_image(image, buf, fmt, quality, **extra)
-    return buf.getvalue()
+    return encode_image(image, fmt, quality, **extra)
 
 
 def sidecar_text(recipe: dict[str, Any]) -> str:

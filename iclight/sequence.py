@@ -20,7 +20,7 @@ from PIL import Image
 
 from . import consistency as cla
 from . import constants as C
-from . import video
+from . import samplers, video
 from .imaging import IMAGE_SUFFIXES, ImageLike, load_image_and_alpha
 from .validation import InputError, fraction, random_seed
 
@@ -132,8 +132,9 @@ def relight_sequence(
     options = options.check()
     if relight_options.get("number_of_images", 1) != 1 or relight_options.get("compute_normal"):
         raise InputError("number_of_images: a sequence makes one image per frame (and no compute_normal)")
-    if relight_options.get("sampler") == "euler-a":
-        raise InputError("sampler: euler-a draws one noise for a whole batch; a sequence needs another sampler")
+    sampler = relight_options.get("sampler")
+    if sampler in samplers.STOCHASTIC:
+        raise InputError(f"sampler: {sampler} draws one noise for a whole batch; a sequence needs another sampler")
     items, clip = frames_of(frames, start, end, stride)
     if not items:
         raise InputError("frames: none in the range given")

@@ -88,7 +88,7 @@ class RelightApp:
             return None, None
         try:
             matte, on_grey = self.relighter.matte(subject, mask)
-        except (InputError, ImageInputError) as e:
+        except InputError as e:
             raise gr.Error(str(e), title="Cannot use this file") from None
         return (matte * 255).round().astype(np.uint8), on_grey
 
@@ -114,7 +114,7 @@ class RelightApp:
             if bg is None and light is None and lit is None and light_source in lighting.BACKGROUND_SOURCES:
                 return None
             return lighting.condition_image(light_source, bg, int(width), int(height), light, lit, mix)
-        except (InputError, ImageInputError, ValueError) as e:
+        except (InputError, ValueError) as e:
             raise gr.Error(str(e), title="Cannot use this light") from None
 
     def relight(
@@ -142,7 +142,7 @@ class RelightApp:
             job = make_job(entry, defaults(settings), Path.cwd(), "web app", None, False)
             with self.outputs.folder() as folder:
                 record = relight_one(self.relighter, job, folder)
-        except (InputError, ImageInputError, JobFailed) as e:
+        except (InputError, JobFailed) as e:
             raise gr.Error(str(e), title="Cannot relight") from None
         return record["outputs"], record["outputs"], record["seed"]
 
@@ -192,7 +192,7 @@ class RelightApp:
             try:
                 job = make_job(entry, defaults(settings | {"output_format": "png"}), Path.cwd(), "web app", None, False)
                 record = relight_one(self.relighter, job, folder)
-            except (InputError, ImageInputError, JobFailed) as e:
+            except (InputError, JobFailed) as e:
                 raise gr.Error(str(e), title="Cannot relight") from None
         outputs = record["outputs"]
         clip = next((p for p in outputs if video.is_video(p)), None)

@@ -29,6 +29,13 @@ def fraction(name: str, value: Any) -> float:
     return float(value)
 
 
+def denoise(name: str, value: Any) -> float:
+    """A denoise above 0 up to 1 (light_start) as a float, or an InputError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise InputError(f"{name}: {value!r} is out of range; allowed above 0 up to 1")
+    return float(value)
+
+
 def validate(values: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
     """Return the values coerced to their declared types, or raise `InputError`.
 
