@@ -1,4 +1,5 @@
-# make install: .venv with everything to run and test. make test: the whole suite (CPU only).
+# make install: .venv with everything to run and test. make test: ruff, the import layers
+# (import-linter, [tool.importlinter] in pyproject.toml), then the whole suite (CPU only).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -28,6 +29,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 TEST_WORKERS ?= 3
 test: install
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The fuzzer's long profile (tests/test_fuzz.py, tests/test_server.py): random examples of every
@@ -40,6 +42,7 @@ fuzz: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: install
 	$(PY) -m ruff format .

@@ -16,10 +16,10 @@ from typing import Optional
 from cog import BaseRunner, Input, Path
 
 from iclight import Relighter, serving
-from iclight import constants as C
-from iclight.imaging import save_images
-from iclight.outputs import OutputFolders
-from iclight.validation import validate
+from iclight.core import constants as C
+from iclight.core.spec import Encoding, RelightSpec, encoding, relight_spec
+from iclight.imaging.images import save_images
+from iclight.store.outputs import OutputFolders
 
 log = logging.getLogger("iclight")
 
@@ -56,26 +56,33 @@ class Predictor(BaseRunner):
         output_format: str = _input("output_format"),
         output_quality: int = _input("output_quality"),
     ) -> list[Path]:
-        request, fmt, quality = self.request({k: v for k, v in locals().items() if k != "self"})
-        return self.save(self.relighter.run(request).images, fmt, quality)
+        encoded = encoding(output_format, output_quality)
+        spec = relight_spec(
+            subject_image, background_image, prompt, appended_prompt=appended_prompt,
+            negative_prompt=negative_prompt, compute_normal=compute_normal, width=width, height=height, steps=steps,
+            cfg=cfg, highres_scale=highres_scale, highres_denoise=highres_denoise, light_source=light_source,
+            seed=seed, number_of_images=number_of_images,
+        )  # fmt: skip
+        return self.save(self.relighter.run(spec).images, encoded)
 
     async def run_concurrently(self, **inputs) -> list[Path]:
-        request, fmt, quality = self.request(inputs)  # a bad input fails here, alone
-        result = await self.batcher.relight(request)
-        return await asyncio.to_thread(self.save, result.images, fmt, quality)
+        spec, encoded = _checked(inputs)  # a bad input fails here, alone
+        result = await self.batcher.relight(spec)
+        return await asyncio.to_thread(self.save, result.images, encoded)
 
     if serving.concurrency() > 1:
         run = serving.concurrent(run, run_concurrently)  # run's inputs, async, sharing batches
 
-    def request(self, inputs: dict):
-        args = validate(inputs)
-        fmt, quality = args.pop("output_format"), args.pop("output_quality")
-        return self.relighter.request(args.pop("subject_image"), args.pop("background_image"), **args), fmt, quality
-
-    def save(self, images: list, fmt: str, quality: int) -> list[Path]:
+    def save(self, images: list, encoded: Encoding) -> list[Path]:
         start = time.perf_counter()
         # The hosted model lists its outputs last-made first.
         with self.outputs.folder() as folder:
-            paths = save_images(list(reversed(images)), fmt, quality, folder)
+            paths = save_images(list(reversed(images)), encoded.format, encoded.quality, folder)
         log.info("encode: %.2f s", time.perf_counter() - start)
         return [Path(p) for p in paths]
+
+
+def _checked(inputs: dict) -> tuple[RelightSpec, Encoding]:
+    """The relight and the output's encoding the inputs ask for, checked at the door."""
+    encoded = encoding(inputs.pop("output_format", None), inputs.pop("output_quality", None))
+    return relight_spec(inputs.pop("subject_image", None), inputs.pop("background_image", None), **inputs), encoded

@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from iclight import layout
-from iclight.jobs import DONE_DIR
+from iclight.jobs.files import DONE_DIR
+from iclight.store import layout
 
 CPU_CASES = {"cpu-small": dict(width=256, height=320, steps=4, highres_scale=1.5, number_of_images=1)}
 GPU_CASES = {
@@ -53,10 +53,10 @@ def hosted_style_components(root: Path, device):
     from safetensors.torch import load_file
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from iclight import matting
-    from iclight.loading import Components, dtypes_for
-    from iclight.rmbg import BriaRMBG
-    from iclight.unet import widen_conv_in
+    from iclight.matting import mattes as matting
+    from iclight.matting.rmbg import BriaRMBG
+    from iclight.models.unet import widen_conv_in
+    from iclight.pipeline.loading import Components, dtypes_for
 
     sd = root / layout.SD_DIR
     tokenizer = CLIPTokenizer.from_pretrained(sd / "tokenizer")
@@ -83,9 +83,9 @@ def predict_once(relighter, case: dict, device, inputs: tuple | None = None, kee
     encoded as the case's output_format and output_quality say (the predictor's defaults
     otherwise): total and per-stage seconds, peak and working CUDA memory (`timing.cuda_memory`);
     with `keep_images`, the images too (under "images")."""
-    from iclight import constants as C
-    from iclight.imaging import save_images
-    from iclight.timing import cuda_memory, sync
+    from iclight.core import constants as C
+    from iclight.imaging.images import save_images
+    from iclight.models.timing import cuda_memory, sync
 
     case = dict(case)
     fmt, quality = (case.pop(name, C.default(name)) for name in ("output_format", "output_quality"))
@@ -110,8 +110,8 @@ def predict_once(relighter, case: dict, device, inputs: tuple | None = None, kee
 def child(config: str, root: Path, device_name: str, cases: dict[str, dict], predict: bool, repeat: int) -> dict:
     start = time.perf_counter()
 
-    from iclight.loading import dtypes_for, prepare, prepared_path, resolve_device
     from iclight.pipeline import Relighter
+    from iclight.pipeline.loading import dtypes_for, prepare, prepared_path, resolve_device
 
     imported = time.perf_counter() - start
     device = resolve_device(device_name)
@@ -152,8 +152,8 @@ def warm_page_cache(root: Path) -> None:
 def interleaved(root: Path, device_name: str, cases: dict[str, dict], repeat: int) -> dict:
     """Both relighters in one process, predictions alternating, so that drift in the
     machine's speed cannot favour either; the peak memory of this run means nothing."""
-    from iclight.loading import resolve_device
     from iclight.pipeline import Relighter
+    from iclight.pipeline.loading import resolve_device
 
     device = resolve_device(device_name)
     pair = {
@@ -269,7 +269,7 @@ BATCH_CONFIGS = {
 
 def batch_manifest(folder: Path, jobs: int) -> Path:
     """`jobs` jobs relighting the examples, each with its own seed and a light source in turn."""
-    from iclight.constants import LIGHT_SOURCES
+    from iclight.core.constants import LIGHT_SOURCES
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = [

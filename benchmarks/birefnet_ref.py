@@ -187,7 +187,7 @@ def randomise(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def parity(variant: str = "birefnet-lite", size: int = 256, seed: int = 0) -> float:
     """The largest difference between our matte and BiRefNet's code's on the same weights and input."""
-    from iclight.birefnet import BiRefNet
+    from iclight.matting.birefnet import BiRefNet
 
     ref = reference_model(variant)
     state = randomise(ref, seed)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from iclight.colors import to_lab
+from iclight.imaging.colors import to_lab
 
 ROOT = Path(__file__).resolve().parent.parent
 ASTRONAUT = ROOT / "examples" / "astronaut.png"
@@ -177,7 +177,6 @@ def _child(weights: Path, size: int, frames: int, steps: int) -> None:
     from iclight.pipeline import Relighter
 
     relighter = Relighter.load(weights, device="cpu", matting_choice="none")
-    relighter.show_step_progress(False)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     _, seconds = run(relighter, pan(frames), 0.5, True, size, steps)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -215,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", type=Path, default=None)
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    from iclight import layout
     from iclight.standins import write_weights
+    from iclight.store import layout
 
     if not (args.weights / layout.OFFSET_FILE).is_file():
         write_weights(args.weights, "tiny", matting_models=())
@@ -226,7 +225,6 @@ def main(argv: list[str] | None = None) -> int:
     from iclight.pipeline import Relighter
 
     relighter = Relighter.load(args.weights, device="cpu", matting_choice="none")
-    relighter.show_step_progress(False)
     results = {
         seq.name: measure(relighter, seq, args.window, args.steps) for seq in (pan(args.frames), slide(args.frames))
     }

@@ -59,14 +59,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from iclight import config, layout, matting
-from iclight import constants as C
-from iclight.imaging import save_image
-from iclight.loading import dtypes_for, prepare, prepared_path, resolve_device
+from iclight.core import config
+from iclight.core import constants as C
+from iclight.imaging.images import save_image
+from iclight.matting import mattes as matting
+from iclight.models.speed import CACHE_DIR, SpeedSettings
+from iclight.models.timing import cuda_memory, sync
 from iclight.pipeline import GPUOutOfMemoryError, Relighter
-from iclight.speed import CACHE_DIR, SpeedSettings
+from iclight.pipeline.loading import dtypes_for, prepare, prepared_path, resolve_device
 from iclight.standins import write_weights
-from iclight.timing import cuda_memory, sync
+from iclight.store import layout
 
 from . import cuda
 from .bench import predict_once

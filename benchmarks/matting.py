@@ -33,8 +33,8 @@ def _rss_mb() -> float:
 def measure(choice: str, root: Path, device_name: str, repeat: int) -> dict:
     import torch
 
-    from iclight import matting
-    from iclight.loading import dtypes_for, resolve_device
+    from iclight.matting import mattes as matting
+    from iclight.pipeline.loading import dtypes_for, resolve_device
 
     device = resolve_device(device_name)
     image = np.random.default_rng(0).integers(0, 255, (768, 1024, 3), dtype=np.uint8)
@@ -67,7 +67,8 @@ def measure(choice: str, root: Path, device_name: str, repeat: int) -> dict:
 
 
 def _ensure(root: Path, choice: str) -> None:
-    from iclight import matting, standins
+    from iclight import standins
+    from iclight.matting import mattes as matting
 
     if not (root / matting.FILES[choice][0]).is_file():
         standins.write_matting(root, choice)

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from iclight import layout, samplers
+from iclight.models import samplers
 from iclight.pipeline import Relighter
 from iclight.standins import write_lora, write_single_file, write_weights
+from iclight.store import layout
 
 # The steps users run each sampler at: the hosted 25; 20 for the 2M, Euler and DDIM family; UniPC
 # converges in fewer.
@@ -60,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         def relight(loras_: list, **options) -> None:
             relighter.relight(subject, None, "x", mask=mask, loras=loras_, **quick | options)
 
-        from iclight.loras import Lora
+        from iclight.core.lora import Lora
 
-        first = [timed(lambda lo=lo: relighter.loras.activate((Lora(str(lo)),))) for lo in loras]
-        switches = [timed(lambda i=i: relighter.loras.activate((Lora(str(loras[i % 2])),))) for i in range(6)]
+        first = [timed(lambda lo=lo: relighter.adapters.activate((Lora(str(lo)),))) for lo in loras]
+        switches = [timed(lambda i=i: relighter.adapters.activate((Lora(str(loras[i % 2])),))) for i in range(6)]
         turns = iter(range(100))
         found["lora_s"] = {
             "load a LoRA file (first use)": max(first),
@@ -72,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
             "1-step relight, a LoRA switched in": timed(lambda: relight([str(loras[next(turns) % 2])]), 3),
         }
         if not args.skip_samplers:
-            relighter.show_step_progress(False)
             found["sampler_s_per_image"] = {
                 name: timed(lambda n=name: relight([], **CASE, sampler=n, steps=STEPS[n]), 2)
                 for name in samplers.SAMPLERS

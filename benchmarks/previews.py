@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from iclight import layout
+from iclight.core.hooks import Hooks
+from iclight.core.spec import relight_spec
 from iclight.pipeline import Relighter
-from iclight.previews import Previews
 from iclight.standins import write_weights
+from iclight.store import layout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,22 +29,21 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.weights / layout.OFFSET_FILE).is_file():
         write_weights(args.weights, "tiny", matting_models=())
     relighter = Relighter.load(args.weights, device="cpu", matting_choice="none")
-    relighter.show_step_progress(False)
     subject, mask = np.full((320, 256, 3), 180, np.uint8), np.full((320, 256), 255, np.uint8)
+    spec = relight_spec(subject, None, "x", mask=mask, steps=args.steps, seed=1, light_source="Left Light")
     shown: list = []
 
-    def once(previews: Previews | None) -> float:
-        relighter.previews = previews
+    def once(hooks: Hooks) -> float:
         start = time.perf_counter()
-        relighter.relight(subject, None, "x", mask=mask, steps=args.steps, seed=1, light_source="Left Light")
-        relighter.previews = None
+        relighter.run(spec, hooks)
         return time.perf_counter() - start
 
-    once(None)  # warm-up
+    plain, previewed = Hooks(step_progress=False), Hooks(previews=shown.append, step_progress=False)
+    once(plain)  # warm-up
     times = {"without": [], "with": []}
     for _ in range(args.repeat):  # interleaved, so that a slower moment of the machine hits both
-        times["without"].append(once(None))
-        times["with"].append(once(Previews(shown.append)))
+        times["without"].append(once(plain))
+        times["with"].append(once(previewed))
     best = {k: min(v) for k, v in times.items()}
     found = {"steps": args.steps, "previews_per_relight": len(shown) // args.repeat, "best_s": best}
     found["cost_percent"] = 100 * (best["with"] - best["without"]) / best["without"]

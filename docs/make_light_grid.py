@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from iclight import constants as C
-from iclight.lighting import Fill, Light, condition_image, design, preset
+from iclight.core import constants as C
+from iclight.core.light import Fill, Light
+from iclight.imaging.lighting import condition_image, design, preset
 
 CELL, LABEL, COLUMNS = 160, 34, 5
 GRID: list[tuple[str, Light]] = [

@@ -23,8 +23,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import config
-from .pipeline import Relighter, RelightResult, Request, Stopped
+from .core import config
+from .core.hooks import Hooks
+from .core.spec import RelightSpec
+from .pipeline import Relighter, RelightResult, Stopped
 
 log = logging.getLogger("iclight")
 MAX_CONCURRENCY = 8  # the most predictions the predictor declares it takes at once (the bench measured 1 to 8)
@@ -50,7 +52,7 @@ def concurrent(inputs_of: Callable, body: Callable) -> Callable:
 class Pending:
     """A queued prediction and how to answer it."""
 
-    request: Request
+    request: RelightSpec
     key: tuple | None
     count: int
     context: contextvars.Context
@@ -85,11 +87,11 @@ class Batcher:
         self._ready = threading.Condition()
         threading.Thread(target=self._serve, name="iclight-batcher", daemon=True).start()
 
-    async def relight(self, request: Request) -> RelightResult:
+    async def relight(self, request: RelightSpec) -> RelightResult:
         """`request`'s result, once the worker has run it (alone or in a shared batch)."""
         loop = asyncio.get_running_loop()
         key = self.relighter.share_key(request)
-        count = request.a["number_of_images"]
+        count = request.number_of_images
         pending = Pending(request, key, count, contextvars.copy_context(), loop, loop.create_future())
         with self._ready:
             self._queue.append(pending)
@@ -134,20 +136,18 @@ class Batcher:
         if not batch:
             return
         images = sum(p.count for p in batch)
-        self.relighter.stop = lambda: all(p.canceled for p in batch)
+        hooks = Hooks(stop=lambda: all(p.canceled for p in batch))
         try:
-            self._run_batch(batch, images)
+            self._run_batch(batch, images, hooks)
         except Stopped:
             log.info("a batch of %d canceled predictions stopped early", len(batch))
-        finally:
-            self.relighter.stop = None
 
-    def _run_batch(self, batch: list[Pending], images: int) -> None:
+    def _run_batch(self, batch: list[Pending], images: int, hooks: Hooks) -> None:
         if len(batch) == 1:  # as a lone prediction: its log lines are written as they happen
             member = batch[0]
-            member.answer(_outcome(member.context, self.relighter.run, member.request))
+            member.answer(_outcome(member.context, self.relighter.run, member.request, hooks))
             return
-        outcomes = self.relighter.run_shared([p.request for p in batch])
+        outcomes = self.relighter.run_shared([p.request for p in batch], hooks)
         for member, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, RelightResult):
                 member.context.run(_log_shared, outcome, len(batch), images)

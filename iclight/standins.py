@@ -17,9 +17,10 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from . import layout, matting
-from .birefnet import BiRefNet
-from .rmbg import BriaRMBG
+from .matting import mattes as matting
+from .matting.birefnet import BiRefNet
+from .matting.rmbg import BriaRMBG
+from .store import layout
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MERGES = ["l i", "g h", "li gh", "ligh t</w>", "s u", "h i", "n e</w>"]
@@ -186,7 +187,7 @@ def write_weights(root: Path, size: str = "tiny", seed: int = 0, matting_models:
 def write_single_file(root: Path, dest: Path, with_vae: bool = True) -> Path:
     """The SD1.5 parts of the weights folder `root` as one checkpoint in the original key
     layout (`ldm.py`); without the VAE, it goes beside it as `NAME.vae.safetensors`."""
-    from . import ldm
+    from .models import ldm
 
     sd = root / layout.SD_DIR
     unet_model = UNet2DConditionModel.from_pretrained(sd / "unet")

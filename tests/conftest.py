@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from iclight import config
+from iclight.core import config
 from iclight.standins import write_tiny_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +100,7 @@ def cog_predict(weights_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (the hosted defaults, overridden by the keywords); returns the files it wrote."""
     from cog import Path as CogPath
 
-    from iclight import constants as C
+    from iclight.core import constants as C
     from predict import Predictor
 
     monkeypatch.setenv("ICLIGHT_WEIGHTS_DIR", str(weights_dir))

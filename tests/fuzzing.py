@@ -16,9 +16,10 @@ import numpy as np
 from hypothesis import strategies as st
 from PIL import Image
 
-from iclight import constants as C
-from iclight import lighting, matting
-from iclight.lighting import Fill, Light
+from iclight.core import constants as C
+from iclight.core import light as lighting
+from iclight.core import options as O
+from iclight.core.light import Fill, Light
 
 # Every raw mode Pillow builds from bytes, with the bytes a pixel takes.
 MODES = {
@@ -26,10 +27,8 @@ MODES = {
     "LAB": 3, "HSV": 3, "I": 4, "F": 4, "LA": 2, "La": 2, "PA": 2, "I;16": 2, "I;16B": 2, "I;16L": 2,
 }  # fmt: skip
 FILE_FORMATS = ("PNG", "TIFF", "JPEG", "WEBP", "GIF", "BMP")
-# The names an input error may start with.
-NAMES = {s.name for s in C.INPUTS} | set(lighting.FIELDS) | {
-    "mask", "light", "light_map", "detail_transfer", "keep_background", "keep_colors", "matting",
-}  # fmt: skip
+# The names an input error may start with: every input and option.
+NAMES = {s.name for s in C.INPUTS} | set(O.BY_NAME) | set(lighting.FIELDS) | {"frames"}
 
 WILD = st.sampled_from(
     [None, math.nan, math.inf, -math.inf, -1, 0, 2**64, 2**70, -(2**70), 1e308, -0.0, "", "12", "abc", [], {}, True,
@@ -175,7 +174,8 @@ def extras(draw: st.DrawFn, folder: Path) -> dict[str, Any]:
         "light_map": images(folder, "light_map"),
         "light_mix": fraction(),
         "keep_colors": fraction(),
-        "matting": st.sampled_from(matting.CHOICES),
+        "matting": st.sampled_from(C.MATTING_CHOICES),
+        "clip_skip": st.sampled_from(O.CLIP_SKIPS),
     }
     names = draw(st.lists(st.sampled_from(sorted(valid)), max_size=3, unique=True), "extras")
     wild = draw(st.one_of(st.none(), st.none(), st.sampled_from(names))) if names else None

@@ -13,8 +13,10 @@ from conftest import ROOT
 from safetensors.torch import load_file, save_file
 
 from benchmarks import birefnet_ref
-from iclight import layout, matting, standins
-from iclight.birefnet import BiRefNet, deform_conv2d, estimate_matte
+from iclight import standins
+from iclight.matting import mattes as matting
+from iclight.matting.birefnet import BiRefNet, deform_conv2d, estimate_matte
+from iclight.store import layout
 
 PUBLISHED = json.loads((ROOT / "tests" / "data" / "birefnet_state_dict.json").read_text())
 
@@ -74,7 +76,7 @@ def test_deformable_convolution_against_its_definition(k: int, size: tuple[int, 
 
 def test_deformable_convolution_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Taps sampled a few at a time (as at 1024x1024) give the same result as all at once."""
-    import iclight.birefnet as B
+    import iclight.matting.birefnet as B
 
     g = torch.Generator().manual_seed(0)
     x, weight = torch.randn(1, 4, 8, 8, generator=g), torch.randn(2, 4, 7, 7, generator=g)

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA
 from PIL import Image
 
 from iclight import cli
-from iclight.compositing import fit_matte, low_pass
-from iclight.imaging import resize_and_center_crop
+from iclight.imaging.compositing import fit_matte, low_pass
+from iclight.imaging.images import resize_and_center_crop
+from iclight.jobs.recipe import read_recipe
 from iclight.pipeline import Relighter
-from iclight.recipe import read_recipe
+from iclight.store.fetch import sha256_of
 
 SMALL = ["--width", "256", "--height", "256", "--steps", "2", "--highres-scale", "1.0", "--seed", "21"]
 API_SMALL_SIZES = dict(width=256, height=256, steps=2, highres_scale=1.0)
@@ -84,7 +86,7 @@ def test_png_carries_its_recipe(weights_dir: Path, image_files, mask_file, tmp_p
 
 
 def test_mask_bypasses_background_removal(relighter: Relighter, image_files, mask_file, monkeypatch) -> None:
-    from iclight import matting
+    from iclight.matting import mattes as matting
 
     def no_rmbg(*a, **k):
         raise AssertionError("background removal ran")
@@ -151,3 +153,41 @@ def test_help_reads_like_a_manual(capsys) -> None:
         "outputs:",
     ):
         assert part in text, part
+
+
+def test_a_recipe_written_by_an_earlier_version_reproduces_its_pixels(
+    weights_dir: Path, subject_array: np.ndarray, background_array: np.ndarray, tmp_path: Path
+) -> None:
+    """tests/data/recipes: a recipe and its image from version 0.2.0 (before the relight became one
+    checked value, before clip_skip), with the same inputs in another place: the same pixels."""
+    stored = DATA / "recipes"
+    recipe = json.loads((stored / "v0.2.0-designed-light.json").read_text())
+    files = {"subject_image": subject_array, "background_image": background_array}
+    files["mask"] = np.where(subject_array[..., 0] > 100, 255, 0).astype(np.uint8)
+    for name, pixels in files.items():
+        path = tmp_path / Path(recipe["inputs"][name]["path"]).name
+        Image.fromarray(pixels).save(path)
+        assert sha256_of(path) == recipe["inputs"][name]["sha256"]  # the very inputs
+        recipe["inputs"][name]["path"] = str(path)
+    moved = tmp_path / "recipe.json"
+    moved.write_text(json.dumps(recipe))
+    assert _run(["reproduce", str(moved), "-o", str(tmp_path / "again")], weights_dir) == 0
+    got, want = _pixels(tmp_path / "again" / "subject-77-0.png"), _pixels(stored / "v0.2.0-designed-light.png")
+    d = np.abs(got.astype(np.int16) - want.astype(np.int16))
+    assert d.mean() <= 0.5 and np.percentile(d, 99) <= 2, (d.mean(), d.max())  # the parity tolerance; equal here
+
+
+def test_every_command_offers_the_options_it_takes_from_the_one_table(capsys) -> None:
+    import re
+
+    from iclight.core import options as O
+
+    for command, table in (("relight", O.RELIGHT), ("sequence", (*O.RELIGHT, *O.SEQUENCE))):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        shown = capsys.readouterr().out.split("examples:")[0]  # the options, not the examples after them
+        for option in table:
+            offered = re.search(re.escape(option.cli_flag) + r"(?![-\w])", shown) is not None
+            wanted = option.kind is not None and not (command == "sequence" and option.single)
+            assert offered == wanted, (command, option.name)
+    assert "--clip-skip" in shown and "--compute-normal" not in shown and "--masks" in shown

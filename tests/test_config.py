@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from iclight import config
-from iclight.config import ConfigError
+from iclight.core import config
+from iclight.core.config import ConfigError
 
 # A value each variable must refuse, and the words its error must say are allowed.
 BAD = {
@@ -116,7 +116,7 @@ def test_the_command_line_names_a_bad_variable_without_a_traceback(tmp_path: Pat
 
 
 def test_a_device_argument_is_checked_like_the_variable() -> None:
-    from iclight.loading import DeviceError, resolve_device
+    from iclight.pipeline.loading import DeviceError, resolve_device
 
     with pytest.raises(DeviceError, match=r"device: 'tpu' is not a device; use auto, cpu, cuda or cuda:N"):
         resolve_device("tpu")

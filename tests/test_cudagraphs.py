@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 import torch
 from accelerate import init_empty_weights
+from diffusers.models.attention_processor import Attention
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from iclight import standins
-from iclight.cudagraphs import Forward, UNetGraphs
+from iclight.core.spec import relight_spec
+from iclight.models.cudagraphs import Forward, UNetGraphs
+from iclight.models.speed import SpeedSettings
+from iclight.models.unet import ConditionedUNet, widen_conv_in
 from iclight.pipeline import Relighter
-from iclight.speed import SpeedSettings
-from iclight.unet import ConditionedUNet, widen_conv_in
 
 COMPILE_ENV, UNET_GRAPHS_ENV = "ICLIGHT_COMPILE", "ICLIGHT_UNET_GRAPHS"
 SMALL = dict(width=256, height=320, steps=3, highres_scale=1.5, seed=5)
@@ -73,6 +75,68 @@ def test_replayed_graphs_give_the_eager_pixels(
         )
     # one graph per pass; 3 low-res steps and round(3 / 0.5) * 0.5 = 3 high-res steps, each time
     assert graphs.summary() == {"recorded": 2, "replays": 12, "eager": 0, "failed": 0, "kept": 2}
+
+
+def _how(unet: torch.nn.Module) -> tuple:
+    """What a UNet computes beyond its inputs, read off its modules: every attention layer's
+    processor (and its mix), and the adapters each LoRA layer adds, at their scales (none where
+    they are disabled: the base layer alone)."""
+    found = []
+    for name, module in unet.named_modules():
+        if isinstance(module, Attention):
+            processor = module.processor
+            found.append((name, type(processor).__name__, getattr(processor, "gamma", None)))
+        elif hasattr(module, "scaling") and hasattr(module, "active_adapters") and not module.disable_adapters:
+            found.append((name, tuple((a, module.scaling[a]) for a in module.active_adapters)))
+    return tuple(found)
+
+
+def test_a_graph_is_never_replayed_for_another_computation(
+    graphed: Relighter, relighter: Relighter, subject_array, background_array, tmp_path: Path
+) -> None:
+    """A CUDA graph replays the kernels it recorded, whatever the UNet does now. This recorder
+    notes every replay whose UNet computes otherwise than at recording: consistent light
+    attention (a sequence's window) or another LoRA set. Three relights sharing a batch have a
+    3-frame window's shapes: before and after a sequence they give the same pixels, and the
+    sequence gives the pixels it gives without graphs."""
+    unet, crossed = graphed.unet.unet, []
+
+    def recording(forward: Forward, static: tuple[torch.Tensor, ...]) -> Forward:
+        recorded, replay = _how(unet), replaying(forward, static)
+
+        def checked(*inputs: torch.Tensor) -> torch.Tensor:
+            if _how(unet) != recorded:
+                crossed.append(inputs[0].shape)
+            return replay(*inputs)
+
+        return checked
+
+    graphs = graphed.unet.graphs = UNetGraphs(graphed.unet.joined, recording)
+    frames = [np.roll(subject_array, 9 * i, axis=1) for i in range(3)]
+    masks = [np.where(f[..., 0] > 100, 255, 0).astype(np.uint8) for f in frames]
+    size = SMALL | {"seed": 3}
+
+    def plain(**extra) -> list[np.ndarray]:
+        pairs = zip(frames, masks, strict=True)
+        specs = [relight_spec(f, background_array, "sun", mask=m, **size, **extra) for f, m in pairs]
+        return [np.asarray(r.images[0]) for r in graphed.run_shared(specs)]
+
+    def sequence(on: Relighter) -> list[np.ndarray]:
+        result = on.relight_sequence(frames, background_array, "sun", masks=masks, window=3, consistency=0.9, **size)
+        return [np.asarray(im) for im in result.images]
+
+    before = plain()
+    assert graphs.stats.recorded == 2  # both passes
+    within = sequence(graphed)
+    after = plain()
+    lora = standins.write_lora(graphed.weights_root, tmp_path / "style.safetensors")
+    plain(loras=[f"{lora}:1.0"])
+    again = plain()
+    assert crossed == []
+    assert graphs.stats.recorded == 6  # both passes: plain, under the window's attention, with the LoRA
+    for a, b, c in zip(before, after, again, strict=True):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+    assert all(np.array_equal(a, b) for a, b in zip(within, sequence(relighter), strict=True))
 
 
 def test_outputs_outlive_the_next_replay() -> None:

@@ -8,19 +8,17 @@ import pytest
 import torch
 from PIL import Image
 
-from iclight import constants as C
-from iclight.imaging import (
+from iclight.core import constants as C
+from iclight.imaging.images import (
     ImageInputError,
-    light_background,
     load_image,
     load_image_and_alpha,
     resize_and_center_crop,
     save_images,
-    to_tensor,
-    to_uint8,
-    to_unit,
     unit_to_uint8,
 )
+from iclight.imaging.lighting import light_background
+from iclight.imaging.tensors import to_tensor, to_uint8, to_unit
 
 
 def test_to_tensor_maps_127_to_exact_zero() -> None:
@@ -76,9 +74,30 @@ def test_each_light_source_background() -> None:
     assert left[0, 1, 0] == int(np.linspace(224, 32, 64)[1])
 
 
-def test_unknown_light_source_names_the_input() -> None:
-    with pytest.raises(ValueError, match="light_source"):
-        light_background("Moon Light", 64, 64, None)
+def test_unknown_light_source_is_named_at_the_door() -> None:
+    from iclight.core.spec import relight_spec
+
+    with pytest.raises(ValueError, match="^light_source: 'Moon Light' is not allowed"):
+        relight_spec("s.png", None, "x", light_source="Moon Light")
+
+
+STRIPS = [((97, 301), (256, 320)), ((4000, 3), (512, 640)), ((33, 33), (1024, 256))]
+
+
+@pytest.mark.parametrize(("size", "target"), STRIPS)
+def test_an_extreme_strip_is_resampled_without_the_huge_intermediate(monkeypatch, size, target) -> None:
+    """Past `LARGEST_INTERMEDIATE` only the part that stays is resampled, at the same scale: the
+    hosted path's pixels within a grey level, without the intermediate (a 1x5,000 strip made 512
+    px wide would be 2.6 million px tall)."""
+    from iclight.imaging import images
+
+    img = np.random.default_rng(3).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    hosted = images.resize_and_center_crop(img, *target)
+    monkeypatch.setattr(images, "LARGEST_INTERMEDIATE", 0)
+    boxed = images.resize_and_center_crop(img, *target)
+    assert np.abs(hosted.astype(int) - boxed.astype(int)).max() <= 1
+    monkeypatch.undo()
+    assert images.resize_and_center_crop(np.full((5000, 1, 3), 90, np.uint8), 512, 640).shape == (640, 512, 3)
 
 
 def _save(img: Image.Image, path: Path, **kw) -> Path:

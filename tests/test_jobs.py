@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iclight import cli, jobs
-from iclight.jobs import read_jobs
+from iclight import cli
+from iclight.jobs import files, run
+from iclight.jobs.manifest import read_jobs
 
 SMALL = ["--width", "256", "--height", "256", "--steps", "2", "--highres-scale", "1.0"]
 
@@ -49,11 +50,12 @@ def test_manifest_lines_become_jobs_with_cli_defaults(catalogue: Path) -> None:
     got = read_jobs(manifest, settings={"prompt": "studio", "steps": 3})
     assert [j.error for j in got] == [None, None, None]
     first, second, third = got
-    assert first.id == "shoe-1" and first.params["seed"] == 7 and first.params["steps"] == 3
-    assert first.subject == str(catalogue / "subjects/a.png") and first.background == str(catalogue / "bg.png")
-    assert second.background is None and second.params["number_of_images"] == 2 and second.params["prompt"] == "neon"
-    assert third.params["prompt"] == "studio" and third.mask == str(catalogue / "subjects/a.png")
-    assert third.params["detail_transfer"] == 0.5 and third.source == "jobs.jsonl:5"
+    assert first.id == "shoe-1" and first.spec.seed == 7 and first.spec.steps == 3
+    assert first.spec.subject == str(catalogue / "subjects/a.png")
+    assert first.spec.background == str(catalogue / "bg.png")
+    assert second.spec.background is None and second.spec.number_of_images == 2 and second.spec.prompt == "neon"
+    assert third.spec.prompt == "studio" and third.spec.mask == str(catalogue / "subjects/a.png")
+    assert third.spec.detail_transfer == 0.5 and third.source == "jobs.jsonl:5"
 
 
 def test_bad_lines_fail_only_their_job(catalogue: Path) -> None:
@@ -82,7 +84,7 @@ def test_bad_lines_fail_only_their_job(catalogue: Path) -> None:
         "colour: unknown field",
         "subject: required",
         "width: 500 is not allowed",
-        "background: required",
+        "background_image: required",
         "id: '../escape'",
         "detail_transfer: 3 is out of range",
         "id: 'twin' is already used by jobs.jsonl:10",
@@ -102,10 +104,26 @@ def test_ids_are_stable_and_follow_the_inputs(catalogue: Path) -> None:
     assert not {j.id for j in once} & {j.id for j in other}
     listed = catalogue / "list.txt"
     listed.write_text("subjects/a.png\n# skipped\nsubjects/b.png\n")
-    assert [j.subject for j in read_jobs(listed, [catalogue / "bg.png"], {"prompt": "x"})] == [
+    assert [j.spec.subject for j in read_jobs(listed, [catalogue / "bg.png"], {"prompt": "x"})] == [
         str(catalogue / "subjects/a.png"),
         str(catalogue / "subjects/b.png"),
     ]
+
+
+def test_derived_ids_are_those_of_earlier_versions(tmp_path: Path) -> None:
+    """A batch half done before an upgrade is recognised after it: the same lines, the same ids
+    (these were derived by version 0.2.0 before the relight became one checked value)."""
+    lines = [
+        {"subject": "subject.png", "background": "background.png", "prompt": "sunset"},
+        {"subject": "subject.png", "prompt": "neon", "light_source": "Left Light", "seed": 5, "keep_colors": 0.5,
+         "light_color": "orange"},
+        {"subject": "subject.png", "background": "background.png", "prompt": "x", "sampler": "euler",
+         "light_start": 0.7, "output_format": "png"},
+    ]  # fmt: skip
+    got = [j.id for j in read_jobs(_manifest(tmp_path / "jobs.jsonl", lines))]
+    assert got == ["subject__background-dd53c08742", "subject-fc6bc469ab", "subject__background-ca02b687f8"]
+    clip_skip = read_jobs(_manifest(tmp_path / "skip.jsonl", [lines[0] | {"clip_skip": 2}]))[0].id
+    assert clip_skip != got[0]  # an option newer than the ids counts where it is set
 
 
 def _batch(weights_dir: Path, source: Path, out: Path, *extra: str) -> int:
@@ -120,7 +138,7 @@ def _results(out: Path) -> list[dict]:
 def test_local_batch_resumes_and_reports_failures(weights_dir: Path, catalogue: Path, monkeypatch, capsys) -> None:
     out = catalogue / "out"
     source, bg = catalogue / "subjects", str(catalogue / "bg.png")
-    real, calls = jobs.execute, []
+    real, calls = run.execute, []
 
     def interrupted(relighter, job):
         calls.append(job.id)
@@ -128,18 +146,18 @@ def test_local_batch_resumes_and_reports_failures(weights_dir: Path, catalogue: 
             raise KeyboardInterrupt
         return real(relighter, job)
 
-    monkeypatch.setattr(jobs, "execute", interrupted)
+    monkeypatch.setattr(run, "execute", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _batch(weights_dir, source, out, "--background", bg, "--seed", "21")
     first = {p.name: p.stat().st_mtime_ns for p in out.glob("*.webp")}
     assert sorted(n.split("-")[0] for n in first) == ["a__bg", "b__bg"]
     # A run killed after b's files but before its done-marker: the rerun must do b again.
-    (b_marker,) = (out / jobs.DONE_DIR).glob("b__bg*.json")
+    (b_marker,) = (out / files.DONE_DIR).glob("b__bg*.json")
     b_marker.unlink()
     b_image = next(n for n in first if n.startswith("b__bg"))
     b_bytes = (out / b_image).read_bytes()
 
-    monkeypatch.setattr(jobs, "execute", real)
+    monkeypatch.setattr(run, "execute", real)
     capsys.readouterr()
     assert _batch(weights_dir, source, out, "--background", bg, "--seed", "21") == 1  # one file failed
     text = capsys.readouterr().out
@@ -148,7 +166,7 @@ def test_local_batch_resumes_and_reports_failures(weights_dir: Path, catalogue: 
     untouched = {n: t for n, t in first.items() if n != b_image}
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.webp") if p.name in untouched} == untouched
     assert (out / b_image).stat().st_mtime_ns != first[b_image] and (out / b_image).read_bytes() == b_bytes
-    assert (out / jobs.DONE_DIR / b_marker.name).is_file()
+    assert (out / files.DONE_DIR / b_marker.name).is_file()
     assert len(list(out.glob("*.webp"))) == 3 and not list(out.rglob("*.part"))
     results = _results(out)
     assert [r["status"] for r in results] == ["succeeded", "succeeded", "failed", "succeeded"]

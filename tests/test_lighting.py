@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iclight import cli, lighting
-from iclight import constants as C
-from iclight.colors import keep_colors, to_lab
-from iclight.imaging import ImageInputError
-from iclight.lighting import Fill, Light, condition_image, design, from_fields, preset
-from iclight.validation import InputError
+from iclight import cli
+from iclight.core import constants as C
+from iclight.core import light as lighting
+from iclight.core.light import Fill, Light, from_fields
+from iclight.core.spec import relight_spec
+from iclight.core.validation import InputError
+from iclight.imaging.colors import keep_colors, to_lab
+from iclight.imaging.images import ImageInputError
+from iclight.imaging.lighting import condition_image, design, preset
 
 SIZES = [(512, 640), (256, 320), (1024, 256), (320, 448), (64, 64)]
 SMALL = dict(width=256, height=256, steps=2, highres_scale=1.0, seed=13)
@@ -104,34 +107,41 @@ def test_light_mix_blends_the_background_with_the_light(background_array) -> Non
         ({"light_shape": "star"}, "light_shape: 'star' is not allowed"),
         ({"light_bright": 300}, "light_bright: 300 is out of range"),
         ({"fill_color": "blue"}, "fill_color: needs fill_angle"),
-        ({"light_glow": 1}, "light_glow: not a light setting"),
+        ({"light_glow": 1}, "light_glow: not a relight option"),
     ],
 )
-def test_bad_light_settings_are_named(settings: dict, message: str) -> None:
+def test_bad_light_settings_are_named_at_the_door(settings: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
-        from_fields(settings)
+        relight_spec("s.png", "b.png", "x", **settings)
 
 
-def test_settings_that_contradict_the_preset_are_named(background_array) -> None:
+def _door(background=None, **options):
+    return relight_spec("s.png", background, "x", **options)
+
+
+def test_settings_that_contradict_the_preset_are_named_at_the_door(background_array) -> None:
     with pytest.raises(InputError, match=r"light_angle: 30 contradicts light_source 'Left Light' \(180\)"):
-        condition_image(C.LEFT_LIGHT, None, 64, 64, Light(angle=30))
+        _door(light_source=C.LEFT_LIGHT, light=Light(angle=30))
     assert np.array_equal(
         condition_image(C.LEFT_LIGHT, None, 64, 64, Light(angle=180 + 360)), _hosted(C.LEFT_LIGHT, 64, 64, None)
     )
     with pytest.raises(InputError, match="light_source: 'Ambient' contradicts light settings"):
-        condition_image(C.AMBIENT, None, 64, 64, Light(color="red"))
+        _door(light_source=C.AMBIENT, light_color="red")
     with pytest.raises(InputError, match="light_map: cannot be combined with light settings"):
-        condition_image(C.BACKGROUND_IMAGE, None, 64, 64, Light(), background_array)
+        _door(light=Light(), light_map=background_array)
     with pytest.raises(InputError, match="light_mix: needs a background image"):
-        condition_image(C.LEFT_LIGHT, None, 64, 64, mix=0.5)
+        _door(light_source=C.LEFT_LIGHT, light_mix=0.5)
     with pytest.raises(InputError, match="light_mix: light_source 'Use Background Image' has no light to mix"):
-        condition_image(C.BACKGROUND_IMAGE, background_array, 64, 64, mix=0.5)
+        _door(background_array, light_mix=0.5)
+    with pytest.raises(InputError, match="light: give a Light or its settings"):
+        _door(light=Light(), light_angle=30)
 
 
 def test_a_light_is_its_fields_again() -> None:
     light = Light(angle=33, color="teal", shape="spot", x=0.2, fill=Fill(angle=200, strength=0.3))
-    assert from_fields(light.fields()) == (light, None)
-    assert from_fields(dict.fromkeys(lighting.FIELDS)) == (None, None)
+    assert from_fields(light.fields()) == light
+    assert from_fields(dict.fromkeys(lighting.FIELDS)) is None
+    assert _door(light_source=C.LEFT_LIGHT, **light.fields() | {"light_angle": None}).light.color == "teal"
 
 
 # -- colour fidelity -------------------------------------------------------------------------------
@@ -166,7 +176,7 @@ def test_keep_colors_through_the_relighter(relighter, subject_array, background_
     kept = relighter.relight(subject_array, background_array, "sun", mask=mask, keep_colors=1.0, **SMALL)
     kept = np.asarray(kept.images[0])
     assert np.array_equal(np.asarray(same.images[0]), plain)
-    from iclight.compositing import fit_matte
+    from iclight.imaging.compositing import fit_matte
 
     m = fit_matte(mask.astype(np.float32) / 255, 256, 256)[..., 0]
     assert np.array_equal(kept[m == 0], plain[m == 0]) and not np.array_equal(kept, plain)
@@ -186,8 +196,10 @@ def test_api_command_line_manifest_and_reproduce_agree(
     relighter, weights_dir: Path, image_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     subject, background = image_files
-    light, mix = from_fields(LIGHT)
-    api = relighter.relight(subject, background, "sun", light=light, light_mix=mix, keep_colors=0.7, **SMALL)
+    api = relighter.relight(subject, background, "sun", **LIGHT, keep_colors=0.7, **SMALL)
+    light = from_fields({k: v for k, v in LIGHT.items() if k != "light_mix"})
+    same = relighter.relight(subject, background, "sun", light=light, light_mix=0.6, keep_colors=0.7, **SMALL)
+    assert np.array_equal(np.asarray(same.images[0]), np.asarray(api.images[0]))  # a Light or its settings
     want = np.asarray(api.images[0])
     monkeypatch.setenv("ICLIGHT_DEVICE", "cpu")
     common = ["--weights", str(weights_dir), "--output-format", "png"]

@@ -15,9 +15,14 @@ import pytest
 from cogserver import cog_server, decode, image_uri, predict
 from PIL import Image
 
-from iclight import cli, config, jobs, layout, matting
+from iclight import cli
+from iclight.core import config
+from iclight.core.validation import InputError
+from iclight.jobs.manifest import read_jobs
+from iclight.jobs.run import execute, relight_one
+from iclight.matting import mattes as matting
 from iclight.pipeline import Relighter
-from iclight.validation import InputError
+from iclight.store import layout
 
 SMALL = dict(width=256, height=256, steps=2, highres_scale=1.0, seed=5)
 LITE = matting.BIREFNET_LITE
@@ -205,13 +210,13 @@ def test_reproduce_honours_the_recorded_matting(
     subject, background = _files(tmp_path, subject_array, background_array)
     out = tmp_path / "first"
     params = {k: v for k, v in SMALL.items()} | {"output_format": "png", "matting": LITE}
-    (job,) = jobs.read_jobs(_manifest(tmp_path, subject, background, params))
-    jobs.relight_one(relighter, job, out)
+    (job,) = read_jobs(_manifest(tmp_path, subject, background, params))
+    relight_one(relighter, job, out)
     recipe = next(out.glob("*.json"))
     booted: list[str | None] = []
 
-    def load(args):  # the relighter reproduce boots, with the matting it asks for
-        booted.append(args.matting)
+    def load(args, matting=None):  # the relighter reproduce boots, with the matting it asks for
+        booted.append(matting)
         return relighter
 
     monkeypatch.setattr(cli.relight, "load_relighter", load)
@@ -232,8 +237,8 @@ def _manifest(folder: Path, subject: Path, background: Path, params: dict) -> Pa
 def test_birefnet_from_a_manifest_line(relighter: Relighter, lite_pixels, subject_array, background_array, tmp_path):
     subject, background = _files(tmp_path, subject_array, background_array)
     params = {k: v for k, v in SMALL.items()} | {"output_format": "png", "matting": LITE}
-    (job,) = jobs.read_jobs(_manifest(tmp_path, subject, background, params))
-    outcome = jobs.execute(relighter, job)
+    (job,) = read_jobs(_manifest(tmp_path, subject, background, params))
+    outcome = execute(relighter, job)
     assert outcome.ok, outcome.error
     assert outcome.files[0].recipe["parameters"]["matting"] == LITE
     with Image.open(io.BytesIO(outcome.files[0].data)) as im:
@@ -241,16 +246,13 @@ def test_birefnet_from_a_manifest_line(relighter: Relighter, lite_pixels, subjec
 
 
 def test_birefnet_from_the_web_app(relighter: Relighter, lite_pixels, subject_array, background_array, tmp_path):
-    ui = pytest.importorskip("iclight.ui")
-    from iclight import constants as C
-    from iclight.outputs import OutputFolders
+    ui = pytest.importorskip("iclight.web.app")
+    from iclight.store.outputs import OutputFolders
 
     subject, background = _files(tmp_path, subject_array, background_array)
     app = ui.RelightApp(relighter, OutputFolders(tmp_path / "outputs"))
-    settings = {n: C.default(n) for n in ui.INPUT_ORDER} | ui.UI_EXTRAS
-    settings |= {"prompt": "sun", "output_format": "png", "matting": LITE} | {k: SMALL[k] for k in SMALL if k != "seed"}
-    values = [settings[n] for n in (*ui.INPUT_ORDER, *ui.UI_EXTRAS)]
-    _, downloads, seed = app.relight(str(subject), str(background), None, False, SMALL["seed"], *values)
+    values = {"prompt": "sun", "output_format": "png", "matting": LITE} | {k: SMALL[k] for k in SMALL if k != "seed"}
+    _, downloads, seed = app.relight(str(subject), str(background), None, SMALL["seed"], values)
     assert seed == SMALL["seed"] and np.array_equal(_pixels(Path(downloads[0])), lite_pixels)
 
 
@@ -272,7 +274,7 @@ def test_a_birefnet_deployment_carries_no_rmbg_file(birefnet_only: Path, offline
 
 
 def test_fetch_asks_only_for_the_matting_chosen(weights_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    from iclight import fetch
+    from iclight.store import fetch
 
     root = tmp_path / "w"
     shutil.copytree(weights_dir, root, ignore=shutil.ignore_patterns("RMBG-1.4", "BiRefNet_lite", ".hashes.json"))

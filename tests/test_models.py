@@ -12,14 +12,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from iclight import cli, layout, samplers
-from iclight.basemodel import BaseModelError
-from iclight.loading import prepare, prepared_unet
+from iclight import cli
+from iclight.core import options as samplers
+from iclight.core.spec import relight_spec
+from iclight.core.validation import InputError
+from iclight.jobs.recipe import models_record, read_recipe
+from iclight.models.basemodel import BaseModelError
+from iclight.models.sharing import SharedImage2Image
 from iclight.pipeline import Relighter
-from iclight.recipe import read_recipe
-from iclight.sharing import SharedImage2Image
+from iclight.pipeline.loading import prepare, prepared_unet
 from iclight.standins import write_user_models
-from iclight.validation import InputError
+from iclight.store import layout
 
 FAST = dict(width=256, height=256, steps=3, highres_scale=1.0, light_source="Left Light", seed=3)
 
@@ -49,7 +52,7 @@ def test_a_single_file_checkpoint_gives_the_pixels_of_the_folder_it_came_from(
     own = Relighter.load(weights_dir, device="cpu", use_prepared=False, base_model=user[kind])
     assert own.base_model.single_file and (own.base_model.vae is not None) == (kind == "vae_beside")
     assert np.array_equal(_pixels(own, subject), _pixels(relighter, subject))
-    record = own.models_record()["base_model"]
+    record = models_record(own, relight_spec("s.png", None, "x", light_source="Left Light"))["base_model"]
     assert str(user[kind]) in record["files"] and len(next(iter(record["files"].values()))) == 64
 
 
@@ -78,7 +81,7 @@ def test_the_prepared_unet_is_keyed_by_the_checkpoint(weights_dir: Path, user: d
     shutil.copytree(weights_dir, root)
     checkpoint = tmp_path / "mine.safetensors"
     shutil.copyfile(user["single_file"], checkpoint)
-    from iclight.basemodel import resolve
+    from iclight.models.basemodel import resolve
 
     base = resolve(checkpoint)
     path = prepare(root, torch.float32, base)
@@ -108,15 +111,15 @@ def test_switching_loras_gives_each_request_a_lone_relighters_pixels(weights_dir
     for loras, pixels in zip(([a], [b], [a, b], []), got, strict=True):
         lone = Relighter.load(weights_dir, device="cpu", loras=loras)
         assert np.array_equal(_pixels(lone, subject), pixels)  # its defaults: the same LoRAs
-    assert len(switching.loras.names) == 2  # each file loaded once
+    assert len(switching.adapters.names) == 2  # each file loaded once
 
 
 def test_loras_are_in_the_share_key_and_bad_ones_name_loras(relighter: Relighter, user: dict, subject) -> None:
     image, mask = subject
-    plain = relighter.request(image, None, "x", mask=mask, **FAST)
-    lora = relighter.request(image, None, "x", mask=mask, loras=[str(user["lora_kohya"])], **FAST)
+    plain = relight_spec(image, None, "x", mask=mask, **FAST)
+    lora = relight_spec(image, None, "x", mask=mask, loras=[str(user["lora_kohya"])], **FAST)
     assert relighter.share_key(plain) != relighter.share_key(lora)
-    assert relighter.share_key(relighter.request(image, None, "x", mask=mask, sampler="euler-a", **FAST)) is None
+    assert relighter.share_key(relight_spec(image, None, "x", mask=mask, sampler="euler-a", **FAST)) is None
     for bad, words in (([str(user["sdxl"]) + ".ckpt"], "not a .safetensors"), ([("x.safetensors", "a")], "scale")):
         with pytest.raises(InputError, match="^loras: .*" + words):
             relighter.relight(image, None, "x", mask=mask, loras=bad, **FAST)
@@ -131,7 +134,7 @@ def test_every_sampler_runs_both_passes(relighter: Relighter, subject, name: str
 
 
 def test_the_default_sampler_is_the_hosted_one(relighter: Relighter, subject) -> None:
-    assert np.array_equal(_pixels(relighter, subject, sampler=samplers.HOSTED), _pixels(relighter, subject))
+    assert np.array_equal(_pixels(relighter, subject, sampler=samplers.HOSTED_SAMPLER), _pixels(relighter, subject))
     with pytest.raises(InputError, match="^sampler: 'k_lms' is not allowed"):
         _pixels(relighter, subject, sampler="k_lms")
 
@@ -159,6 +162,17 @@ def test_light_start_starts_closer_to_the_light_the_lower_the_denoise(
         _pixels(relighter, subject, light_start=0)
 
 
+def test_clip_skip_two_reads_the_layer_before_the_last(relighter: Relighter, subject) -> None:
+    """1 is the hosted model's text encoding, to the bit; 2 the penultimate layer, through the final
+    layer norm, as the community checkpoints made for it were trained."""
+    one = _pixels(relighter, subject)
+    assert np.array_equal(_pixels(relighter, subject, clip_skip=1), one)
+    two = _pixels(relighter, subject, clip_skip=2)
+    assert np.abs(two.astype(np.int16) - one.astype(np.int16)).mean() > 1.0
+    with pytest.raises(InputError, match=r"^clip_skip: 3 is not allowed; choose one of \[1, 2\]"):
+        relighter.relight(subject[0], None, "x", clip_skip=3, **FAST)
+
+
 def _cli(weights_dir: Path, *argv: str) -> int:
     return cli.main([*argv, "--weights", str(weights_dir), "--device", "cpu"])
 
@@ -171,12 +185,13 @@ def test_the_command_line_a_manifest_and_reproduce_give_the_apis_pixels(
     image, mask = subject
     Image.fromarray(image).save(tmp_path / "s.png")
     Image.fromarray(mask).save(tmp_path / "m.png")
-    options = dict(sampler="dpmpp-2m-karras", light_start=0.6, loras=[f"{user['lora_kohya']}:0.7"])
+    options = dict(sampler="dpmpp-2m-karras", light_start=0.6, loras=[f"{user['lora_kohya']}:0.7"], clip_skip=2)
     api = Relighter.load(weights_dir, device="cpu", base_model=user["single_file"])
     expected = _pixels(api, subject, **options)
     flags = ["--width", "256", "--height", "256", "--steps", "3", "--highres-scale", "1", "--seed", "3"]
     flags += ["--light-source", "Left Light", "--mask", str(tmp_path / "m.png"), "--output-format", "png"]
     flags += ["--sampler", "dpmpp-2m-karras", "--light-start", "0.6", "--lora", f"{user['lora_kohya']}:0.7"]
+    flags += ["--clip-skip", "2"]
     base = ["--base-model", str(user["single_file"])]
     assert (
         _cli(weights_dir, "relight", str(tmp_path / "s.png"), "--prompt", "x", *flags, *base, "-o", str(tmp_path / "a"))
@@ -186,6 +201,7 @@ def test_the_command_line_a_manifest_and_reproduce_give_the_apis_pixels(
     assert np.array_equal(np.asarray(Image.open(out)), expected)
     recipe = read_recipe(out)
     assert recipe["parameters"]["sampler"] == "dpmpp-2m-karras" and recipe["parameters"]["light_start"] == 0.6
+    assert recipe["parameters"]["clip_skip"] == 2
     assert recipe["models"]["loras"][0]["scale"] == 0.7 and len(recipe["models"]["loras"][0]["sha256"]) == 64
     assert recipe["models"]["base_model"]["path"] == str(user["single_file"])
 
@@ -194,7 +210,7 @@ def test_the_command_line_a_manifest_and_reproduce_give_the_apis_pixels(
 
     line = {"id": "job", "subject": "s.png", "mask": "m.png", "prompt": "x", "width": 256, "height": 256}
     line |= {"steps": 3, "highres_scale": 1.0, "seed": 3, "light_source": "Left Light", "output_format": "png"}
-    line |= {"sampler": "dpmpp-2m-karras", "light_start": 0.6, "loras": [f"{user['lora_kohya']}:0.7"]}
+    line |= {"sampler": "dpmpp-2m-karras", "light_start": 0.6, "loras": [f"{user['lora_kohya']}:0.7"], "clip_skip": 2}
     (tmp_path / "jobs.jsonl").write_text(json.dumps(line) + "\n")
     assert _cli(weights_dir, "batch", str(tmp_path / "jobs.jsonl"), *base, "-o", str(tmp_path / "b")) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "b" / "job-0.png")), expected)

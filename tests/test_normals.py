@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from iclight.normals import normal_map, ratio
+from iclight.imaging.normals import normal_map, ratio
 
 
 def _decode(img: np.ndarray) -> np.ndarray:

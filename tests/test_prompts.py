@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import CLIPTokenizer
 
-from iclight.prompts import PromptEncoder, chunk_token_ids, join_chunks, repeat_to
+from iclight.models.prompts import PromptEncoder, chunk_token_ids, join_chunks, repeat_to
 from iclight.standins import tiny_text_encoder, write_tokenizer
 
 BOS, EOS = 1000, 1001

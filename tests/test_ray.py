@@ -22,8 +22,9 @@ import torch
 from conftest import ROOT
 from PIL import Image
 
-from iclight import batch, cli
-from iclight.jobs import DONE_DIR
+from iclight import cli
+from iclight.jobs import batch
+from iclight.jobs.files import DONE_DIR
 
 ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
 

@@ -9,7 +9,8 @@ import torch
 from conftest import DATA
 from safetensors.torch import save_file
 
-from iclight.rmbg import BriaRMBG, estimate_matte, on_grey
+from iclight.imaging.compositing import on_grey
+from iclight.matting.rmbg import BriaRMBG, estimate_matte
 
 
 def test_state_dict_matches_published_checkpoint() -> None:

@@ -14,11 +14,12 @@ from PIL import Image
 
 from benchmarks import lav_ref
 from benchmarks.consistency import drift, flicker, pan, run
-from iclight import cli, video
-from iclight import consistency as cla
+from iclight import cli
+from iclight.core.validation import InputError
+from iclight.imaging import video
+from iclight.models import attention as cla
 from iclight.pipeline import Relighter
-from iclight.sequence import plan_windows, references, smooth
-from iclight.validation import InputError
+from iclight.pipeline.sequence import plan_windows, references, smooth
 
 av = pytest.importorskip("av")
 
@@ -72,16 +73,76 @@ def test_parity_with_light_a_videos_attention(frames: int, gamma: float) -> None
     assert (attn(hidden) - expected).abs().max().item() < 1e-5
 
 
-def test_the_layers_rule_and_applied_restores(relighter: Relighter) -> None:
+def test_the_layers_rule_and_a_runs_processors_restored(relighter: Relighter) -> None:
     unet = relighter.unet.unet
     chosen = cla.layers(unet)
     assert chosen and all(n.startswith("up_blocks.0.") and n.endswith("attn1") for n in chosen)
     assert cla.layers(unet, r"attn2$") and all(n.endswith("attn2") for n in cla.layers(unet, r"attn2$"))
     before = {n: type(p).__name__ for n, p in unet.attn_processors.items()}
-    with cla.applied(unet, 0.5) as on:
-        assert on == chosen
+    with relighter.unet.attention(cla.Consistency(0.5, chosen, 2).processors(unet)):
         assert sum(isinstance(p, cla.ConsistentLightAttention) for p in unet.attn_processors.values()) == len(chosen)
     assert {n: type(p).__name__ for n, p in unet.attn_processors.items()} == before
+
+
+def _by_hand(attn: Attention, hidden: torch.Tensor, gamma: float) -> torch.Tensor:
+    """CLA over every frame of the batch, written out: each frame's queries against the keys and
+    values averaged over all frames, mixed with its own attention."""
+    heads, frames = attn.heads, hidden.shape[0]
+    q, k, v = attn.to_q(hidden), attn.to_k(hidden), attn.to_v(hidden)
+    q, k, v = (t.view(frames, -1, heads, t.shape[-1] // heads).transpose(1, 2) for t in (q, k, v))
+    mean_k, mean_v = (t.mean(dim=0, keepdim=True).expand_as(t) for t in (k, v))
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    out = (1 - gamma) * sdpa(q, k, v) + gamma * sdpa(q, mean_k, mean_v)
+    return attn.to_out[1](attn.to_out[0](out.transpose(1, 2).reshape(frames, -1, heads * q.shape[-1])))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("frames", [2, 3])
+def test_without_guidance_the_average_is_over_all_frames(frames: int) -> None:
+    """With cfg 1 there is no unconditional half: the frames are one group (an odd count used to
+    turn the mix off, an even one to average two halves of the frames apart)."""
+    attn, hidden = _attention(), torch.randn(frames, 16, 32, generator=torch.Generator().manual_seed(frames))
+    plain = attn(hidden)
+    attn.set_processor(cla.ConsistentLightAttention(0.8, AttnProcessor2_0(), groups=1))
+    got = attn(hidden)
+    assert (got - _by_hand(attn, hidden, 0.8)).abs().max() < 1e-5 and (got - plain).abs().max() > 1e-3
+
+
+def test_a_sequence_without_guidance_mixes_one_group(relighter: Relighter, monkeypatch) -> None:
+    seen = []
+    run_shared = relighter.run_shared
+
+    def spy(specs, hooks, consistency=None):
+        seen.append(consistency.groups)
+        return run_shared(specs, hooks, consistency)
+
+    monkeypatch.setattr(relighter, "run_shared", spy)
+    seq = pan(3)
+    for cfg in (1.0, 2.0):
+        relighter.relight_sequence(seq.frames, None, "x", masks=seq.masks, cfg=cfg, **FAST)
+    assert seen == [1, 2]
+
+
+def test_a_layers_rule_is_checked_before_any_matting(relighter: Relighter, monkeypatch) -> None:
+    from diffusers import UNet2DConditionModel
+
+    def no_matting(*a, **k):
+        raise AssertionError("matting ran before the rule was checked")
+
+    monkeypatch.setattr(relighter.mattes, "estimate", no_matting)
+    frames = pan(2).frames
+    with pytest.raises(InputError, match=r"^layers: '\[' is not a regular expression"):
+        relighter.relight_sequence(frames, None, "x", layers="[", **FAST)
+    with pytest.raises(InputError, match="^layers: 'nothing' chooses no attention layer of this UNet"):
+        relighter.relight_sequence(frames, None, "x", layers="nothing", **FAST)
+    relighter.relight_sequence(frames[:1], None, "x", layers="nothing", consistency=0, masks=pan(1).masks, **FAST)
+    last_only = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8, cross_attention_dim=32,
+        attention_head_dim=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    )  # fmt: skip
+    with pytest.raises(InputError, match="^layers: 'up-but-last' chooses no attention layer"):
+        cla.layers(last_only)
 
 
 def test_windows_references_and_smoothing() -> None:

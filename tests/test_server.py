@@ -19,8 +19,8 @@ from fuzzing import NAMES, file_bytes, hosted_values
 from hypothesis import given, settings
 from PIL import Image
 
-from iclight import constants as C
-from iclight.pipeline import Settings
+from iclight.core import constants as C
+from iclight.core.spec import Settings
 
 pytestmark = pytest.mark.server
 

@@ -18,8 +18,9 @@ from conftest import _subject
 from PIL import Image
 
 from iclight import serving
+from iclight.core.spec import relight_spec
+from iclight.core.validation import InputError
 from iclight.pipeline import GPUOutOfMemoryError, Relighter, RelightResult
-from iclight.validation import InputError
 
 SMALL = dict(width=256, height=256, steps=3, highres_scale=1.0, output_format="png")
 SLOW = SMALL | {"steps": 40}  # long enough to cancel mid-batch or to fill the server
@@ -201,7 +202,7 @@ def test_a_full_server_answers_busy(server: str) -> None:
 def _request(relighter: Relighter, i: int, **changes):
     subject = np.asarray(_subjects()[i % 4])
     options = {k: v for k, v in SMALL.items() if k != "output_format"} | {"seed": 100 + i} | changes
-    return relighter.request(subject, np.asarray(BACKGROUND), f"light {i}", **options)
+    return relight_spec(subject, np.asarray(BACKGROUND), f"light {i}", **options)
 
 
 def test_shared_images_are_each_members_own(relighter: Relighter) -> None:
@@ -228,7 +229,7 @@ def test_out_of_memory_in_a_shared_batch_retries_each_alone(relighter: Relighter
 
     run = relighter.run
 
-    def alone(request):
+    def alone(request, hooks=None):
         if request is big:  # only this one cannot fit even alone
             raise GPUOutOfMemoryError("out of GPU memory for 1 image(s) at 256x256")
         return run(request)
@@ -249,12 +250,12 @@ class _Slow:
     def share_key(self, request) -> tuple | None:
         return request.key
 
-    def run(self, request):
+    def run(self, request, hooks=None):
         self.batches.append([request.n])
         time.sleep(0.05)
         return _result(request.n)
 
-    def run_shared(self, requests_):
+    def run_shared(self, requests_, hooks=None):
         self.batches.append([r.n for r in requests_])
         time.sleep(0.05)
         return [InputError("bad") if r.n == 99 else _result(r.n) for r in requests_]
@@ -266,7 +267,7 @@ def _result(n: int) -> RelightResult:
 
 class _Req:
     def __init__(self, n: int, key="k", images: int = 1) -> None:
-        self.n, self.key, self.a = n, key, {"number_of_images": images}
+        self.n, self.key, self.number_of_images = n, key, images
 
 
 def test_the_batcher_groups_by_key_and_bounds_the_images() -> None:
@@ -289,15 +290,12 @@ def test_the_batcher_groups_by_key_and_bounds_the_images() -> None:
 
 
 def test_a_diffusion_nobody_waits_for_stops_between_steps(relighter: Relighter) -> None:
+    from iclight.core.hooks import Hooks
     from iclight.pipeline import Stopped
 
     steps: list[int] = []
-    relighter.stop = lambda: steps.append(1) or len(steps) >= 2
-    try:
-        with pytest.raises(Stopped, match="canceled"):
-            relighter.run(_request(relighter, 0, steps=20))
-    finally:
-        relighter.stop = None
+    with pytest.raises(Stopped, match="canceled"):
+        relighter.run(_request(relighter, 0, steps=20), Hooks(stop=lambda: steps.append(1) or len(steps) >= 2))
     assert len(steps) == 2  # asked after each step; the second answer ended it
     assert relighter.run(_request(relighter, 0)).images  # and the next relight runs
 

@@ -14,9 +14,8 @@ import torch
 from diffusers.models.attention_processor import FusedAttnProcessor2_0
 from torch.nn.attention import SDPBackend
 
-from iclight.config import ConfigError
-from iclight.pipeline import Relighter
-from iclight.speed import (
+from iclight.core.config import ConfigError
+from iclight.models.speed import (
     CompileCache,
     SpeedSettings,
     attention_backend,
@@ -24,6 +23,7 @@ from iclight.speed import (
     cache_key,
     compile_request,
 )
+from iclight.pipeline import Relighter
 
 COMPILE_ENV, ATTENTION_ENV, CHANNELS_LAST_ENV = "ICLIGHT_COMPILE", "ICLIGHT_ATTENTION", "ICLIGHT_CHANNELS_LAST"
 SMALL = dict(width=256, height=256, steps=2, highres_scale=1.5, seed=3)
@@ -145,9 +145,9 @@ def test_the_hosted_cuda_dtypes_run_on_the_cpu_with_the_cuda_defaults(
 ) -> None:
     """What CUDA runs (UNet and text encoder float16, VAE bfloat16, RMBG float32, fused QKV and
     channels_last), run with the CPU's half-precision kernels: no dtype seam breaks."""
-    import iclight.loading
+    import iclight.pipeline.loading
 
-    monkeypatch.setattr(iclight.loading, "dtypes_for", lambda device: iclight.loading.CUDA_DTYPES)
+    monkeypatch.setattr(iclight.pipeline.loading, "dtypes_for", lambda device: iclight.pipeline.loading.CUDA_DTYPES)
     images = []
     for speed in (SpeedSettings(), SpeedSettings(fused_qkv=True, channels_last=True)):
         half = Relighter.load(weights_dir, device="cpu", use_prepared=False, speed=speed)

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from iclight.timing import StageTimer
+from iclight.models.timing import StageTimer
 
 
 def test_cpu_stages_are_wall_clock_and_repeated_stages_add_up() -> None:
@@ -55,12 +55,12 @@ def test_cuda_stages_are_read_from_events_after_the_prediction(monkeypatch: pyte
 
 
 def test_a_timed_prediction_encodes_its_images_as_the_case_says(relighter, monkeypatch: pytest.MonkeyPatch) -> None:
-    import iclight.imaging
+    import iclight.imaging.images
     from benchmarks.bench import predict_once
 
     encoded = []
     record = lambda images, fmt, quality, folder: encoded.append((fmt, quality))  # noqa: E731
-    monkeypatch.setattr(iclight.imaging, "save_images", record)
+    monkeypatch.setattr(iclight.imaging.images, "save_images", record)
     small = dict(width=256, height=256, steps=1, highres_scale=1.0)
     cpu = torch.device("cpu")
     predict_once(relighter, {**small, "output_format": "png", "output_quality": 95}, cpu)
@@ -70,7 +70,7 @@ def test_a_timed_prediction_encodes_its_images_as_the_case_says(relighter, monke
 
 
 def test_cuda_memory_is_the_peak_above_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    from iclight.timing import cuda_memory
+    from iclight.models.timing import cuda_memory
 
     with cuda_memory(torch.device("cpu")) as cpu:
         pass

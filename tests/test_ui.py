@@ -19,21 +19,23 @@ from cogserver import free_port
 from conftest import ROOT
 from PIL import Image
 
-from iclight import constants as C
-from iclight.outputs import OutputFolders
+from iclight.core import constants as C
 from iclight.pipeline import Relighter
+from iclight.store.outputs import OutputFolders
 
 gr = pytest.importorskip("gradio", reason="the `ui` extra is not installed")
-ui = pytest.importorskip("iclight.ui")
+ui = pytest.importorskip("iclight.web.app")
+from iclight.core.light import Light, from_fields  # noqa: E402
+from iclight.imaging.lighting import condition_image  # noqa: E402
+from iclight.web.controls import LIGHT_PAD, light_fields  # noqa: E402
 
 SMALL = dict(width=256, height=256, steps=2, highres_scale=1.0)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _values(**changes) -> list:
-    """The page's inputs after the seed, in the order `RelightApp.relight` takes them."""
-    settings = {n: C.default(n) for n in ui.INPUT_ORDER} | ui.UI_EXTRAS | changes
-    return [settings[n] for n in (*ui.INPUT_ORDER, *ui.UI_EXTRAS)]
+def _values(**changes) -> dict:
+    """The page's values by option name (the light pad's as it shows them), as `RelightApp.relight` takes them."""
+    return LIGHT_PAD | {"design_light": False} | changes
 
 
 @pytest.fixture
@@ -49,20 +51,20 @@ def _pixels(path: str | Path) -> np.ndarray:
 def test_same_pixels_as_the_api(app, relighter: Relighter, image_files) -> None:
     subject, background = (str(p) for p in image_files)
     values = _values(prompt="sun", output_format="png", number_of_images=2, **SMALL)
-    gallery, downloads, seed = app.relight(subject, background, None, False, 21, *values)
+    gallery, downloads, seed = app.relight(subject, background, None, 21, values)
     assert seed == 21 and gallery == downloads and len(downloads) == 2
     api = relighter.relight(subject, background, "sun", seed=21, number_of_images=2, **SMALL)
     for path, image in zip(downloads, api.images, strict=True):
         assert np.array_equal(_pixels(path), np.asarray(image))
         assert Path(path).name.startswith("subject-21-")
-    from iclight.recipe import read_recipe
+    from iclight.jobs.recipe import read_recipe
 
     assert read_recipe(downloads[1])["parameters"]["seed"] == 21  # the CLI's recipe, embedded
 
 
 def test_random_seed_is_reported(app, image_files) -> None:
     subject, background = (str(p) for p in image_files)
-    _, _, seed = app.relight(subject, background, None, True, 21, *_values(prompt="sun", **SMALL))
+    _, _, seed = app.relight(subject, background, None, None, _values(prompt="sun", **SMALL))
     assert isinstance(seed, int)
 
 
@@ -82,15 +84,15 @@ def test_bad_inputs_give_the_api_messages(app, image_files, tmp_path: Path, monk
     with pytest.raises(gr.Error, match="subject_image: not an image file that Pillow can open"):
         app.preview_subject(str(text), None)
     with pytest.raises(gr.Error, match="subject_image: not an image file that Pillow can open"):
-        app.relight(str(text), background, None, False, 1, *_values(prompt="sun", **SMALL))
+        app.relight(str(text), background, None, 1, _values(prompt="sun", **SMALL))
     with pytest.raises(gr.Error, match="background_image: not an image file"):
         app.preview_background(str(text))
     with pytest.raises(gr.Error, match=r"steps: 0 is out of range; allowed 1 to 100"):
-        app.relight(subject, background, None, False, 1, *_values(prompt="sun", **{**SMALL, "steps": 0}))
+        app.relight(subject, background, None, 1, _values(prompt="sun", **{**SMALL, "steps": 0}))
     with pytest.raises(gr.Error, match=r"width: 300 is not allowed"):
-        app.relight(subject, background, None, False, 1, *_values(prompt="sun", **{**SMALL, "width": 300}))
+        app.relight(subject, background, None, 1, _values(prompt="sun", **{**SMALL, "width": 300}))
     with pytest.raises(gr.Error, match="subject_image: required"):
-        app.relight(None, background, None, False, 1, *_values(prompt="sun", **SMALL))
+        app.relight(None, background, None, 1, _values(prompt="sun", **SMALL))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(gr.Error, match="subject_image: image too large"):
         app.preview_subject(subject, None)
@@ -99,35 +101,37 @@ def test_bad_inputs_give_the_api_messages(app, image_files, tmp_path: Path, monk
 PAD = {"design_light": True, "light_angle": 30.0, "light_color": "orange", "fill_strength": 0.4, "fill_angle": 200.0}
 
 
-def _pad(**changes) -> list:
-    """The light preview's inputs after the background, the light choice and the size."""
-    settings = ui.UI_EXTRAS | changes
-    return [settings[n] for n in ("light_map", "design_light", *ui.LIGHT_CONTROLS)]
+def _preview(app, background, light_source: str, **pad):
+    """The light preview as the page asks for it: the background, the light, the size, the pad."""
+    design = pad.pop("design_light", False)
+    return app.preview_light(background, light_source, 256, 320, design, None, LIGHT_PAD | pad)
+
+
+def _light(**pad) -> tuple[Light | None, float | None]:
+    fields = light_fields(True, LIGHT_PAD | pad)
+    mix = fields.pop("light_mix")
+    return from_fields(fields), mix
 
 
 def test_the_light_preview_is_what_the_model_sees(app, image_files, background_array) -> None:
-    from iclight import lighting
-
     background = str(image_files[1])
-    hosted = app.preview_light(background, C.LEFT_LIGHT, 256, 320, *_pad())
-    assert np.array_equal(hosted, lighting.condition_image(C.LEFT_LIGHT, None, 256, 320))
-    designed = app.preview_light(background, C.BACKGROUND_IMAGE, 256, 320, *_pad(**PAD, light_mix=0.5))
-    light, mix = lighting.from_fields(ui.light_fields(True, ui.LIGHT_CONTROLS | PAD | {"light_mix": 0.5}))
+    hosted = _preview(app, background, C.LEFT_LIGHT)
+    assert np.array_equal(hosted, condition_image(C.LEFT_LIGHT, None, 256, 320))
+    designed = _preview(app, background, C.BACKGROUND_IMAGE, **PAD, light_mix=0.5)
+    light, mix = _light(**PAD, light_mix=0.5)
     bg = np.asarray(Image.open(background).convert("RGB"))
     assert light.color == "orange" and light.fill.strength == 0.4 and mix == 0.5
-    assert np.array_equal(designed, lighting.condition_image(C.BACKGROUND_IMAGE, bg, 256, 320, light, None, mix))
-    assert app.preview_light(None, C.BACKGROUND_IMAGE, 256, 320, *_pad()) is None  # nothing to show yet
+    assert np.array_equal(designed, condition_image(C.BACKGROUND_IMAGE, bg, 256, 320, light, None, mix))
+    assert _preview(app, None, C.BACKGROUND_IMAGE) is None  # nothing to show yet
     with pytest.raises(gr.Error, match="light_color: 'sky' is not a colour"):
-        app.preview_light(background, C.BACKGROUND_IMAGE, 256, 320, *_pad(design_light=True, light_color="sky"))
+        _preview(app, background, C.BACKGROUND_IMAGE, design_light=True, light_color="sky")
 
 
 def test_a_designed_light_relights_as_the_api(app, relighter: Relighter, image_files) -> None:
-    from iclight import lighting
-
     subject, background = (str(p) for p in image_files)
     values = _values(prompt="sun", output_format="png", keep_colors=0.5, **PAD, **SMALL)
-    _, downloads, _ = app.relight(subject, background, None, False, 21, *values)
-    light, mix = lighting.from_fields(ui.light_fields(True, ui.LIGHT_CONTROLS | PAD))
+    _, downloads, _ = app.relight(subject, background, None, 21, values)
+    light, mix = _light(**PAD)
     api = relighter.relight(subject, background, "sun", seed=21, light=light, light_mix=mix, keep_colors=0.5, **SMALL)
     assert np.array_equal(_pixels(downloads[0]), np.asarray(api.images[0]))
 
@@ -300,8 +304,6 @@ def test_the_light_pad_in_a_real_browser(served: str, relighter: Relighter, imag
     """Set an angle and a colour, see the preview change before relighting, relight: the API's pixels."""
     from playwright.sync_api import expect
 
-    from iclight import lighting
-
     subject, background = image_files
     with _page(served, height=1600) as page:
         page.locator("#subject input[type=file]").set_input_files(str(subject))
@@ -316,14 +318,14 @@ def test_the_light_pad_in_a_real_browser(served: str, relighter: Relighter, imag
         expect(preview).not_to_have_attribute("src", before, timeout=30_000)
         page.wait_for_timeout(1000)  # the last change's preview
         shown = _pixels(_download_src(page, preview.get_attribute("src"), tmp_path / "preview.png"))
-        want = lighting.condition_image(C.BACKGROUND_IMAGE, None, 512, 640, lighting.Light(angle=30, color="orange"))
+        want = condition_image(C.BACKGROUND_IMAGE, None, 512, 640, Light(angle=30, color="orange"))
         assert np.array_equal(shown, want)  # served as PNG: the very pixels
         link = _relight_small(page, seed=21)
         with page.expect_download() as info:
             link.click()
         got = tmp_path / "lit.png"
         info.value.save_as(got)
-    light = lighting.Light(angle=30, color="orange", bright=224.0, dark=32.0)
+    light = Light(angle=30, color="orange", bright=224.0, dark=32.0)
     api = relighter.relight(subject, background, "sun", seed=21, light=light, **SMALL).images[0]
     assert np.array_equal(_pixels(got), np.asarray(api))
 

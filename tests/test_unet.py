@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from iclight.models.unet import ConditionedUNet, empty_unet, merged_state, widen_conv_in
 from iclight.standins import offset_for, tiny_unet
-from iclight.unet import ConditionedUNet, empty_unet, merged_state, widen_conv_in
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_merge_adds_every_tensor_and_widens(unet, tmp_path: Path) -> None:
 
 
 def test_merge_reads_in_small_mapped_windows(unet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import iclight.unet as U
+    import iclight.models.unet as U
 
     base, off = _files(unet, tmp_path, offset_for(unet))
     full = merged_state(base, off)

@@ -2,22 +2,38 @@ from __future__ import annotations
 
 import pytest
 
-from iclight import constants as C
-from iclight.validation import InputError, validate
+from iclight.core import constants as C
+from iclight.core.spec import encoding, relight_spec
+from iclight.core.validation import InputError
 
 GOOD = {"subject_image": "s.png", "background_image": "b.png", "prompt": "sunlight"}
+OUTPUT = ("output_format", "output_quality")
 
 
-def test_defaults_fill_in() -> None:
+def validate(values: dict) -> dict:
+    """The hosted inputs through the doors a prediction goes through: the relight's and the output's."""
+    values = dict(values)
+    encoded = encoding(*(values.pop(n, None) for n in OUTPUT))
+    spec = relight_spec(values.pop("subject_image", None), values.pop("background_image", None), **values)
+    found = {s.name: getattr(spec, s.name, None) for s in C.INPUTS}
+    return found | {"output_format": encoded.format, "output_quality": encoded.quality}
+
+
+def test_defaults_fill_in_and_a_seed_is_drawn() -> None:
     out = validate(dict(GOOD))
-    assert out["width"] == 512 and out["height"] == 640 and out["seed"] is None
+    assert out["width"] == 512 and out["height"] == 640 and isinstance(out["seed"], int)
     assert out["light_source"] == C.BACKGROUND_IMAGE and out["output_format"] == "webp"
+    assert validate(dict(GOOD))["seed"] != out["seed"]  # drawn anew for each relight
 
 
 @pytest.mark.parametrize("name", ["subject_image", "background_image", "prompt"])
 def test_required_inputs(name: str) -> None:
     with pytest.raises(InputError, match=f"^{name}: required"):
         validate({**GOOD, name: None})
+
+
+def test_the_background_is_required_only_where_it_is_the_light() -> None:
+    assert validate({**GOOD, "background_image": None, "light_source": C.LEFT_LIGHT})["light_source"] == C.LEFT_LIGHT
 
 
 BOUNDED = [s for s in C.INPUTS if s.ge is not None]
@@ -77,7 +93,7 @@ def test_seed_range() -> None:
 
 
 def test_unknown_input() -> None:
-    with pytest.raises(InputError, match="^colour: unknown input"):
+    with pytest.raises(InputError, match="^colour: not a relight option"):
         validate({**GOOD, "colour": "red"})
 
 

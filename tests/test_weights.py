@@ -14,8 +14,9 @@ import torch
 from conftest import ROOT
 from fileserver import FileServer
 
-from iclight import cli, fetch, layout, loading
-from iclight.pipeline import Relighter
+from iclight import cli
+from iclight.pipeline import Relighter, loading
+from iclight.store import fetch, layout
 
 FAST = dict(width=256, height=256, steps=2, highres_scale=1.0, seed=9)
 # The stand-in weights: every file of the layout but BiRefNet's general model (see conftest).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from iclight import constants as C
+from iclight.core import constants as C
 
 LONG = " ".join(["a cinematic portrait in warm golden sunlight through tall windows"] * 12)  # about 130 tokens
 

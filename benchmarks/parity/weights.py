@@ -25,8 +25,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from iclight import layout
 from iclight.standins import BOS, EOS, _byte_chars
+from iclight.store import layout
 
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 VOCAB = DATA / "parity" / "bpe_simple_vocab_16e6.txt.gz"

@@ -8,9 +8,10 @@ import logging
 import os
 import sys
 
-from .. import config, fetch, layout
-from ..jobs import JobFailed
-from ..validation import InputError
+from ..core import config
+from ..core.validation import InputError
+from ..jobs.job import JobFailed
+from ..store import fetch, layout
 from . import batch, relight, sequence, ui, weights
 from .options import EPILOG
 
@@ -40,7 +41,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 # What a user can act on from the message alone: it names the input, the variable or the file.
-USER_ERRORS = (InputError, JobFailed, config.ConfigError)  # an ImageInputError is an InputError
+USER_ERRORS = (InputError, JobFailed, config.ConfigError)
 SETUP_ERRORS = (fetch.FetchError, layout.MissingWeightsError, config.DeviceError)
 
 

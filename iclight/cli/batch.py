@@ -6,8 +6,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..jobs import Job, read_jobs
-from ..validation import InputError
+from ..core.validation import InputError
+from ..jobs import run
+from ..jobs.job import Job
+from ..jobs.manifest import read_jobs
 from .options import add_model_options, job_settings, load_relighter
 
 
@@ -44,7 +46,7 @@ def register(command) -> None:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from ..batch import report, run_batch
+    from ..jobs.batch import report, run_batch
 
     if not args.subjects.exists():
         raise InputError(f"JOBS: {args.subjects} does not exist")
@@ -54,7 +56,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         if args.workers < 1:
             raise InputError(f"--workers: {args.workers} is out of range; at least 1")
         try:
-            from ..distributed import RaySettings, ray_executor
+            from ..jobs.distributed import RaySettings, ray_executor
         except ImportError as e:
             raise InputError(f"--ray: needs the `ray` extra ({e}); pip install 'iclight-background[ray]'") from e
         settings = RaySettings(
@@ -75,12 +77,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def local_executor(args: argparse.Namespace):
-    from ..jobs import execute
-
-    def run(jobs: list[Job]):
+    def execute_all(jobs: list[Job]):
         relighter = load_relighter(args)  # only once there is something to run
-        relighter.show_step_progress(False)
         for job in jobs:
-            yield execute(relighter, job)
+            yield run.execute(relighter, job)
 
-    return run
+    return execute_all

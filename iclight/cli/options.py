@@ -1,5 +1,5 @@
-"""What the commands share: the relighting options (from the one contract in `constants`), the
-runtime options, the epilog, and turning the options into job settings and a relighter."""
+"""What the commands share: the relighting options, made from the one table of `core/options.py`,
+the runtime options, the epilog, and turning the parsed options into job settings and a relighter."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from .. import constants as C
-from .. import matting, samplers
-from ..jobs import PARAMS
+from ..core import options as O
 
 EPILOG = textwrap.dedent(
     """\
@@ -45,118 +43,69 @@ EPILOG = textwrap.dedent(
     environment (every variable: docs/configuration.md):
       ICLIGHT_WEIGHTS_DIR   weights folder (default: weights/ at the repository root)
       ICLIGHT_DEVICE        auto (default), cpu or cuda
-      ICLIGHT_WEIGHTS_URL   mirror to fetch missing weights from (default: the Hugging Face Hub)
+      ICLIGHT_WEIGHTS_URL   mirror to fetch missing weights from (default: the Hub)
       ICLIGHT_OFFLINE=1     never download; fail at once when weights are missing
       ICLIGHT_DEBUG=1       show the whole traceback of an error (as --debug does)
     """
 )
-
-EXTRAS_HELP = {
-    "mask": "use this matte (white = subject) instead of background removal; a subject with "
-    "a real alpha channel is used the same way",
-    "detail_transfer": "0..1: restore the subject's fine detail (text, logos, faces) inside the matte (default 0)",
-    "keep_background": "composite the relit subject over the background's own pixels",
-    "save_matte": "also save the matte and the subject-on-grey that conditioned the model",
+GROUPS = {
+    "hosted": "relighting options (the hosted model's inputs)",
+    "output": "output (the hosted model's inputs)",
+    "extras": "beyond the hosted model",
+    "light": "light and colour (beyond the hosted model; see docs/lighting.md)",
+    "models": "LoRAs, sampler, light as the start, clip skip (beyond the hosted model; see docs/models.md)",
+    "sequence": "sequence",
 }
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def add_options(p: argparse.ArgumentParser, table: tuple[O.Option, ...], prompt_required: bool = True) -> None:
+    """A flag for every option of `table` a command line can give (not a `Light` object), in
+    groups; unset flags are None, so that the option's default is the table's."""
+    groups: dict[str, Any] = {}
+    for option in table:
+        if option.kind is None:
+            continue
+        if option.group not in groups:
+            groups[option.group] = p.add_argument_group(GROUPS[option.group])
+        _flag(groups[option.group], option, prompt_required)
 
 
-def add_model_options(p: argparse.ArgumentParser, prompt_required: bool = True) -> None:
-    """Every hosted input but the images, from the one contract in `constants`."""
-    g = p.add_argument_group("relighting options (the hosted model's inputs)")
-    for spec in C.INPUTS:
-        if spec.type is object:
-            continue
-        helptext = spec.description
-        if spec.choices is not None:
-            helptext += f"; one of: {', '.join(map(str, spec.choices))}"
-        elif spec.ge is not None:
-            helptext += f"; {spec.ge:g} to {spec.le:g}"
-        if spec.type is bool:
-            g.add_argument(_flag(spec.name), action="store_true", help=helptext)
-            continue
-        if not spec.required and spec.default is not None:
-            helptext += f" (default: {spec.default})"
-        g.add_argument(
-            _flag(spec.name),
-            type=spec.type,
-            required=spec.required and prompt_required,
-            default=spec.default,
-            metavar=spec.name.upper(),
-            help=helptext,
+def _flag(g, option: O.Option, prompt_required: bool) -> None:
+    helptext = option.help
+    if option.default not in (None, False) and option.kind is not bool:
+        helptext += f" (default: {option.default})"
+    kw: dict[str, Any] = {"dest": option.name, "default": None, "help": helptext}
+    if option.kind is bool:  # a switch: on (or, negated, off) where given
+        kw["action"] = "store_const"
+        kw["const"] = not option.default if option.flag else True
+    elif option.kind is list:
+        kw |= {"action": "append", "metavar": option.metavar}
+    else:
+        kw |= {"type": option.kind, "metavar": option.metavar or option.name.upper()}
+        if option.choices is not None and option.group not in ("hosted", "output"):  # (the door names a bad hosted one)
+            kw["choices"] = option.choices
+            kw.pop("metavar")
+        kw["required"] = option.required and prompt_required
+    g.add_argument(option.cli_flag, **kw)
+
+
+def given(args: argparse.Namespace, table: tuple[O.Option, ...]) -> dict[str, Any]:
+    """The options of `table` the command line gave (unset ones are left to their defaults)."""
+    return {o.name: getattr(args, o.name) for o in table if getattr(args, o.name, None) is not None}
+
+
+def add_model_options(p: argparse.ArgumentParser, prompt_required: bool = True, sequence: bool = False) -> None:
+    """Every relight option (a sequence's: those a sequence takes), the output's, --save-matte,
+    and where the models come from."""
+    table = tuple(o for o in (*O.RELIGHT, *O.OUTPUT) if not (sequence and o.single))
+    add_options(p, table, prompt_required)
+    if not sequence:
+        p.add_argument(
+            "--save-matte",
+            action="store_true",
+            help="also save the matte and the subject-on-grey that conditioned the model",
         )
-    e = p.add_argument_group("beyond the hosted model")
-    e.add_argument("--mask", type=Path, help=EXTRAS_HELP["mask"])
-    e.add_argument(
-        "--detail-transfer", type=float, default=0.0, metavar="STRENGTH", help=EXTRAS_HELP["detail_transfer"]
-    )
-    e.add_argument("--keep-background", action="store_true", help=EXTRAS_HELP["keep_background"])
-    e.add_argument("--save-matte", action="store_true", help=EXTRAS_HELP["save_matte"])
-    e.add_argument(
-        "--matting",
-        choices=matting.CHOICES,
-        default=None,
-        help="the matting model for a subject without mask or alpha: rmbg-1.4 (the hosted model's; "
-        "non-commercial licence), birefnet or birefnet-lite (MIT licence), or none (a mask or an alpha "
-        "channel is then required); default ICLIGHT_MATTING, else rmbg-1.4",
-    )
-    add_light_options(p)
-    add_model_choice_options(p)
     add_runtime_options(p)
-
-
-def add_model_choice_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("LoRAs, sampler, light as the start (beyond the hosted model; see docs/models.md)")
-    g.add_argument(
-        "--lora", action="append", default=None, metavar="FILE[:SCALE]",
-        help="a LoRA (.safetensors, kohya/A1111 or diffusers layout) at SCALE (default 1); repeatable; "
-        "default ICLIGHT_LORAS",
-    )  # fmt: skip
-    g.add_argument(
-        "--sampler", choices=list(samplers.SAMPLERS), default=samplers.HOSTED,
-        help=f"the sampler (default {samplers.HOSTED}, the hosted model's)",
-    )  # fmt: skip
-    g.add_argument(
-        "--light-start", type=float, default=None, metavar="DENOISE",
-        help="(0..1] start the first pass from the light's latent at this denoise (lower: more of the light)",
-    )  # fmt: skip
-
-
-LIGHT_OPTIONS: dict[str, tuple[type, str, str]] = {  # setting -> (type, metavar, help)
-    "light_angle": (
-        float,
-        "DEGREES",
-        "the side the light comes from, counter-clockwise from the right: 0 right, "
-        "90 top, 180 left (the default), 270 bottom; a gradient light_source gives its own",
-    ),
-    "light_color": (str, "COLOR", "#rrggbb or a CSS colour name (default white)"),
-    "light_bright": (float, "LEVEL", "0..255: the lit side's level (default 224, as the hosted lights)"),
-    "light_dark": (float, "LEVEL", "0..255: the far side's level (default 32)"),
-    "light_shape": (str, "SHAPE", "linear (a gradient, the default) or spot (a soft spot: frontal or overhead)"),
-    "light_x": (float, "X", "0..1: the spot's centre from the left (default 0.5)"),
-    "light_y": (float, "Y", "0..1: the spot's centre from the top (default 0.5)"),
-    "light_radius": (float, "R", "the spot's radius, a fraction of the shorter side (default 0.5)"),
-    "fill_angle": (float, "DEGREES", "a second light (rim or fill) from this side"),
-    "fill_color": (str, "COLOR", "the second light's colour (default white)"),
-    "fill_strength": (float, "S", "0..1: how much the second light adds (default 0.5)"),
-    "light_mix": (float, "MIX", "0..1: blend the background with the light (0 the background, 1 the light)"),
-}
-
-
-def add_light_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("light and colour (beyond the hosted model; see docs/lighting.md)")
-    for name, (kind, metavar, helptext) in LIGHT_OPTIONS.items():
-        g.add_argument(_flag(name), type=kind, default=None, metavar=metavar, help=helptext)
-    g.add_argument(
-        "--light-map", type=Path, default=None, help="an image used as the light (a painted map, a panorama crop)"
-    )
-    g.add_argument(
-        "--keep-colors", type=float, default=0.0, metavar="STRENGTH",
-        help="0..1: inside the matte keep the subject's own colours (CIELAB chroma), the relit lightness (default 0)",
-    )  # fmt: skip
 
 
 def add_runtime_options(p: argparse.ArgumentParser, outputs: bool = True) -> None:
@@ -188,22 +137,20 @@ def add_debug_option(p: argparse.ArgumentParser) -> None:
 
 
 def job_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Every job setting from the command line: hosted inputs and extras."""
-    settings = {name: getattr(args, name) for name in PARAMS}
-    extras = {"detail_transfer": args.detail_transfer, "keep_background": args.keep_background}
-    extras |= {"keep_colors": args.keep_colors, "matting": args.matting}
-    extras |= {"loras": args.lora, "sampler": args.sampler, "light_start": args.light_start}
-    return settings | extras | {n: getattr(args, n) for n in LIGHT_OPTIONS}
+    """Every job setting the command line gave: relight options and the output's (not the files,
+    which are the job's own)."""
+    found = given(args, (*O.RELIGHT, *O.OUTPUT))
+    return {k: str(v) if isinstance(v, Path) else v for k, v in found.items() if k not in ("mask", "light_map")}
 
 
-def load_relighter(args: argparse.Namespace):
+def load_relighter(args: argparse.Namespace, matting: str | None = None):
     from ..pipeline import Relighter
 
     # The matting asked for is the one loaded (and fetched where missing): no other is.
     return Relighter.load(
         args.weights,
         device=args.device,
-        matting_choice=getattr(args, "matting", None),
+        matting_choice=matting or getattr(args, "matting", None),
         base_model=getattr(args, "base_model", None),
         base_vae=getattr(args, "base_vae", None),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..validation import InputError
+from ..core.validation import InputError
 from .options import add_runtime_options, load_relighter
 
 
@@ -30,7 +30,7 @@ def register(command) -> None:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     try:
-        from .. import ui
+        from ..web import app as ui
     except ImportError as e:
         raise InputError(
             f"ui: needs the `ui` extra and Gradio ({e}): pip install 'iclight-background[ui]' && "

@@ -6,7 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
-from .. import config, fetch, layout, matting
+from ..core import config
+from ..matting import mattes as matting
+from ..store import fetch, layout
 from .options import add_base_model_options, add_debug_option
 
 
@@ -104,8 +106,8 @@ def cmd_weights_verify(args: argparse.Namespace) -> int:
 def cmd_weights_prepare(args: argparse.Namespace) -> int:
     import torch
 
-    from ..basemodel import resolve
-    from ..loading import dtypes_for, prepare, prepared_unet, resolve_device
+    from ..models.basemodel import resolve
+    from ..pipeline.loading import dtypes_for, prepare, prepared_unet, resolve_device
 
     root = layout.weights_dir(args.dir)
     dtype = getattr(torch, args.dtype) if args.dtype else dtypes_for(resolve_device()).unet
@@ -118,8 +120,8 @@ def cmd_weights_prepare(args: argparse.Namespace) -> int:
         path = prepare(root, dtype, base)
         print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
     if args.compile not in (None, "off"):
+        from ..models.speed import SpeedSettings
         from ..pipeline import Relighter
-        from ..speed import SpeedSettings
 
         device = resolve_device()
         speed = SpeedSettings.default(device, args.compile)

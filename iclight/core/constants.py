@@ -1,0 +1,202 @@
+"""The single source of the input contract, limits and model constants.
+
+`predict.py`, the command line, the Python API and the tests all read these, so the
+hosted model's schema is written down exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+SIZES: tuple[int, ...] = tuple(range(256, 1025, 64))
+
+BACKGROUND_IMAGE = "Use Background Image"
+FLIPPED_BACKGROUND_IMAGE = "Use Flipped Background Image"
+LEFT_LIGHT = "Left Light"
+RIGHT_LIGHT = "Right Light"
+TOP_LIGHT = "Top Light"
+BOTTOM_LIGHT = "Bottom Light"
+AMBIENT = "Ambient"
+LIGHT_SOURCES: tuple[str, ...] = (
+    BACKGROUND_IMAGE,
+    FLIPPED_BACKGROUND_IMAGE,
+    LEFT_LIGHT,
+    RIGHT_LIGHT,
+    TOP_LIGHT,
+    BOTTOM_LIGHT,
+    AMBIENT,
+)
+# compute_normal relights under these four, in this order.
+NORMAL_LIGHTS: tuple[str, ...] = (LEFT_LIGHT, RIGHT_LIGHT, BOTTOM_LIGHT, TOP_LIGHT)
+
+OUTPUT_FORMATS: tuple[str, ...] = ("webp", "jpg", "png")
+# The matting models a relight may choose (iclight/matting/): the hosted model's, BiRefNet's two,
+# or none (every subject brings a mask or an alpha channel).
+MATTING_CHOICES: tuple[str, ...] = ("rmbg-1.4", "birefnet", "birefnet-lite", "none")
+SEED_MAX = 2**64 - 1  # what torch.Generator.manual_seed accepts
+SEED_MIN = -(2**63)
+
+# A sequence's frames diffused together: at most what `number_of_images` allows in one request.
+SEQUENCE_MAX_WINDOW = 12
+RANDOM_SEED_BITS = 32
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input of the hosted model: what Cog declares and what we check."""
+
+    name: str
+    type: type
+    description: str
+    default: Any = None
+    required: bool = False
+    ge: float | None = None
+    le: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def cog_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `cog.Input`."""
+        kw: dict[str, Any] = {"description": self.description}
+        if not self.required:
+            kw["default"] = self.default
+        for key in ("ge", "le"):
+            if getattr(self, key) is not None:
+                kw[key] = getattr(self, key)
+        if self.choices is not None:
+            kw["choices"] = list(self.choices)
+        return kw
+
+
+INPUTS: tuple[InputSpec, ...] = (
+    InputSpec("subject_image", object, "The main foreground image to be relighted", required=True),
+    InputSpec(
+        "background_image",
+        object,
+        "The background image that will be used to relight the main foreground image",
+        required=True,
+    ),
+    InputSpec("prompt", str, "A text description guiding the relighting and generation process", required=True),
+    InputSpec(
+        "appended_prompt",
+        str,
+        "Additional text to be appended to the main prompt, enhancing image quality",
+        default="best quality",
+    ),
+    InputSpec(
+        "negative_prompt",
+        str,
+        "A text description of attributes to avoid in the generated images",
+        default="lowres, bad anatomy, bad hands, cropped, worst quality",
+    ),
+    InputSpec(
+        "compute_normal",
+        bool,
+        "Whether to compute the normal maps (slower but provides additional output images)",
+        default=False,
+    ),
+    InputSpec("width", int, "The width of the generated images in pixels", default=512, choices=SIZES),
+    InputSpec("height", int, "The height of the generated images in pixels", default=640, choices=SIZES),
+    InputSpec(
+        "steps",
+        int,
+        "The number of diffusion steps to perform during generation (more steps generally improves image "
+        "quality but increases processing time)",
+        default=25,
+        ge=1,
+        le=100,
+    ),
+    InputSpec(
+        "cfg",
+        float,
+        "Classifier-Free Guidance scale - higher values encourage adherence to prompt, lower values encourage "
+        "more creative interpretation",
+        default=2.0,
+        ge=1,
+        le=32,
+    ),
+    InputSpec(
+        "highres_scale",
+        float,
+        "The multiplier for the final output resolution relative to the initial latent resolution",
+        default=1.5,
+        ge=1,
+        le=3,
+    ),
+    InputSpec(
+        "highres_denoise",
+        float,
+        "Controls the amount of denoising applied when refining the high resolution output (higher = more "
+        "adherence to the upscaled latent, lower = more creative details added)",
+        default=0.5,
+        ge=0.1,
+        le=1,
+    ),
+    InputSpec(
+        "light_source",
+        str,
+        "The type and position of lighting to apply to the initial background latent",
+        default=BACKGROUND_IMAGE,
+        choices=LIGHT_SOURCES,
+    ),
+    InputSpec(
+        "seed",
+        int,
+        "A fixed random seed for reproducible results (omit this parameter for a randomized seed)",
+        default=None,
+    ),
+    InputSpec(
+        "number_of_images",
+        int,
+        "The number of unique images to generate from the given input and settings",
+        default=1,
+        ge=1,
+        le=12,
+    ),
+    InputSpec(
+        "output_format",
+        str,
+        "The image file format of the generated output images",
+        default="webp",
+        choices=OUTPUT_FORMATS,
+    ),
+    InputSpec(
+        "output_quality",
+        int,
+        "The image compression quality (for lossy formats like JPEG and WebP). 100 = best quality, 0 = lowest quality.",
+        default=80,
+        ge=0,
+        le=100,
+    ),
+)
+INPUT_SPECS: dict[str, InputSpec] = {spec.name: spec for spec in INPUTS}
+
+
+def default(name: str) -> Any:
+    return INPUT_SPECS[name].default
+
+
+# Model constants (IC-Light's published settings).
+SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "algorithm_type": "sde-dpmsolver++",
+    "use_karras_sigmas": True,
+    "steps_offset": 1,
+}
+CONDITION_CHANNELS = 8  # foreground latent (4) then background latent (4)
+UNET_IN_CHANNELS = 4 + CONDITION_CHANNELS
+LATENT_FACTOR = 8
+HIGHRES_MULTIPLE = 64
+
+GREY = 127  # neutral fill of the subject-on-grey
+AMBIENT_GREY = 64
+LIGHT_BRIGHT = 224
+LIGHT_DARK = 32
+RELIGHT_SIGMA = 0.0
+NORMAL_SIGMA = 16.0
+RMBG_AREA = 256.0  # in units of 64x64 tiles: about one megapixel fed to the matting net
+
+NORMAL_EPS = 1e-5
+NORMAL_Z_POWER = 5.0

@@ -1,0 +1,180 @@
+"""Every setting of a relight and of a sequence, written once: its default, the check it goes
+through at the door (`spec.py`), and how the command line, manifests, the web app and the docs
+present it. The API's keywords, the command line's flags, a manifest line's fields and a recipe's
+parameters are all these names; a new option is one entry here, one field of the spec, and the
+code that uses it.
+
+The hosted model's inputs come from the one contract in `constants`; the images (subject,
+background, and a sequence's frames) are the doors' own arguments, not options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import constants as C
+from . import light as L
+from . import validation as V
+from .lora import parse as parse_loras
+
+# The samplers a relight may use, by the names ComfyUI and A1111 users know (`models/samplers.py`
+# maps them to diffusers' schedulers); the first is the hosted model's.
+HOSTED_SAMPLER = "dpmpp-2m-sde-karras"
+SAMPLERS = (HOSTED_SAMPLER, "dpmpp-2m-karras", "euler", "euler-a", "unipc", "ddim")
+# Draw fresh noise at every step from one generator: requests with them share no diffusion batch.
+STOCHASTIC_SAMPLERS = frozenset({"euler-a"})
+CLIP_SKIPS = (1, 2)  # 1: the text encoder's last layer (the hosted model's); 2: the one before it
+# Light-A-Video's layers: the self-attention of every up block but the last (`models/attention.py`).
+DEFAULT_LAYERS = "up-but-last"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its default, its check (the value, coerced, or an InputError naming it), and
+    how the command line takes it (`kind` is the argparse type; bool is a switch)."""
+
+    name: str
+    default: Any
+    check: Callable[[Any], Any]
+    help: str
+    group: str
+    kind: type | None = None
+    metavar: str | None = None
+    choices: tuple[Any, ...] | None = None
+    flag: str | None = None  # the command line's flag where it is not --NAME (for a switch: it turns it off)
+    single: bool = False  # a single relight's only: a sequence refuses it
+    required: bool = False
+    low: float | None = None  # the range a number is checked against (a slider's, in the web app)
+    high: float | None = None
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+
+def _hosted(name: str, group: str = "hosted", single: bool = False) -> Option:
+    spec = C.INPUT_SPECS[name]
+    helptext = spec.description
+    if spec.choices is not None:
+        helptext += f"; one of: {', '.join(map(str, spec.choices))}"
+    elif spec.ge is not None:
+        helptext += f"; {spec.ge:g} to {spec.le:g}"
+    return Option(
+        name, spec.default, lambda v, s=spec: V.check(s, v), helptext, group, spec.type,
+        metavar=None if spec.type is bool else name.upper(), choices=spec.choices, single=single,
+        required=spec.required, low=spec.ge, high=spec.le,
+    )  # fmt: skip
+
+
+def _fraction(name: str) -> Callable[[Any], float]:
+    return lambda v: V.fraction(name, v)
+
+
+def _kept(value: Any) -> Any:
+    """An image or a light setting: checked where it is used (`imaging`) or with the whole light."""
+    return value
+
+
+def _light_start(value: Any) -> float:
+    return V.denoise("light_start", value)
+
+
+def _light_mix(value: Any) -> float:
+    return L.within("light_mix", value, 0, 1)
+
+
+def _light(value: Any) -> L.Light:
+    if not isinstance(value, L.Light):
+        raise V.InputError(f"light: expected an iclight.Light, got {type(value).__name__}")
+    return value.check()
+
+
+LIGHT_HELP = {  # the flat settings of a designed light (core/light.py): (type, metavar, help)
+    "light_angle": (float, "DEGREES", "the side the light comes from, counter-clockwise from the right: 0 right, "
+                    "90 top, 180 left (the default), 270 bottom; a gradient light_source gives its own"),
+    "light_color": (str, "COLOR", "#rrggbb or a CSS colour name (default white)"),
+    "light_bright": (float, "LEVEL", "0..255: the lit side's level (default 224, as the hosted lights)"),
+    "light_dark": (float, "LEVEL", "0..255: the far side's level (default 32)"),
+    "light_shape": (str, "SHAPE", "linear (a gradient, the default) or spot (a soft spot: frontal or overhead)"),
+    "light_x": (float, "X", "0..1: the spot's centre from the left (default 0.5)"),
+    "light_y": (float, "Y", "0..1: the spot's centre from the top (default 0.5)"),
+    "light_radius": (float, "R", "the spot's radius, a fraction of the shorter side (default 0.5)"),
+    "fill_angle": (float, "DEGREES", "a second light (rim or fill) from this side"),
+    "fill_color": (str, "COLOR", "the second light's colour (default white)"),
+    "fill_strength": (float, "S", "0..1: how much the second light adds (default 0.5)"),
+}  # fmt: skip
+
+HOSTED: tuple[Option, ...] = (
+    _hosted("prompt"),
+    _hosted("appended_prompt"),
+    _hosted("negative_prompt"),
+    _hosted("compute_normal", single=True),
+    _hosted("width"),
+    _hosted("height"),
+    _hosted("steps"),
+    _hosted("cfg"),
+    _hosted("highres_scale"),
+    _hosted("highres_denoise"),
+    _hosted("light_source"),
+    _hosted("seed"),
+    _hosted("number_of_images", single=True),
+)
+OUTPUT: tuple[Option, ...] = (_hosted("output_format", "output"), _hosted("output_quality", "output"))
+EXTRAS: tuple[Option, ...] = (
+    Option("mask", None, _kept, "use this matte (white = subject) instead of background removal; a subject "
+           "with a real alpha channel is used the same way", "extras", Path, single=True),
+    Option("detail_transfer", 0.0, _fraction("detail_transfer"), "0..1: restore the subject's fine detail "
+           "(text, logos, faces) inside the matte (default 0)", "extras", float, "STRENGTH", low=0, high=1),
+    Option("keep_background", False, lambda v: V.boolean("keep_background", v),
+           "composite the relit subject over the background's own pixels", "extras", bool),
+    Option("matting", None, lambda v: V.choice("matting", v, C.MATTING_CHOICES),
+           "the matting model for a subject without mask or alpha: rmbg-1.4 (the hosted model's; non-commercial "
+           "licence), birefnet or birefnet-lite (MIT licence), or none (a mask or an alpha channel is then "
+           "required); default ICLIGHT_MATTING, else rmbg-1.4", "extras", str, choices=C.MATTING_CHOICES),
+    Option("light", None, _light, "a designed light (iclight.Light); the command line gives its settings "
+           "one by one", "light"),
+    *(Option(name, None, _kept, text, "light", kind, metavar) for name, (kind, metavar, text) in LIGHT_HELP.items()),
+    Option("light_mix", None, _light_mix, "0..1: blend the background with the light (0 the background, "
+           "1 the light)", "light", float, "MIX", low=0, high=1),
+    Option("light_map", None, _kept, "an image used as the light (a painted map, a panorama crop)", "light", Path),
+    Option("keep_colors", 0.0, _fraction("keep_colors"), "0..1: inside the matte keep the subject's own colours "
+           "(CIELAB chroma), the relit lightness (default 0)", "light", float, "STRENGTH", low=0, high=1),
+    Option("loras", None, parse_loras, "a LoRA (.safetensors, kohya/A1111 or diffusers layout) at SCALE "
+           "(default 1); repeatable; default ICLIGHT_LORAS", "models", list, "FILE[:SCALE]", flag="--lora"),
+    Option("sampler", HOSTED_SAMPLER, lambda v: V.choice("sampler", v, SAMPLERS),
+           f"the sampler (default {HOSTED_SAMPLER}, the hosted model's)", "models", str, choices=SAMPLERS),
+    Option("light_start", None, _light_start, "(0..1] start the first pass from the light's latent at this "
+           "denoise (lower: more of the light)", "models", float, "DENOISE", low=0, high=1),
+    Option("clip_skip", 1, lambda v: V.choice("clip_skip", V.check(_INT, v), CLIP_SKIPS),
+           "1: the text encoder's last layer (the hosted model's); 2: the layer before it, which many "
+           "community SD1.5 checkpoints are made for", "models", int, "N", choices=CLIP_SKIPS),
+)  # fmt: skip
+SEQUENCE: tuple[Option, ...] = (
+    Option("consistency", 0.5, _fraction("consistency"), "0..1: consistent light attention's mix (0: every "
+           "frame on its own; default 0.5)", "sequence", float, "GAMMA", low=0, high=1),
+    Option("shared_noise", True, lambda v: V.boolean("shared_noise", v),
+           "a seed per frame (default: one noise for all)", "sequence", bool, flag="--independent-noise"),
+    Option("smooth_mattes", True, lambda v: V.boolean("smooth_mattes", v),
+           "leave each frame's estimated matte as it is", "sequence", bool, flag="--no-smooth-mattes"),
+    Option("window", 8, lambda v: V.whole("window", v, 1, C.SEQUENCE_MAX_WINDOW),
+           f"frames diffused together, 1 to {C.SEQUENCE_MAX_WINDOW} (default 8)", "sequence", int),
+    Option("layers", DEFAULT_LAYERS, lambda v: V.pattern("layers", v, (DEFAULT_LAYERS,)),
+           "the attention layers consistency acts on: up-but-last (Light-A-Video's) or a regular expression "
+           "over the UNet's module names", "sequence", str),
+    Option("masks", None, _kept, "a folder with one mask per frame, in name order", "sequence", Path),
+    Option("start", 0, lambda v: V.whole("start", v, 0), "the first frame (default 0)", "sequence", int),
+    Option("end", None, lambda v: V.whole("end", v, 0), "the frame to stop before (default: the last)",
+           "sequence", int),
+    Option("stride", 1, lambda v: V.whole("stride", v, 1), "every N-th frame (default 1)", "sequence", int),
+)  # fmt: skip
+_INT = C.InputSpec("clip_skip", int, "")
+
+RELIGHT: tuple[Option, ...] = HOSTED + EXTRAS
+BY_NAME: dict[str, Option] = {o.name: o for o in (*RELIGHT, *OUTPUT, *SEQUENCE)}
+
+
+def default(name: str) -> Any:
+    return BY_NAME[name].default

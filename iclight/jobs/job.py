@@ -1,0 +1,56 @@
+"""A job (one relight or one sequence, checked, with where its files go) and what became of it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.spec import Encoding, RelightSpec, SequenceSpec
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One relight or sequence to run, checked at its door; its files are named from `id`.
+    A job that cannot run (a bad manifest line) has no spec and says why in `error`."""
+
+    id: str
+    spec: RelightSpec | SequenceSpec | None
+    encoding: Encoding | None = None
+    source: str = ""  # "list.jsonl:3", or the subject's path
+    error: str | None = None
+    save_matte: bool = False
+
+    @property
+    def seed(self) -> int | None:
+        if self.spec is None:
+            return None
+        return self.spec.relight.seed if isinstance(self.spec, SequenceSpec) else self.spec.seed
+
+
+@dataclass
+class OutputFile:
+    name: str
+    data: bytes
+    recipe: dict[str, Any] | None = None  # images carry one, also written as NAME.json
+
+
+@dataclass
+class Outcome:
+    """What became of one job, with its encoded files (not yet written)."""
+
+    id: str
+    error: str | None
+    seed: int | None
+    seconds: float
+    files: list[OutputFile] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class JobFailed(RuntimeError):
+    """A single relight that could not be done; the message says why (naming the input)."""

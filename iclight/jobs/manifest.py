@@ -1,0 +1,232 @@
+"""Job lists for batch relighting: each entry made into a checked job at the door.
+
+A batch reads a folder of images, a text file listing images (one path per line), or a
+JSONL manifest with one job per line:
+
+    {"subject": "shoe.jpg", "background": "beach.jpg", "prompt": "sunset", "seed": 7}
+    {"id": "bag-left", "subject": "bag.png", "prompt": "neon", "light_source": "Left Light"}
+    {"id": "turntable", "sequence": "turn.mp4", "background": "studio.jpg", "prompt": "soft light"}
+
+A line may hold any option of `core/options.py` (the hosted inputs, the extras, a designed
+light's settings, a sequence's settings); the command line gives the defaults. Relative paths
+are relative to the list's folder. Every job has a stable id (its `id`, or one derived from its
+inputs and settings) and its files are named from it, so that a rerun recognises finished work.
+A bad line fails that job, never the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..core import light as L
+from ..core import options as O
+from ..core.lora import parse as parse_loras
+from ..core.spec import RelightSpec, SequenceSpec, encoding, relight_spec, sequence_spec
+from ..core.validation import InputError
+from ..imaging.images import IMAGE_SUFFIXES
+from .job import ID_PATTERN, Job
+
+MANIFEST_SUFFIX = ".jsonl"
+IMAGE_FIELDS = ("subject", "background", "mask", "light_map")
+# Every field a line may have: the images, and every option but a `Light` object (a line gives
+# a light's settings one by one).
+OPTION_FIELDS = tuple(o.name for o in (*O.RELIGHT, *O.OUTPUT, *O.SEQUENCE) if o.name not in ("light", *IMAGE_FIELDS))
+FIELDS = ("id", *IMAGE_FIELDS, "sequence", *OPTION_FIELDS)
+SEQUENCE_ONLY = tuple(o.name for o in O.SEQUENCE)
+# Options newer than the derived ids: they count in a job's id only where set, so that a job's
+# id stays what it was when they did not exist.
+NEWER_THAN_IDS = ("clip_skip",)
+
+
+def read_jobs(
+    source: Path,
+    backgrounds: list[Path] | None = None,
+    settings: dict[str, Any] | None = None,
+    mask: Path | None = None,
+    save_matte: bool = False,
+    light_map: Path | None = None,
+) -> list[Job]:
+    """Jobs from a folder, a list file or a JSONL manifest; `settings` are every job's defaults
+    (option names, as the command line gives them)."""
+    base = {k: v for k, v in (settings or {}).items() if v is not None}
+    defaults = {"mask": mask and str(mask), "light_map": light_map and str(light_map)}
+    if source.is_file() and source.suffix.lower() == MANIFEST_SUFFIX:
+        jobs = _manifest_jobs(source, base, defaults, save_matte)
+    else:
+        folder = source if source.is_dir() else source.parent
+        jobs = [
+            make_job({"subject": str(s), "background": _str(b)}, base, folder, str(s), defaults, save_matte)
+            for s in _listed_images(source)
+            for b in (backgrounds or [None])
+        ]
+    return _unique(jobs)
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _listed_images(source: Path) -> list[Path]:
+    if source.is_dir():
+        return sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    lines = [line.strip() for line in source.read_text().splitlines()]
+    return [source.parent / line for line in lines if line and not line.startswith("#")]
+
+
+def _manifest_jobs(source: Path, base: dict[str, Any], defaults: dict[str, Any], save_matte: bool) -> list[Job]:
+    jobs = []
+    for n, line in enumerate(source.read_text().splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{source.name}:{n}"
+        try:
+            entry = json.loads(line)
+        except ValueError as e:
+            jobs.append(_bad(source, n, where, f"not valid JSON ({e})"))
+            continue
+        if not isinstance(entry, dict):
+            jobs.append(_bad(source, n, where, "expected a JSON object"))
+            continue
+        jobs.append(make_job(entry, base, source.parent, where, defaults, save_matte))
+    return jobs
+
+
+def _bad(source: Path, line: int, where: str, reason: str) -> Job:
+    return Job(id=f"{safe_name(source.stem)}-line{line}", spec=None, source=where, error=reason)
+
+
+def make_job(
+    entry: dict[str, Any],
+    base: dict[str, Any],
+    folder: Path,
+    where: str,
+    defaults: dict[str, Any] | None = None,
+    save_matte: bool = False,
+) -> Job:
+    """A job from one entry (a manifest line, a listed file, the command line's or the web app's
+    inputs), checked now: a bad one fails at once without taking a worker's time. `base`: the
+    defaults of every job; `defaults`: files every job gets unless it names its own (mask, light_map)."""
+    fallback_id = (
+        f"{safe_name(Path(str(entry.get('subject') or entry.get('sequence') or 'job')).stem)}-{_digest(entry)}"
+    )
+    try:
+        unknown = sorted(set(entry) - set(FIELDS))
+        if unknown:
+            raise InputError(f"{unknown[0]}: unknown field; a job may have {', '.join(FIELDS)}")
+        files = _files(entry, folder, defaults or {})
+        values = base | {k: v for k, v in entry.items() if k in OPTION_FIELDS}
+        values["loras"] = parse_loras(values.get("loras"), folder)
+        spec, encoded = _spec(entry, files, values)
+        job_id = entry.get("id") or _derived_id(files, spec, encoded, values, save_matte, folder)
+        if not isinstance(job_id, str) or not ID_PATTERN.match(job_id):
+            raise InputError(f"id: {job_id!r} must be 1-120 letters, digits, '.', '_' or '-', starting alphanumeric")
+    except InputError as e:
+        safe_id = entry.get("id") if isinstance(entry.get("id"), str) and ID_PATTERN.match(entry["id"]) else None
+        return Job(id=safe_id or fallback_id, spec=None, source=where, error=str(e))
+    return Job(job_id, spec, encoded, where, save_matte=save_matte and isinstance(spec, RelightSpec))
+
+
+def _files(entry: dict[str, Any], folder: Path, defaults: dict[str, Any]) -> dict[str, str | None]:
+    """Every file a line names, relative to the list's folder; a sequence's frames are its subject."""
+    sequence = "sequence" in entry
+    if sequence and "subject" in entry:
+        raise InputError("sequence: a line has either a subject or a sequence, not both")
+    if not sequence:
+        extra = sorted(set(entry) & set(SEQUENCE_ONLY))
+        if extra:
+            raise InputError(f'{extra[0]}: a field of sequence jobs; this line has no "sequence"')
+    key = "sequence" if sequence else "subject"
+    if not isinstance(entry.get(key), str) or not entry[key]:
+        raise InputError(f"{key}: required (a path to the {'frames' if sequence else 'subject image'})")
+    found = {name: _path(entry.get(name), folder, name) for name in ("background", "mask", "light_map", "masks")}
+    for name, given in defaults.items():
+        if found[name] is None and given is not None:
+            found[name] = str(given)
+    return found | {"subject": _path(entry[key], folder, key), "sequence": sequence}
+
+
+def _spec(entry: dict[str, Any], files: dict[str, Any], values: dict[str, Any]):
+    encoded = encoding(values.pop("output_format", None), values.pop("output_quality", None))
+    images = {"mask": files["mask"], "light_map": files["light_map"]}
+    if files["sequence"]:
+        values = values | images | {"masks": files["masks"]}
+        return sequence_spec(files["subject"], files["background"], **values), encoded
+    values = {k: v for k, v in values.items() if k not in SEQUENCE_ONLY}
+    return relight_spec(files["subject"], files["background"], **values | images), encoded
+
+
+def _path(value: Any, folder: Path, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InputError(f"{name}: expected a path, got {value!r}")
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else folder / path)
+
+
+def _derived_id(
+    files: dict[str, Any],
+    spec: RelightSpec | SequenceSpec,
+    encoded,
+    values: dict[str, Any],
+    save_matte: bool,
+    folder: Path,
+) -> str:
+    """`subject[__background]-HASH`: the hash covers the files (relative to the list) and every
+    setting as given, so the same job keeps its id across runs and a changed one gets a new one."""
+    subject, background = Path(files["subject"]), files["background"]
+    stem = subject.stem if background is None else f"{subject.stem}__{Path(background).stem}"
+    key = {k: None if files.get(k) is None else _relative(files[k], folder) for k in IMAGE_FIELDS}
+    relight = spec.relight if isinstance(spec, SequenceSpec) else spec
+    params = _id_params(relight, values) | {"output_format": encoded.format, "output_quality": encoded.quality}
+    if isinstance(spec, SequenceSpec):
+        params["sequence"] = spec.record() | {"masks": files["masks"] and _relative(files["masks"], folder)}
+    return f"{safe_name(stem)[:80]}-{_digest({'files': key, 'params': params, 'save_matte': save_matte})}"
+
+
+def _id_params(spec: RelightSpec, values: dict[str, Any]) -> dict[str, Any]:
+    """A job's settings as its id covers them: the checked ones, the seed and a light's settings as
+    given (a drawn seed is no part of what the job is)."""
+    found = {o.name: getattr(spec, o.name) for o in O.HOSTED}
+    found["seed"] = None if values.get("seed") is None else spec.seed
+    found |= {name: values.get(name) for name in (*L.FIELDS, "light_mix")}
+    found |= {n: getattr(spec, n) for n in ("detail_transfer", "keep_colors", "keep_background", "matting")}
+    found |= {"sampler": spec.sampler, "light_start": spec.light_start}
+    found["loras"] = None if spec.loras is None else [lora.record() for lora in spec.loras]
+    newer = {n: getattr(spec, n) for n in NEWER_THAN_IDS if getattr(spec, n) != O.default(n)}
+    return found | newer
+
+
+def _relative(path: str, folder: Path) -> str:
+    try:
+        return Path(os.path.relpath(path, folder)).as_posix()
+    except ValueError:
+        return path
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def safe_name(text: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")
+    return cleaned or "job"
+
+
+def _unique(jobs: list[Job]) -> list[Job]:
+    """A second job with an id already taken fails (it would overwrite the first one's files)."""
+    seen: dict[str, str] = {}
+    out = []
+    for job in jobs:
+        if job.id in seen:
+            reason = f"id: {job.id!r} is already used by {seen[job.id]}"
+            job = replace(job, id=f"{job.id}-dup-{_digest(job.source)}", spec=None, error=reason)
+        seen.setdefault(job.id, job.source)
+        out.append(job)
+    return out

@@ -1,0 +1,108 @@
+"""LoRAs over the relighting UNet and text encoder, through diffusers' LoRA loading (peft): each
+file loaded once as an adapter and kept; a relight activates its own set with its scales, without
+reloading anything. kohya/A1111 and diffusers layouts, `.safetensors` only."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..core.lora import Lora
+from ..core.validation import InputError
+from ..store import fetch
+
+if TYPE_CHECKING:  # loaded with the adapters: the command line checks `--lora` without torch
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+log = logging.getLogger("iclight")
+
+
+class Loras:
+    """The adapters loaded into one UNet and text encoder, and which are active at what scale."""
+
+    def __init__(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> None:
+        self.unet, self.text_encoder = unet, text_encoder
+        self.names: dict[tuple[str, str], str] = {}  # (path, sha256) -> adapter name
+        self.in_text: set[str] = set()  # adapters with text-encoder weights
+        self.active: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def text_key(self) -> tuple[tuple[str, float], ...]:
+        """The active adapters that change the text encoder: part of every prompt embedding's key."""
+        return tuple((name, scale) for name, scale in self.active if name in self.in_text)
+
+    def activate(self, loras: tuple[Lora, ...]) -> bool:
+        """Make exactly `loras` active (loading those not yet loaded); True if anything changed."""
+        from diffusers.loaders.lora_base import (
+            disable_lora_for_text_encoder,
+            enable_lora_for_text_encoder,
+            set_adapters_for_text_encoder,
+        )
+
+        wanted = tuple((self._adapter(lora), lora.scale) for lora in loras)
+        if wanted == self.active:
+            return False
+        names, scales = [n for n, _ in wanted], [s for _, s in wanted]
+        text = [(n, s) for n, s in wanted if n in self.in_text]
+        if names:  # (disabled adapters stay disabled until enabled again, whatever is set active)
+            self.unet.enable_lora()
+            self.unet.set_adapters(names, scales)
+        elif self.names:
+            self.unet.disable_lora()
+        if text:
+            enable_lora_for_text_encoder(self.text_encoder)
+            set_adapters_for_text_encoder([n for n, _ in text], self.text_encoder, [s for _, s in text])
+        elif self.in_text:
+            disable_lora_for_text_encoder(self.text_encoder)
+        self.active = wanted
+        return True
+
+    def _adapter(self, lora: Lora) -> str:
+        path = Path(lora.path)
+        key = (lora.path, fetch.HashCache(path.parent).sha256(path.name))  # a changed file loads anew
+        if key not in self.names:
+            self.names[key] = self._load(path, f"lora{len(self.names)}")
+        return self.names[key]
+
+    def _load(self, path: Path, name: str) -> str:
+        import torch
+        from diffusers.loaders import StableDiffusionLoraLoaderMixin
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise InputError(f"loras: {path} is not a readable .safetensors file ({e})") from e
+        try:
+            state, alphas = StableDiffusionLoraLoaderMixin.lora_state_dict(state)
+        except (ValueError, KeyError) as e:
+            raise InputError(f"loras: {path} is not a LoRA diffusers can read ({e})") from e
+        unet_keys = {k: v for k, v in state.items() if k.startswith("unet.")}
+        text_keys = {k: v for k, v in state.items() if k.startswith("text_encoder.")}
+        if not unet_keys and not text_keys:
+            raise InputError(f"loras: {path} has no UNet or text-encoder weights of an SD1.5 LoRA")
+        self._unfuse()
+        with torch.no_grad(), warnings.catch_warnings():
+            # peft warns whenever a second adapter joins a model: keeping several is the point here
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            if unet_keys:
+                StableDiffusionLoraLoaderMixin.load_lora_into_unet(unet_keys, alphas, self.unet, adapter_name=name)
+            if text_keys:
+                StableDiffusionLoraLoaderMixin.load_lora_into_text_encoder(
+                    text_keys, alphas, self.text_encoder, prefix="text_encoder", adapter_name=name
+                )
+                self.in_text.add(name)
+        log.info("loaded LoRA %s as %s", path, name)
+        return name
+
+    def _unfuse(self) -> None:
+        """LoRAs target the separate q, k and v projections, which fused QKV (`speed.py`) replaced."""
+        if getattr(self.unet, "fused_qkv", False) or any(
+            getattr(m, "fused_projections", False) for m in self.unet.modules()
+        ):
+            self.unet.unfuse_qkv_projections()
+            log.info("unfused the UNet's QKV projections for LoRAs")

@@ -1,0 +1,194 @@
+"""The IC-Light fbc UNet: SD1.5 with a 12-channel `conv_in` and merged offset weights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from accelerate import init_empty_weights
+from diffusers import UNet2DConditionModel
+from diffusers.models.attention_processor import Attention
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+from safetensors import safe_open
+from torch import nn
+
+from ..core import constants as C
+from .cudagraphs import UNetGraphs
+
+if TYPE_CHECKING:
+    from .loras import Loras
+
+MAPPED_WINDOW = 512 << 20
+
+
+@torch.no_grad()
+def widen_conv_in(unet: UNet2DConditionModel, in_channels: int = C.UNET_IN_CHANNELS) -> None:
+    """Give `conv_in` extra input channels that start at zero; the config still says 4,
+    which is what the pipelines must see to size their latents."""
+    old = unet.conv_in
+    new = nn.Conv2d(
+        in_channels,
+        old.out_channels,
+        old.kernel_size,
+        old.stride,
+        old.padding,
+        device=old.weight.device,
+        dtype=old.weight.dtype,
+    )
+    new.weight.zero_()
+    new.weight[:, : old.in_channels].copy_(old.weight)
+    new.bias = old.bias
+    unet.conv_in = new
+
+
+def empty_unet(config_dir: str | Path) -> UNet2DConditionModel:
+    """The widened UNet with no storage yet (meta tensors), to be filled by `assign`."""
+    config = UNet2DConditionModel.load_config(config_dir)
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(config)
+    widen_conv_in(unet)
+    return unet
+
+
+@torch.no_grad()
+def merged_state(
+    base_path: str | Path | dict[str, torch.Tensor],
+    offset_path: str | Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.Tensor]:
+    """`base + offset` for every key, widening `conv_in`, one tensor at a time.
+
+    The base is a safetensors file or tensors already in memory (a converted single-file
+    checkpoint: `basemodel.py`). Strict: both must have the same keys, with the offset's
+    `conv_in.weight` 12 channels wide. The sum is taken in float32 and rounded to `dtype` once.
+    """
+    with _base_tensors(base_path) as (keys, get):
+        with safe_open(str(offset_path), framework="pt", device="cpu") as offset:
+            _check_keys(set(keys), set(offset.keys()), offset_path)
+        state = {}
+        for key, delta in _mapped_tensors(offset_path, keys):
+            weight = get(key).float()
+            if key == "conv_in.weight" and delta.shape[1] > weight.shape[1]:
+                pad = weight.new_zeros(weight.shape[0], delta.shape[1] - weight.shape[1], *weight.shape[2:])
+                weight = torch.cat([weight, pad], dim=1)
+            if delta.shape != weight.shape:
+                raise ValueError(f"{offset_path}: {key} has shape {tuple(delta.shape)}, expected {tuple(weight.shape)}")
+            state[key] = weight.add_(delta).to(device=device, dtype=dtype)
+    return state
+
+
+@contextmanager
+def _base_tensors(base: str | Path | dict[str, torch.Tensor]) -> Iterator[tuple[list[str], Callable]]:
+    if isinstance(base, dict):
+        yield list(base), lambda key: base[key].clone()
+        return
+    # pread gives each tensor its own storage in one go; adding into a mapped file's pages would
+    # cost a copy-on-write fault per page instead.
+    with safe_open(str(base), framework="pt", device="cpu", backend="pread") as f:
+        yield list(f.keys()), f.get_tensor
+
+
+def _mapped_tensors(path: str | Path, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Zero-copy tensors from a mapped file, reopened every MAPPED_WINDOW bytes so that
+    the pages already read are released instead of piling up in the resident set."""
+    window, i = MAPPED_WINDOW, 0
+    while i < len(keys):
+        used = 0
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            while i < len(keys) and used < window:
+                tensor = f.get_tensor(keys[i])
+                used += tensor.numel() * tensor.element_size()
+                yield keys[i], tensor
+                i += 1
+
+
+def _check_keys(base: set[str], offset: set[str], offset_path: str | Path) -> None:
+    if base != offset:
+        missing, extra = sorted(base - offset), sorted(offset - base)
+        raise ValueError(
+            f"{offset_path}: offset keys do not match the UNet "
+            f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''})"
+        )
+
+
+class ConditionedUNet(nn.Module):
+    """Feeds the UNet its noisy latent joined with the 8-channel fg/bg condition.
+
+    The condition travels in `cross_attention_kwargs["concat_conds"]`, so the stock
+    diffusers pipelines drive it unchanged and no state is kept between calls. With `graphs`
+    set (`cudagraphs.UNetGraphs` over `joined`), plain calls replay CUDA graphs, each keyed on
+    `computation()`: the active LoRAs (`adapters`) and the attention processors in place.
+    """
+
+    def __init__(self, unet: UNet2DConditionModel, adapters: Loras | None = None) -> None:
+        super().__init__()
+        self.unet = unet
+        self.adapters = adapters
+        self.graphs: UNetGraphs | None = None
+        self._attention = [(name, m) for name, m in unet.named_modules() if isinstance(m, Attention)]
+
+    def computation(self) -> tuple:
+        """Everything beyond the inputs that changes what a call computes: the active LoRAs with
+        their scales, and each attention layer's processor with its settings."""
+        loras = self.adapters.active if self.adapters is not None else ()
+        return loras, tuple(_describe(m.processor) for _, m in self._attention)
+
+    @contextmanager
+    def attention(self, processors: dict[str, object]) -> Iterator[None]:
+        """These attention processors on their layers for the duration (one run's, as consistent
+        light attention's), the ones they replace after."""
+        modules = dict(self._attention)
+        originals = {name: modules[name].processor for name in processors}
+        try:
+            for name, processor in processors.items():
+                modules[name].set_processor(processor)
+            yield
+        finally:
+            for name, processor in originals.items():
+                modules[name].set_processor(processor)
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, **kwargs):
+        extra = dict(kwargs.pop("cross_attention_kwargs", None) or {})
+        cond = extra.pop("concat_conds").to(sample)
+        plain = not extra and all(v is None for k, v in kwargs.items() if k != "return_dict")
+        if self.graphs is not None and plain and torch.is_tensor(timestep):
+            out = self.graphs(sample, cond, timestep, encoder_hidden_states, computation=self.computation())
+            return UNet2DConditionOutput(sample=out) if kwargs.get("return_dict", True) else (out,)
+        sample = _join(sample, cond)
+        return self.unet(sample, timestep, encoder_hidden_states, cross_attention_kwargs=extra or None, **kwargs)
+
+    def joined(
+        self, sample: torch.Tensor, cond: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> torch.Tensor:
+        """The noise prediction for `sample` beside its condition, all tensors (as a graph records it)."""
+        return self.unet(_join(sample, cond), timestep, encoder_hidden_states, return_dict=False)[0]
+
+
+def _describe(processor: object) -> object:
+    """A processor as a cache key: its own `cache_key` where it has settings, else its kind."""
+    return getattr(processor, "cache_key", None) or type(processor).__qualname__
+
+
+def _join(sample: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    if cond.shape[0] == 1:
+        cond = cond.expand(sample.shape[0], -1, -1, -1)  # one condition serves the whole batch
+    else:  # one per image (a shared batch), for the negative and the positive prompt's halves
+        cond = cond.repeat(sample.shape[0] // cond.shape[0], 1, 1, 1)
+    return torch.cat([sample, cond], dim=1)

@@ -1,0 +1,271 @@
+"""`iclight ui`: a local web app (Gradio) for relighting, over one `Relighter`.
+
+Uploads go through the package's own loaders, so any image Pillow reads works and a bad file
+gets the API's message. The page's controls are named by the options they set; a relight is
+made at the same door as a manifest line's (`jobs.manifest.make_job`) and written as the
+command line writes it (recipe embedded) into bounded output folders (`store.outputs`).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before Gradio is imported: it reads these at import time.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from ..core.hooks import NO_HOOKS, Hooks
+from ..core.light import BACKGROUND_SOURCES, from_fields
+from ..core.spec import check_light
+from ..core.validation import InputError
+from ..imaging.images import load_image
+from ..imaging.lighting import condition_image
+from ..jobs.job import JobFailed
+from ..jobs.manifest import make_job, safe_name
+from ..jobs.run import relight_one
+from ..store.outputs import OutputFolders
+from . import controls as ui_controls
+from .controls import (
+    LIGHT_PAD,
+    PHOTO_MIN_WIDTH,
+    light_choice,
+    light_fields,
+    model_fields,
+    path_of,
+    photo,
+    prompt_box,
+    whole,
+)
+from .sequence_tab import SequenceTab
+
+GRADIO_VERSION = "6.31.0"
+QUICK_PROMPTS = (
+    "sunshine from window",
+    "soft studio light",
+    "neon light, city",
+    "golden hour, warm sunset light",
+    "cool moonlight from the left",
+    "light and shadow, dramatic",
+)
+MAX_UPLOAD = "50mb"
+# A theme with the system's fonts: the default one would fetch fonts from Google.
+SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
+MONO_FONTS = ["ui-monospace", "monospace"]
+
+
+class RelightApp:
+    """The page's event handlers (plain methods, testable without a browser) and its layout."""
+
+    def __init__(self, relighter, outputs: OutputFolders | None = None) -> None:
+        self.relighter = relighter
+        self.outputs = outputs or OutputFolders.from_env()
+
+    def preview_subject(self, subject: Any, mask: Any) -> tuple[Any, Any]:
+        """The matte and the subject on grey, as soon as a subject (or a mask) is uploaded."""
+        subject, mask = path_of(subject), path_of(mask)
+        if not subject:
+            return None, None
+        try:
+            matte, on_grey = self.relighter.matte(subject, mask)
+        except InputError as e:
+            raise gr.Error(str(e), title="Cannot use this file") from None
+        return (matte * 255).round().astype(np.uint8), on_grey
+
+    def preview_background(self, background: Any) -> Any:
+        background = path_of(background)
+        if not background:
+            return None
+        try:
+            return load_image(background, "background_image")
+        except InputError as e:
+            raise gr.Error(str(e), title="Cannot use this file") from None
+
+    def preview_light(
+        self, background: Any, light_source: str, width: float, height: float, design: bool, light_map: Any, pad: dict
+    ) -> Any:
+        """The condition image the model will see for these light settings, before any relight."""
+        background, light_map = path_of(background), path_of(light_map)
+        try:
+            fields = light_fields(design, pad)
+            mix = fields.pop("light_mix")
+            light = from_fields(fields)
+            if background is None and light is None and light_map is None and light_source in BACKGROUND_SOURCES:
+                return None
+            check_light(light_source, background is not None, light, light_map is not None, mix)
+            bg = load_image(background, "background_image") if background else None
+            lit = load_image(light_map, "light_map") if light_map else None
+            return condition_image(light_source, bg, int(width), int(height), light, lit, mix)
+        except InputError as e:
+            raise gr.Error(str(e), title="Cannot use this light") from None
+
+    def relight(
+        self,
+        subject: Any,
+        background: Any,
+        mask: Any,
+        seed: int | None,
+        values: dict[str, Any],
+        hooks: Hooks = NO_HOOKS,
+    ) -> tuple[list[str], list[str], int]:
+        """Relight as `Relighter.relight` does with the page's `values` (by option name, the light
+        pad's and the model controls' as they are shown); returns (gallery, downloads, seed used)."""
+        subject, background, mask = path_of(subject), path_of(background), path_of(mask)
+        if not subject:
+            raise gr.Error("subject_image: required, but no value was given", title="Missing input")
+        entry = {"id": safe_name(Path(subject).stem)[:100], "subject": subject, "background": background}
+        entry |= {"mask": mask, "light_map": path_of(values.get("light_map"))}
+        try:
+            job = make_job(entry, settings_of(values) | {"seed": seed}, Path.cwd(), "web app")
+            with self.outputs.folder() as folder:
+                record = relight_one(self.relighter, job, folder, hooks)
+        except (InputError, JobFailed) as e:
+            raise gr.Error(str(e), title="Cannot relight") from None
+        return record["outputs"], record["outputs"], record["seed"]
+
+    def relight_live(self, subject: Any, background: Any, mask: Any, seed: int | None, shown: list, values: dict):
+        """`relight` for the page: the image forming every few steps while it runs (previews of the
+        latents, `models/previews.py`), then the result against the subject, and the visit's history."""
+        frames: queue.Queue = queue.Queue()
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                outcome["value"] = self.relight(subject, background, mask, seed, values, Hooks(previews=frames.put))
+            except BaseException as e:  # handed to the page below
+                outcome["error"] = e
+            finally:
+                frames.put(None)
+
+        threading.Thread(target=work, daemon=True).start()
+        skip = gr.skip()
+        while (preview := frames.get()) is not None:
+            yield _enlarged(preview.image), preview.label, skip, skip, skip, skip, skip
+        if "error" in outcome:
+            raise outcome["error"]
+        outputs, _, used = outcome["value"]
+        images = [p for p in outputs if not p.endswith(".json")]
+        shown = [*shown, *((p, f"seed {used}") for p in images)]
+        downloads = [*outputs, *(f for f, _ in shown if f not in outputs)]  # this relight's first
+        yield images[0], f"Done: seed {used}", (path_of(subject), images[0]), used, shown, downloads, shown
+
+    def build(self) -> gr.Blocks:
+        with gr.Blocks(title="IC-Light relighting", analytics_enabled=False, delete_cache=(1800, 3600)) as page:
+            gr.Markdown("**IC-Light relighting**: a subject, a background, a prompt. Runs on this machine.")
+            with gr.Tab("Relight", id="relight-tab"):
+                self._relight_tab()
+            with gr.Tab("Sequence", id="sequence-tab"):
+                SequenceTab(self.relighter, self.outputs).build()
+        return page
+
+    def _relight_tab(self) -> None:
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=PHOTO_MIN_WIDTH):
+                with gr.Row():
+                    subject = photo("Subject photo", "subject")
+                    background = photo("Background photo", "background")
+                named: dict[str, Any] = {"prompt": prompt_box("prompt", "e.g. sunshine from window")}
+                with gr.Row(elem_id="quick-prompts"):
+                    for text in QUICK_PROMPTS[:4]:
+                        gr.Button(text, size="sm", min_width=60).click(lambda t=text: t, None, named["prompt"])
+                named["light_source"] = light_choice("light")
+                with gr.Row():
+                    random_seed = gr.Checkbox(value=True, label="Random seed", elem_id="random-seed", min_width=100)
+                    seed = gr.Number(value=12345, label="Seed", precision=0, elem_id="seed", min_width=100)
+                    run = gr.Button("Relight", variant="primary", elem_id="relight", min_width=100)
+                with gr.Accordion("Mask, matte and what the model sees", open=False, elem_id="matte-panel"):
+                    mask = gr.File(label="Mask (optional; white = subject)", elem_id="mask")
+                    with gr.Row():
+                        matte = gr.Image(label="Matte", interactive=False, elem_id="matte", height=200)
+                        on_grey = gr.Image(label="What the model sees", interactive=False, height=200)
+                with gr.Accordion("Light pad: design the light", open=False, elem_id="light-pad"):
+                    pad, light_map, design, preview = ui_controls.light_pad()
+                with gr.Accordion("Models: LoRAs, sampler, light as the start", open=False, elem_id="models"):
+                    named |= ui_controls.models()
+                with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+                    named |= ui_controls.advanced(self.relighter.matting)
+            with gr.Column(scale=6, min_width=PHOTO_MIN_WIDTH):
+                live = gr.Image(label="Relighting", interactive=False, elem_id="live", height=260, format="png")
+                stage = gr.Markdown("", elem_id="stage")
+                slider = gr.ImageSlider(label="Before and after", type="filepath", elem_id="slider", height=300)
+                with gr.Row():
+                    seed_used = gr.Number(label="Seed used", interactive=False, precision=0, elem_id="seed-used")
+                    reuse = gr.Button("Reuse this seed", elem_id="reuse-seed")
+                history = gr.Gallery(label="This visit", columns=4, height=180, elem_id="history")
+                downloads = gr.File(
+                    label="Download (recipe embedded)", file_count="multiple", interactive=False, elem_id="downloads"
+                )
+        shown = gr.State([])
+        named |= pad | {"design_light": design, "light_map": light_map}
+        own = {"subject": subject, "background": background, "mask": mask, "random_seed": random_seed, "seed": seed}
+        own["shown"] = shown
+        raw = dict(preprocess=False)  # uploads as the files themselves: 16-bit, CMYK, alpha and EXIF kept
+
+        def relight_live(data: dict):
+            given = {name: data[c] for name, c in own.items()}
+            values = {name: data[c] for name, c in named.items()}
+            chosen = None if given["random_seed"] or given["seed"] is None else whole(given["seed"])
+            yield from self.relight_live(
+                given["subject"], given["background"], given["mask"], chosen, given["shown"], values
+            )
+
+        light_seen = {"background": background, "light_source": named["light_source"], "width": named["width"]}
+        light_seen |= {"height": named["height"], "design": design, "light_map": light_map, **pad}
+
+        def preview_light(data: dict):
+            v = {name: data[c] for name, c in light_seen.items()}
+            pad_values = {name: v[name] for name in LIGHT_PAD}
+            return self.preview_light(
+                v["background"], v["light_source"], v["width"], v["height"], v["design"], v["light_map"], pad_values
+            )
+
+        for control in light_seen.values():
+            control.change(preview_light, set(light_seen.values()), [preview], concurrency_id="preview", **raw)
+        for trigger in (subject.change, mask.change):
+            trigger(self.preview_subject, [subject, mask], [matte, on_grey], concurrency_id="preview", **raw)
+        run.click(
+            relight_live, {*own.values(), *named.values()},
+            [live, stage, slider, seed_used, history, downloads, shown],
+            concurrency_id="model", concurrency_limit=1, **raw,
+        )  # fmt: skip
+        reuse.click(lambda used: (used, False), [seed_used], [seed, random_seed])
+
+
+def settings_of(values: dict[str, Any]) -> dict[str, Any]:
+    """The relight options the page's values stand for: the light pad's as light settings, the
+    model controls' as LoRAs, sampler and light start; every other one by its own name."""
+    pad = {name: values[name] for name in LIGHT_PAD if name in values}
+    model_names = ("loras", "lora_scale", "sampler", "light_start")
+    found = {k: v for k, v in values.items() if k not in (*LIGHT_PAD, *model_names, "design_light", "light_map")}
+    return found | light_fields(values.get("design_light", False), pad) | model_fields(values)
+
+
+def _enlarged(preview: np.ndarray) -> np.ndarray:
+    """A preview (1/8 of the image: one pixel per latent) at the image's size."""
+    h, w = preview.shape[:2]
+    return np.asarray(Image.fromarray(preview).resize((w * 8, h * 8), Image.BILINEAR))
+
+
+def launch(relighter, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> tuple[gr.Blocks, str]:
+    """Serve the page: one relight at a time on the model, the rest queued (their place shown)."""
+    page = RelightApp(relighter).build()
+    page.queue(default_concurrency_limit=1)
+    theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
+    _, url, _ = page.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        max_file_size=MAX_UPLOAD,
+        prevent_thread_lock=not block,
+        quiet=not block,
+        theme=theme,
+        footer_links=["settings"],
+    )
+    return page, url
