@@ -7,7 +7,7 @@ WEIGHTS ?= weights
 OUT ?= out
 BENCH_WEIGHTS ?= /tmp/iclight-full
 
-.PHONY: install test fuzz lint format parity parity-wide weights prepare examples docs-lights bench bench-matting bench-serving gpu-check \
+.PHONY: install test fuzz lint format parity parity-wide weights prepare examples docs-lights docs-hdri bench bench-matting bench-serving gpu-check \
 	reference reference-birefnet reference-lav gpu-wheels clean
 
 install: $(VENV)/.installed
@@ -19,7 +19,7 @@ GRADIO := gradio==6.31.0
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade -q pip
-	$(PY) -m pip install -q -r requirements.txt -e '.[dev,ray,ui,video]'
+	$(PY) -m pip install -q -r requirements.txt -e '.[dev,ray,ui,video,hdri]'
 	$(PY) -m pip install -q --no-deps $(GRADIO)
 	touch $@
 
@@ -71,6 +71,10 @@ examples: install
 # The grid of designed lights in docs/lighting.md.
 docs-lights: install
 	$(PY) docs/make_light_grid.py docs/lights.png
+
+# The grid of one made-up panorama's condition images in docs/lighting.md.
+docs-hdri: install
+	$(PY) docs/make_hdri_grid.py docs/hdri.png
 
 # Setup, stages and memory on full-size stand-in weights, against the hosted code's way of loading:
 # python -m iclight.standins $(BENCH_WEIGHTS) --size full   (about 7.7 GB), then make bench.

@@ -216,26 +216,53 @@ def test_killed_driver_rerun_skips_finished_jobs(cluster: str, manifest: Path, w
     assert {p: out.joinpath(p).stat().st_mtime_ns for p in finished} == finished  # untouched
 
 
-def test_a_sequence_line_is_one_job_on_one_actor(cluster: str, weights_dir: Path, tmp_path: Path) -> None:
-    """A manifest line with "sequence" (a folder of frames) runs on Ray as one job, with the
-    frames of the same job run locally."""
-    from conftest import _subject
+def test_a_long_clips_windows_run_across_the_actors(cluster: str, weights_dir: Path, tmp_path: Path, monkeypatch):
+    """A manifest's sequence line on Ray: its windows as tasks over two actors, one actor SIGKILLed
+    part-way; every window written once, and the frames and the video equal the local run's."""
+    from test_video import clip
 
-    frames = tmp_path / "views"
-    frames.mkdir()
-    for k in range(3):
-        arr = np.roll(_subject(), 5 * k, axis=1)
-        img = Image.fromarray(arr).convert("RGBA")
-        img.putalpha(Image.fromarray(np.where(arr[..., 0] > 100, 255, 0).astype(np.uint8)))
-        img.save(frames / f"view{k}.png")
-    line = {"id": "views", "sequence": "views", "seed": 5, "light_source": "Left Light", "window": 2}
+    from iclight.jobs import sequences
+
+    clip(tmp_path / "turn.mp4", 12)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for k in range(12):
+        Image.fromarray(np.full((64, 96), 255, np.uint8)).save(masks / f"{k:02d}.png")
+    line = {"id": "turn", "sequence": "turn.mp4", "masks": "masks", "seed": 5, "light_source": "Left Light"}
     manifest = tmp_path / "jobs.jsonl"
-    manifest.write_text(json.dumps(line) + "\n")
+    manifest.write_text(json.dumps(line | {"window": 3, "consistency": 0.5}) + "\n")
+    written: Counter[int] = Counter()
+    real_add = sequences.Output.add
+
+    def counting_add(self, outcome):
+        written[outcome.window] += outcome.window not in self.done
+        return real_add(self, outcome)
+
+    monkeypatch.setattr(sequences.Output, "add", counting_add)
     on_ray, local = tmp_path / "ray", tmp_path / "local"
-    assert cli.main(_argv(manifest, on_ray, weights_dir, "--ray", "--workers", "1", "--device", "cpu")) == 0
+    killed, stop = [], threading.Event()
+
+    def killer() -> None:
+        while not stop.is_set():
+            pids = _actor_pids()
+            if written and pids:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(len(written))
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=killer, daemon=True)
+    watcher.start()
+    try:
+        assert cli.main(_argv(manifest, on_ray, weights_dir, "--ray", "--workers", "2", "--device", "cpu")) == 0
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert killed and killed[0] < 4 and written == {w: 1 for w in range(4)}
     with one_thread():
         assert cli.main(_argv(manifest, local, weights_dir, "--device", "cpu")) == 0
     ray_px, local_px = _outputs(on_ray), _outputs(local)
-    assert sorted(ray_px) == [f"views-frame-{i:05d}.png" for i in range(3)] == sorted(local_px)
+    assert sorted(ray_px) == [f"turn-frame-{i:05d}.png" for i in range(12)] == sorted(local_px)
     assert all(np.array_equal(ray_px[k], local_px[k]) for k in ray_px)
-    assert json.loads((on_ray / "views.json").read_text())["kind"] == "sequence"
+    assert (on_ray / "turn.mp4").read_bytes() == (local / "turn.mp4").read_bytes()
+    assert json.loads((on_ray / "turn.json").read_text())["windows"] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]

@@ -205,16 +205,20 @@ def _clip(path: Path, count: int = 6, fps: int = 8, audio: bool = True) -> Path:
     return path
 
 
-def test_a_video_round_trip_keeps_count_rate_size_and_audio(tmp_path: Path) -> None:
-    clip = video.read(_clip(tmp_path / "in.mp4"))
-    assert len(clip.frames) == 6 and clip.rate == 8 and clip.frames[0].shape == (64, 96, 3)
-    written = video.write(clip.frames, clip.rate, tmp_path / "out", clip)
+def test_a_video_round_trip_keeps_count_times_size_and_audio(tmp_path: Path) -> None:
+    info = video.probe(_clip(tmp_path / "in.mp4"))
+    assert info.count == 6 and info.rate == 8 and info.size == (96, 64) and info.audio
+    frames = video.Frames(info)
+    writer = video.Writer(tmp_path / "out", info.rate, (info.path, 0.0, 6 / 8))
+    for i, image in sorted(frames.get(list(range(6))).items()):
+        assert image.shape == (64, 96, 3)
+        writer.add(image, info.seconds(i))
+    written = writer.close()
     assert written.suffix == ".mp4" and not list(tmp_path.glob("*.part"))
-    with av.open(str(written)) as c:
-        assert c.streams.video[0].frames == 6 and c.streams.video[0].average_rate == 8
-        assert (c.streams.video[0].width, c.streams.video[0].height) == (96, 64) and c.streams.audio
-    part = video.read(tmp_path / "in.mp4", start=1, end=6, stride=2)
-    assert len(part.frames) == 3 and part.rate == 4
+    again = video.probe(written)
+    assert again.count == 6 and again.size == (96, 64) and again.audio
+    assert [round(again.seconds(i), 3) for i in range(6)] == [i / 8 for i in range(6)]
+    assert sorted(frames.get([4, 1])) == [1, 4]  # back and forth: a seek, then forward
 
 
 def test_bad_videos_and_masks_fail_naming_the_input(relighter: Relighter, tmp_path: Path) -> None:
@@ -222,13 +226,18 @@ def test_bad_videos_and_masks_fail_naming_the_input(relighter: Relighter, tmp_pa
     good = _clip(tmp_path / "good.mp4", count=30, audio=False)
     data = _clip(tmp_path / "whole.mkv", count=30, audio=False).read_bytes()
     (tmp_path / "cut.mkv").write_bytes(data[: len(data) * 2 // 3])  # its header promises 30 frames
+    short = _clip(tmp_path / "short.mp4", count=4, audio=False)
     cases = [
-        (lambda: video.read(tmp_path / "not.mp4"), "frames: .*not a video"),
-        (lambda: video.read(good, start=40), "frames: .*no frames in the range"),
-        (lambda: video.read(good, limit=10), "frames: .*more than 10 frames"),
+        (lambda: video.probe(tmp_path / "not.mp4"), "frames: .*not a video"),
+        (lambda: relighter.relight_sequence(good, None, "x", start=40, **FAST), "frames: none in the range given"),
         (lambda: relighter.relight_sequence(good, None, "x", masks=[None] * 2, **FAST), "masks: 2 masks for 30"),
         (lambda: relighter.relight_sequence(tmp_path / "none", None, "x", **FAST), "frames: .*does not exist"),
-        (lambda: video.read(tmp_path / "cut.mkv"), "frames: .*damaged at frame [0-9]+: it ends there, .* 30"),
+        (lambda: video.probe(tmp_path / "cut.mkv"), "frames: .*damaged at frame [0-9]+: it ends there, .* 30"),
+        (lambda: relighter.relight_sequence(good, tmp_path / "not.mp4", "x", **FAST), "background: .*not a video"),
+        (lambda: relighter.relight_sequence(good, short, "x", background_fit="exact", **FAST),
+         "background: 4 background frames for 30 frames; background_fit 'exact'"),
+        (lambda: relighter.relight_sequence(good, None, "x", background_fit="stretch", **FAST),
+         "background_fit: 'stretch' is not allowed"),
     ]  # fmt: skip
     for call, words in cases:
         with pytest.raises(InputError, match="^" + words):

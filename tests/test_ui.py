@@ -26,6 +26,7 @@ from iclight.store.outputs import OutputFolders
 gr = pytest.importorskip("gradio", reason="the `ui` extra is not installed")
 ui = pytest.importorskip("iclight.web.app")
 from iclight.core.light import Light, from_fields  # noqa: E402
+from iclight.imaging.images import resize_and_center_crop  # noqa: E402
 from iclight.imaging.lighting import condition_image  # noqa: E402
 from iclight.web.controls import LIGHT_PAD, light_fields  # noqa: E402
 
@@ -102,9 +103,9 @@ PAD = {"design_light": True, "light_angle": 30.0, "light_color": "orange", "fill
 
 
 def _preview(app, background, light_source: str, **pad):
-    """The light preview as the page asks for it: the background, the light, the size, the pad."""
-    design = pad.pop("design_light", False)
-    return app.preview_light(background, light_source, 256, 320, design, None, LIGHT_PAD | pad)
+    """The light preview as the page asks for it: the background, then the light's values by name."""
+    values = {"light_source": light_source, "width": 256, "height": 320, "light_map": None} | LIGHT_PAD | pad
+    return app.preview_light(background, values)
 
 
 def _light(**pad) -> tuple[Light | None, float | None]:
@@ -233,6 +234,9 @@ def test_the_first_screen_does_the_job_and_shows_the_image_forming(
         assert any(text.startswith("high-res pass, step") for text in labels)
         expect(page.locator("#seed-used input")).to_have_value("21")
         expect(page.locator("#slider img")).to_have_count(2)  # the subject and the result
+        before = _download_src(page, page.locator("#slider img").first.get_attribute("src"), tmp_path / "before.png")
+        framed = resize_and_center_crop(np.asarray(Image.open(subject).convert("RGB")), 256, 256)
+        assert np.array_equal(_pixels(before), framed)  # the subject as the result frames it
         page.locator("#advanced").get_by_text("Advanced").click()  # closed again, for the screenshot
         page.evaluate("window.scrollTo(0, 0)")
         page.wait_for_timeout(500)
@@ -269,19 +273,29 @@ def test_a_narrow_window_stacks_the_same_order_in_one_column(served: str) -> Non
 
 
 @NEEDS_CHROMIUM
-def test_a_short_clip_comes_back_as_a_video_that_plays(
-    served: str, relighter: Relighter, image_files, tmp_path: Path
+def test_a_clip_plays_on_the_first_screen_and_comes_back_relit_over_a_moving_background(
+    served: str, relighter: Relighter, tmp_path: Path
 ) -> None:
+    """At 1280x800: the clip shows as a video that plays, the background may be a video, and the
+    prompt, the light and the button are on the first screen; the relit clip plays."""
     from playwright.sync_api import expect
-    from test_sequence import _clip
+    from test_video import clip
 
-    clip = _clip(tmp_path / "clip.mp4", count=3)
-    with _page(served, height=1000, width=1280) as page:
+    subject = clip(tmp_path / "clip.mp4", count=3)
+    street = clip(tmp_path / "street.mp4", count=2, colors=[(200, 40, 40), (40, 40, 200)])
+    with _page(served, height=800, width=1280) as page:
         page.get_by_role("tab", name="Sequence").click()
-        page.locator("#seq-input input[type=file]").set_input_files(str(clip))
-        page.locator("#seq-background input[type=file]").set_input_files(str(image_files[1]))
+        for selector in ("#seq-input", "#seq-prompt", "#seq-light", "#seq-relight"):
+            box = _box(page, selector)
+            assert box["y"] + box["height"] <= 800, (selector, box)
+        page.locator("#seq-input input[type=file]").set_input_files(str(subject))
+        expect(page.locator("#seq-input video")).to_be_visible(timeout=30_000)  # the clip, as a video
+        page.wait_for_function("() => document.querySelector('#seq-input video').readyState >= 1", timeout=30_000)
+        page.get_by_role("tab", name="Video", exact=True).click()
+        page.locator("#seq-background-video input[type=file]").set_input_files(str(street))
+        expect(page.locator("#seq-background-video video")).to_be_visible(timeout=30_000)
         page.locator("#seq-prompt textarea").fill("sun")
-        page.locator("#seq-advanced").get_by_text("Size and steps").click()
+        page.locator("#seq-advanced").get_by_text("Size, steps").click()
         page.wait_for_timeout(500)
         for elem, value in (("#seq-width", "256"), ("#seq-height", "256"), ("#seq-steps", "2"), ("#seq-highres", "1")):
             _fill(page, f"{elem} input[type=number]", value)
@@ -293,9 +307,7 @@ def test_a_short_clip_comes_back_as_a_video_that_plays(
         page.wait_for_function("() => document.querySelector('#seq-video video').readyState >= 2", timeout=30_000)
         assert player.evaluate("v => v.duration") > 0.3  # 3 frames at 8 fps
         first = _download_src(page, page.locator("#seq-strip img").first.get_attribute("src"), tmp_path / "f0.png")
-    api = relighter.relight_sequence(
-        clip, image_files[1], "sun", seed=4, width=256, height=256, steps=2, highres_scale=1.0
-    )
+    api = relighter.relight_sequence(subject, street, "sun", seed=4, width=256, height=256, steps=2, highres_scale=1.0)
     assert np.array_equal(_pixels(first), np.asarray(api.images[0]))
 
 
@@ -328,6 +340,33 @@ def test_the_light_pad_in_a_real_browser(served: str, relighter: Relighter, imag
     light = Light(angle=30, color="orange", bright=224.0, dark=32.0)
     api = relighter.relight(subject, background, "sun", seed=21, light=light, **SMALL).images[0]
     assert np.array_equal(_pixels(got), np.asarray(api))
+
+
+@NEEDS_CHROMIUM
+def test_a_panorama_shows_its_view_and_light_before_any_relight(served: str, relighter: Relighter, tmp_path: Path):
+    from playwright.sync_api import expect
+    from test_hdri import panorama
+
+    from iclight.imaging import hdri
+
+    cv2 = hdri._cv2()
+    path = tmp_path / "sky.hdr"
+    cv2.imwrite(str(path), panorama()[..., ::-1])
+    pano, light = hdri.Panoramas().get(path)
+    with _page(served, height=1600) as page:
+        page.locator("#light-pad").get_by_text("Light pad").click()
+        page.locator("#hdri input[type=file]").set_input_files(str(path))
+        preview = page.locator("#preview img")
+        expect(preview).to_be_visible(timeout=60_000)
+        page.wait_for_timeout(1000)  # the last change's preview
+        shown = _pixels(_download_src(page, preview.get_attribute("src"), tmp_path / "view.png"))
+        assert np.array_equal(shown, hdri.condition(pano, light, 512, 640, 0.0, 0.0, 60.0, 0.0, 0.5)[0])
+        before = preview.get_attribute("src")
+        _fill(page, "#hdri-heading input[type=number]", "90")
+        expect(preview).not_to_have_attribute("src", before, timeout=30_000)
+        page.wait_for_timeout(1000)
+        turned = _pixels(_download_src(page, preview.get_attribute("src"), tmp_path / "turned.png"))
+        assert np.array_equal(turned, hdri.condition(pano, light, 512, 640, 90.0, 0.0, 60.0, 0.0, 0.5)[0])
 
 
 @contextmanager

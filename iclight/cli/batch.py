@@ -8,9 +8,9 @@ from pathlib import Path
 
 from ..core.validation import InputError
 from ..jobs import run
-from ..jobs.job import Job
+from ..jobs.job import Task
 from ..jobs.manifest import read_jobs
-from .options import add_model_options, job_settings, load_relighter
+from .options import add_model_options, files, job_settings, load_relighter
 
 
 def register(command) -> None:
@@ -50,7 +50,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     if not args.subjects.exists():
         raise InputError(f"JOBS: {args.subjects} does not exist")
-    jobs = read_jobs(args.subjects, args.background, job_settings(args), args.mask, args.save_matte, args.light_map)
+    jobs = read_jobs(args.subjects, args.background, job_settings(args), files(args), args.save_matte)
     logging.getLogger("iclight").setLevel(logging.WARNING)  # per-stage timings would drown the job bar
     if args.ray is not None:
         if args.workers < 1:
@@ -67,6 +67,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             weights=None if args.weights is None else str(args.weights),
             device=args.device,
             base_model=None if args.base_model is None else str(args.base_model.resolve()),
+            matting=args.matting,
         )
         executor = ray_executor(settings)
     else:
@@ -77,9 +78,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def local_executor(args: argparse.Namespace):
-    def execute_all(jobs: list[Job]):
+    def execute_all(tasks: list[Task]):
         relighter = load_relighter(args)  # only once there is something to run
-        for job in jobs:
-            yield run.execute(relighter, job)
+        plans: dict = {}
+        for task in tasks:
+            yield run.execute(relighter, task.job) if task.window is None else run.execute_task(relighter, task, plans)
 
     return execute_all

@@ -53,6 +53,7 @@ GROUPS = {
     "output": "output (the hosted model's inputs)",
     "extras": "beyond the hosted model",
     "light": "light and colour (beyond the hosted model; see docs/lighting.md)",
+    "hdri": "light from an HDRI (beyond the hosted model; see docs/lighting.md)",
     "models": "LoRAs, sampler, light as the start, clip skip (beyond the hosted model; see docs/models.md)",
     "sequence": "sequence",
 }
@@ -136,11 +137,20 @@ def add_debug_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="on an error, show the whole traceback (or ICLIGHT_DEBUG=1)")
 
 
+# The options that name a file: every job of a batch gets them unless its line names its own.
+FILE_OPTIONS = ("mask", "light_map", "hdri")
+
+
 def job_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Every job setting the command line gave: relight options and the output's (not the files,
-    which are the job's own)."""
+    `files`, which are the job's own)."""
     found = given(args, (*O.RELIGHT, *O.OUTPUT))
-    return {k: str(v) if isinstance(v, Path) else v for k, v in found.items() if k not in ("mask", "light_map")}
+    return {k: v for k, v in found.items() if k not in FILE_OPTIONS}
+
+
+def files(args: argparse.Namespace) -> dict[str, str | None]:
+    """The files the command line named for the job (FILE_OPTIONS), as paths."""
+    return {name: None if getattr(args, name, None) is None else str(getattr(args, name)) for name in FILE_OPTIONS}
 
 
 def load_relighter(args: argparse.Namespace, matting: str | None = None):

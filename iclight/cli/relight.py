@@ -11,7 +11,7 @@ from ..jobs.job import Job
 from ..jobs.manifest import make_job, safe_name
 from ..jobs.recipe import check_models, read_recipe
 from ..jobs.run import relight_one
-from .options import add_model_options, add_runtime_options, job_settings, load_relighter
+from .options import FILE_OPTIONS, add_model_options, add_runtime_options, files, job_settings, load_relighter
 
 
 def register(command) -> None:
@@ -32,8 +32,7 @@ def register_reproduce(command) -> None:
 
 
 def cmd_relight(args: argparse.Namespace) -> int:
-    files = {"mask": args.mask, "light_map": args.light_map}
-    job = _job(args.subject, args.background, job_settings(args), files, args.save_matte)
+    job = _job(args.subject, args.background, job_settings(args), files(args), args.save_matte)
     for path in relight_one(load_relighter(args), job, args.out)["outputs"]:
         print(path)
     return 0
@@ -57,13 +56,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     relighter = load_relighter(args, matting=settings.get("matting"))
     if recipe.get("kind") == "sequence":
         entry = {"id": safe_name(Path(recipe["frames"]).stem)[:100], "sequence": recipe["frames"]}
-        entry |= {"background": inputs.get("background_image"), "light_map": inputs.get("light_map")}
+        entry |= {"background": inputs.get("background_image")} | {
+            n: inputs.get(n) for n in FILE_OPTIONS if n != "mask"
+        }
         job = make_job(entry | recipe["sequence"], settings, Path.cwd(), recipe["frames"])
         for path in relight_one(relighter, job, args.out)["outputs"]:
             print(path)
         return 0
-    files = {"mask": inputs.get("mask"), "light_map": inputs.get("light_map")}
+    named = {name: inputs.get(name) for name in FILE_OPTIONS}
     background = inputs.get("background_image")
-    job = _job(Path(inputs["subject_image"]), background and Path(background), settings, files, False)
+    job = _job(Path(inputs["subject_image"]), background and Path(background), settings, named, False)
     print(relight_one(relighter, job, args.out)["outputs"][recipe["index"]])
     return 0

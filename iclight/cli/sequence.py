@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ..core import options as O
+from ..core.hooks import Hooks
 from ..jobs.manifest import make_job, safe_name
 from ..jobs.run import relight_one
-from .options import add_model_options, add_options, given, job_settings, load_relighter
+from .options import add_model_options, add_options, files, given, job_settings, load_relighter
 
 
 def register(command) -> None:
@@ -21,7 +24,11 @@ def register(command) -> None:
         "recipe (`iclight reproduce NAME.json` makes the same frames).",
     )
     p.add_argument("input", type=Path, metavar="INPUT", help="a video file or a folder of images")
-    p.add_argument("background", type=Path, nargs="?", help="the background photo (optional with a synthetic light)")
+    p.add_argument(
+        "background", type=Path, nargs="?",
+        help="the background: a photo, or a video or a folder of images (frame k under frame k; optional with a "
+        "synthetic light)",
+    )  # fmt: skip
     add_model_options(p, sequence=True)
     add_options(p, O.SEQUENCE)
     p.set_defaults(run=cmd_sequence)
@@ -29,12 +36,33 @@ def register(command) -> None:
 
 def cmd_sequence(args: argparse.Namespace) -> int:
     entry = {"id": safe_name(args.input.stem)[:100], "sequence": str(args.input)}
-    entry |= {
-        "background": args.background and str(args.background),
-        "light_map": args.light_map and str(args.light_map),
-    }
+    entry |= {"background": args.background and str(args.background)}
+    entry |= {k: v for k, v in files(args).items() if k != "mask"}
     entry |= {k: str(v) if isinstance(v, Path) else v for k, v in given(args, O.SEQUENCE).items()}
     job = make_job(entry, job_settings(args), Path.cwd(), str(args.input))
-    for path in relight_one(load_relighter(args), job, args.out)["outputs"]:
+    with FramesBar() as bar:
+        record = relight_one(load_relighter(args), job, args.out, Hooks(step_progress=False, frames_done=bar))
+    for path in record["outputs"]:
         print(path)
     return 0
+
+
+class FramesBar:
+    """Frames done of all, seconds per frame and time left (tqdm), from the run's first report:
+    a run that goes on after an earlier one counts only its own frames in its pace."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=total, initial=done, unit="frame", desc="frames", dynamic_ncols=True)
+        else:
+            self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> FramesBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()

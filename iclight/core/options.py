@@ -27,6 +27,8 @@ SAMPLERS = (HOSTED_SAMPLER, "dpmpp-2m-karras", "euler", "euler-a", "unipc", "ddi
 # Draw fresh noise at every step from one generator: requests with them share no diffusion batch.
 STOCHASTIC_SAMPLERS = frozenset({"euler-a"})
 CLIP_SKIPS = (1, 2)  # 1: the text encoder's last layer (the hosted model's); 2: the one before it
+# What a background video (or folder of backgrounds) shorter than a sequence's frames does.
+BACKGROUND_FITS = ("hold", "loop", "exact")
 # Light-A-Video's layers: the self-attention of every up block but the last (`models/attention.py`).
 DEFAULT_LAYERS = "up-but-last"
 
@@ -140,6 +142,18 @@ EXTRAS: tuple[Option, ...] = (
     Option("light_mix", None, _light_mix, "0..1: blend the background with the light (0 the background, "
            "1 the light)", "light", float, "MIX", low=0, high=1),
     Option("light_map", None, _kept, "an image used as the light (a painted map, a panorama crop)", "light", Path),
+    Option("hdri", None, _kept, "an equirectangular panorama (.hdr, .exr, or an 8/16-bit 2:1 image) as the "
+           "background and the light (docs/lighting.md)", "hdri", Path),
+    Option("hdri_heading", 0.0, lambda v: L.within("hdri_heading", v, -360, 360), "degrees the camera turns to "
+           "the right from the panorama's centre (default 0)", "hdri", float, "DEGREES", low=-180, high=180),
+    Option("hdri_pitch", 0.0, lambda v: L.within("hdri_pitch", v, -90, 90), "degrees the camera looks up "
+           "(default 0)", "hdri", float, "DEGREES", low=-90, high=90),
+    Option("hdri_fov", 60.0, lambda v: L.within("hdri_fov", v, 10, 150), "the camera's horizontal field of "
+           "view in degrees (default 60)", "hdri", float, "DEGREES", low=10, high=150),
+    Option("hdri_exposure", 0.0, lambda v: L.within("hdri_exposure", v, -10, 10), "the view's exposure in stops "
+           "(default 0)", "hdri", float, "STOPS", low=-10, high=10),
+    Option("hdri_light", 0.5, _fraction("hdri_light"), "0..1: how strongly the panorama's light from outside "
+           "the view is added (default 0.5)", "hdri", float, "STRENGTH", low=0, high=1),
     Option("keep_colors", 0.0, _fraction("keep_colors"), "0..1: inside the matte keep the subject's own colours "
            "(CIELAB chroma), the relit lightness (default 0)", "light", float, "STRENGTH", low=0, high=1),
     Option("loras", None, parse_loras, "a LoRA (.safetensors, kohya/A1111 or diffusers layout) at SCALE "
@@ -165,6 +179,11 @@ SEQUENCE: tuple[Option, ...] = (
            "the attention layers consistency acts on: up-but-last (Light-A-Video's) or a regular expression "
            "over the UNet's module names", "sequence", str),
     Option("masks", None, _kept, "a folder with one mask per frame, in name order", "sequence", Path),
+    Option("background_fit", "hold", lambda v: V.choice("background_fit", v, BACKGROUND_FITS),
+           "a background video (or folder) shorter than the frames: hold its last frame (the default), loop "
+           "it, or exact (refuse unless the lengths match)", "sequence", str, choices=BACKGROUND_FITS),
+    Option("hdri_turn", 0.0, lambda v: L.within("hdri_turn", v, -360, 360), "degrees the camera's heading in "
+           "the panorama turns with each frame (a turntable; default 0)", "sequence", float, "DEGREES"),
     Option("start", 0, lambda v: V.whole("start", v, 0), "the first frame (default 0)", "sequence", int),
     Option("end", None, lambda v: V.whole("end", v, 0), "the frame to stop before (default: the last)",
            "sequence", int),

@@ -109,6 +109,12 @@ class RelightSpec:
     light: L.Light | None
     light_mix: float | None
     light_map: ImageLike | None
+    hdri: ImageLike | None
+    hdri_heading: float
+    hdri_pitch: float
+    hdri_fov: float
+    hdri_exposure: float
+    hdri_light: float
     keep_colors: float
     loras: tuple[Lora, ...] | None  # None: the relighter's own
     sampler: str
@@ -135,7 +141,7 @@ class RelightSpec:
     def record(self) -> dict[str, Any]:
         """Every setting as flat, JSON-ready parameters (the images apart): what a recipe keeps and
         `relight_spec` takes back."""
-        skip = {"subject", "background", "mask", "light_map", "light", "loras"}
+        skip = {"subject", "background", "mask", "light_map", "hdri", "light", "loras"}
         found = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         found["loras"] = None if self.loras is None else [lora.record() for lora in self.loras]
         return found | L.no_fields() | (self.light.fields() if self.light else {})
@@ -162,6 +168,8 @@ class SequenceSpec:
     smooth_mattes: bool
     window: int
     layers: str
+    background_fit: str
+    hdri_turn: float
     start: int
     end: int | None
     stride: int
@@ -171,8 +179,12 @@ class SequenceSpec:
         base = self.relight.seed
         return [base if self.shared_noise else (base + i) % SEED_SPACE for i in range(count)]
 
-    def frame(self, subject: ImageLike, mask: ImageLike | None, seed: int) -> RelightSpec:
-        return replace(self.relight, subject=subject, mask=mask, seed=seed)
+    def frame(
+        self, index: int, subject: ImageLike, mask: ImageLike | None, seed: int, background: ImageLike | None
+    ) -> RelightSpec:
+        """Frame `index`'s relight: its image, mask, seed and background, the panorama turned to its heading."""
+        heading = self.relight.hdri_heading + index * self.hdri_turn
+        return replace(self.relight, subject=subject, mask=mask, seed=seed, background=background, hdri_heading=heading)
 
     def record(self) -> dict[str, Any]:
         """The sequence's own settings, flat (what a recipe keeps as "sequence")."""
@@ -256,12 +268,35 @@ def _consistent(s: RelightSpec) -> None:
     """An InputError naming the first input that contradicts another."""
     if s.compute_normal:
         names = ("detail_transfer", "keep_background", "light", "light_map", "light_mix", "keep_colors", "light_start")
+        names += ("hdri",)
         used = [n for n in names if _given(getattr(s, n))]
         if used:
             raise InputError(f"compute_normal: cannot be combined with {used[0]} (it relights under four fixed lights)")
+    if s.hdri is not None:
+        _hdri_alone(s)
+        return
+    for name in HDRI_SETTINGS:
+        if getattr(s, name) != O.default(name):
+            raise InputError(f"{name}: needs hdri, a panorama to turn the camera in")
     if s.keep_background and s.background is None:
         raise InputError("keep_background: needs a background image")
     check_light(s.light_source, s.background is not None, s.light, s.light_map is not None, s.light_mix)
+
+
+HDRI_SETTINGS = ("hdri_heading", "hdri_pitch", "hdri_fov", "hdri_exposure", "hdri_light")
+
+
+def _hdri_alone(s: RelightSpec) -> None:
+    """A panorama is the background and the light: nothing else may claim to be either."""
+    if s.background is not None:
+        raise InputError("hdri: cannot be combined with a background image (the panorama's view is the background)")
+    if s.light_source != C.BACKGROUND_IMAGE:
+        raise InputError(f"light_source: {s.light_source!r} contradicts hdri; leave the default (the panorama's view)")
+    for name in ("light", "light_map", "light_mix"):
+        if getattr(s, name) is not None:
+            raise InputError(
+                f"hdri: cannot be combined with {name} (the panorama makes the light; hdri_light sets how much)"
+            )
 
 
 def check_light(source: str, background: bool, light: L.Light | None, light_map: bool, mix: float | None) -> None:

@@ -1,7 +1,9 @@
 """Batch relighting on Ray Data: an actor pool, one `Relighter` per actor, loaded once.
 
-Each job is one row in its own block, so that the pool balances jobs one by one and a
-job lost with its actor (a process killed, a node gone) is redone alone on a new one.
+Each task (a job, or one window of a sequence: every window carries the first window's reference
+frames, so windows are independent) is one row in its own block, so that the pool balances them
+one by one and a task lost with its actor (a process killed, a node gone) is redone alone on a
+new one.
 Actors read the input files by path (on a cluster: shared storage, or the job's
 `--working-dir`) and return encoded files to the driver, which writes them (see `batch`).
 """
@@ -20,8 +22,8 @@ import numpy as np
 import ray
 from ray.data import ActorPoolStrategy, DataContext
 
-from .job import Job, Outcome, OutputFile
-from .run import execute
+from .job import Outcome, OutputFile, Task
+from .run import execute_task
 
 log = logging.getLogger("iclight")
 
@@ -35,24 +37,35 @@ class RaySettings:
     weights: str | None = None
     device: str | None = None
     base_model: str | None = None  # None: ICLIGHT_BASE_MODEL on the workers, else the bundled one
+    matting: str | None = None  # None: ICLIGHT_MATTING on the workers, else rmbg-1.4
 
 
 class RelightWorker:
     """The callable class `map_batches` runs in each actor."""
 
-    def __init__(self, weights: str | None, device: str | None, threads: int, base_model: str | None = None) -> None:
+    def __init__(
+        self,
+        weights: str | None,
+        device: str | None,
+        threads: int,
+        base_model: str | None = None,
+        matting: str | None = None,
+    ) -> None:
         import torch
 
         from ..pipeline import Relighter
 
         logging.basicConfig(level=logging.WARNING)
         torch.set_num_threads(max(1, threads))
-        self.relighter = Relighter.load(weights, device=device, base_model=base_model)
+        self.relighter = Relighter.load(weights, device=device, base_model=base_model, matting_choice=matting)
+        self.plans: dict = {}  # the sequence plans of the windows this actor ran
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        outcomes = [execute(self.relighter, job) for job in batch["job"]]
+        outcomes = [execute_task(self.relighter, task, self.plans) for task in batch["task"]]
         return {
             "id": [o.id for o in outcomes],
+            "window": [-1 if o.window is None else o.window for o in outcomes],
+            "recipe": ["" if o.recipe is None else json.dumps(o.recipe) for o in outcomes],
             "error": [o.error or "" for o in outcomes],
             "seed": [-1 if o.seed is None else o.seed for o in outcomes],
             "seconds": [o.seconds for o in outcomes],
@@ -67,8 +80,13 @@ def _outcome(row: dict[str, Any]) -> Outcome:
         OutputFile(str(name), bytes(data), json.loads(recipe) if recipe else None)
         for name, data, recipe in zip(row["names"], row["blobs"], row["recipes"], strict=True)
     ]
-    seed = int(row["seed"])
-    return Outcome(str(row["id"]), str(row["error"]) or None, None if seed < 0 else seed, float(row["seconds"]), files)
+    seed, window = int(row["seed"]), int(row["window"])
+    outcome = Outcome(
+        str(row["id"]), str(row["error"]) or None, None if seed < 0 else seed, float(row["seconds"]), files
+    )
+    outcome.window = None if window < 0 else window
+    outcome.recipe = json.loads(row["recipe"]) if row["recipe"] else None
+    return outcome
 
 
 def connect(address: str | None) -> bool:
@@ -86,22 +104,22 @@ def connect(address: str | None) -> bool:
 def ray_executor(settings: RaySettings):
     """An executor for `batch.run_batch` that runs the jobs on Ray Data."""
 
-    def run(jobs: list[Job]) -> Iterator[Outcome]:
+    def run(tasks: list[Task]) -> Iterator[Outcome]:
         ours = connect(settings.address)
         try:
-            yield from _run(jobs)
+            yield from _run(tasks)
         finally:
             if ours:
                 ray.shutdown()
 
-    def _run(jobs: list[Job]) -> Iterator[Outcome]:
+    def _run(tasks: list[Task]) -> Iterator[Outcome]:
         DataContext.get_current().enable_progress_bars = False  # the batch has its own
         gpus = settings.gpus_per_worker
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         weights = None if settings.weights is None else str(Path(settings.weights).resolve())
-        # Each row carries its checked job as it is (Ray pickles what is not a column type).
-        rows = ray.data.from_items([{"job": job} for job in jobs], override_num_blocks=len(jobs))
+        # Each row carries its checked task as it is (Ray pickles what is not a column type).
+        rows = ray.data.from_items([{"task": task} for task in tasks], override_num_blocks=len(tasks))
         results = rows.map_batches(
             RelightWorker,
             fn_constructor_kwargs={
@@ -109,6 +127,7 @@ def ray_executor(settings: RaySettings):
                 "device": settings.device,
                 "threads": int(settings.cpus_per_worker),
                 "base_model": settings.base_model,
+                "matting": settings.matting,
             },
             batch_size=1,
             compute=ActorPoolStrategy(size=settings.workers),

@@ -22,12 +22,21 @@ class Job:
     source: str = ""  # "list.jsonl:3", or the subject's path
     error: str | None = None
     save_matte: bool = False
+    key: str = ""  # what the job is (its files and settings, a seed only where one was given)
 
     @property
     def seed(self) -> int | None:
         if self.spec is None:
             return None
         return self.spec.relight.seed if isinstance(self.spec, SequenceSpec) else self.spec.seed
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one worker runs: a job whole, or one window of a sequence job."""
+
+    job: Job
+    window: int | None = None
 
 
 @dataclass
@@ -46,6 +55,8 @@ class Outcome:
     seed: int | None
     seconds: float
     files: list[OutputFile] = field(default_factory=list)
+    window: int | None = None  # a sequence window's frames, where it is one
+    recipe: dict[str, Any] | None = None  # a sequence's recipe (its window's worker makes it)
 
     @property
     def ok(self) -> bool:

@@ -33,29 +33,29 @@ from ..imaging.images import IMAGE_SUFFIXES
 from .job import ID_PATTERN, Job
 
 MANIFEST_SUFFIX = ".jsonl"
-IMAGE_FIELDS = ("subject", "background", "mask", "light_map")
+IMAGE_FIELDS = ("subject", "background", "mask", "light_map", "hdri")
 # Every field a line may have: the images, and every option but a `Light` object (a line gives
 # a light's settings one by one).
 OPTION_FIELDS = tuple(o.name for o in (*O.RELIGHT, *O.OUTPUT, *O.SEQUENCE) if o.name not in ("light", *IMAGE_FIELDS))
 FIELDS = ("id", *IMAGE_FIELDS, "sequence", *OPTION_FIELDS)
 SEQUENCE_ONLY = tuple(o.name for o in O.SEQUENCE)
-# Options newer than the derived ids: they count in a job's id only where set, so that a job's
-# id stays what it was when they did not exist.
-NEWER_THAN_IDS = ("clip_skip",)
+# Fields newer than the derived ids: they count in a job's id only where set, so that a job's id
+# stays what it was when they did not exist.
+NEWER_THAN_IDS = ("clip_skip", "hdri", "hdri_heading", "hdri_pitch", "hdri_fov", "hdri_exposure", "hdri_light")
 
 
 def read_jobs(
     source: Path,
     backgrounds: list[Path] | None = None,
     settings: dict[str, Any] | None = None,
-    mask: Path | None = None,
+    files: dict[str, str | None] | None = None,
     save_matte: bool = False,
-    light_map: Path | None = None,
 ) -> list[Job]:
     """Jobs from a folder, a list file or a JSONL manifest; `settings` are every job's defaults
-    (option names, as the command line gives them)."""
+    (option names, as the command line gives them), `files` the files every job gets unless its
+    line names its own (mask, light_map, hdri)."""
     base = {k: v for k, v in (settings or {}).items() if v is not None}
-    defaults = {"mask": mask and str(mask), "light_map": light_map and str(light_map)}
+    defaults = {k: None if v is None else str(v) for k, v in (files or {}).items()}
     if source.is_file() and source.suffix.lower() == MANIFEST_SUFFIX:
         jobs = _manifest_jobs(source, base, defaults, save_matte)
     else:
@@ -123,13 +123,14 @@ def make_job(
         values = base | {k: v for k, v in entry.items() if k in OPTION_FIELDS}
         values["loras"] = parse_loras(values.get("loras"), folder)
         spec, encoded = _spec(entry, files, values)
-        job_id = entry.get("id") or _derived_id(files, spec, encoded, values, save_matte, folder)
+        key = _key(files, spec, encoded, values, save_matte, folder)
+        job_id = entry.get("id") or f"{_stem(files)}-{key}"
         if not isinstance(job_id, str) or not ID_PATTERN.match(job_id):
             raise InputError(f"id: {job_id!r} must be 1-120 letters, digits, '.', '_' or '-', starting alphanumeric")
     except InputError as e:
         safe_id = entry.get("id") if isinstance(entry.get("id"), str) and ID_PATTERN.match(entry["id"]) else None
         return Job(id=safe_id or fallback_id, spec=None, source=where, error=str(e))
-    return Job(job_id, spec, encoded, where, save_matte=save_matte and isinstance(spec, RelightSpec))
+    return Job(job_id, spec, encoded, where, save_matte=save_matte and isinstance(spec, RelightSpec), key=key)
 
 
 def _files(entry: dict[str, Any], folder: Path, defaults: dict[str, Any]) -> dict[str, str | None]:
@@ -144,7 +145,9 @@ def _files(entry: dict[str, Any], folder: Path, defaults: dict[str, Any]) -> dic
     key = "sequence" if sequence else "subject"
     if not isinstance(entry.get(key), str) or not entry[key]:
         raise InputError(f"{key}: required (a path to the {'frames' if sequence else 'subject image'})")
-    found = {name: _path(entry.get(name), folder, name) for name in ("background", "mask", "light_map", "masks")}
+    found = {
+        name: _path(entry.get(name), folder, name) for name in ("background", "mask", "light_map", "hdri", "masks")
+    }
     for name, given in defaults.items():
         if found[name] is None and given is not None:
             found[name] = str(given)
@@ -153,7 +156,7 @@ def _files(entry: dict[str, Any], folder: Path, defaults: dict[str, Any]) -> dic
 
 def _spec(entry: dict[str, Any], files: dict[str, Any], values: dict[str, Any]):
     encoded = encoding(values.pop("output_format", None), values.pop("output_quality", None))
-    images = {"mask": files["mask"], "light_map": files["light_map"]}
+    images = {"mask": files["mask"], "light_map": files["light_map"], "hdri": files["hdri"]}
     if files["sequence"]:
         values = values | images | {"masks": files["masks"]}
         return sequence_spec(files["subject"], files["background"], **values), encoded
@@ -170,7 +173,14 @@ def _path(value: Any, folder: Path, name: str) -> str | None:
     return str(path if path.is_absolute() else folder / path)
 
 
-def _derived_id(
+def _stem(files: dict[str, Any]) -> str:
+    """`subject[__background]`, the start of a derived id."""
+    subject, background = Path(files["subject"]), files["background"]
+    stem = subject.stem if background is None else f"{subject.stem}__{Path(background).stem}"
+    return safe_name(stem)[:80]
+
+
+def _key(
     files: dict[str, Any],
     spec: RelightSpec | SequenceSpec,
     encoded,
@@ -178,16 +188,15 @@ def _derived_id(
     save_matte: bool,
     folder: Path,
 ) -> str:
-    """`subject[__background]-HASH`: the hash covers the files (relative to the list) and every
-    setting as given, so the same job keeps its id across runs and a changed one gets a new one."""
-    subject, background = Path(files["subject"]), files["background"]
-    stem = subject.stem if background is None else f"{subject.stem}__{Path(background).stem}"
+    """A hash of the files (relative to the list) and every setting as given (a drawn seed is no
+    part of it): the same job keeps its key, and its derived id, across runs; a changed one does not."""
     key = {k: None if files.get(k) is None else _relative(files[k], folder) for k in IMAGE_FIELDS}
+    key = {k: v for k, v in key.items() if k not in NEWER_THAN_IDS or v is not None}
     relight = spec.relight if isinstance(spec, SequenceSpec) else spec
     params = _id_params(relight, values) | {"output_format": encoded.format, "output_quality": encoded.quality}
     if isinstance(spec, SequenceSpec):
         params["sequence"] = spec.record() | {"masks": files["masks"] and _relative(files["masks"], folder)}
-    return f"{safe_name(stem)[:80]}-{_digest({'files': key, 'params': params, 'save_matte': save_matte})}"
+    return _digest({"files": key, "params": params, "save_matte": save_matte})
 
 
 def _id_params(spec: RelightSpec, values: dict[str, Any]) -> dict[str, Any]:

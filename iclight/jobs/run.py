@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import io
 import logging
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from ..core.hooks import NO_HOOKS, QUIET, Hooks
 from ..core.spec import SequenceSpec
 from ..core.validation import InputError
-from ..imaging.images import encode_image
+from ..pipeline import sequence
+from . import sequences
 from .files import commit
-from .job import Job, JobFailed, Outcome, OutputFile
-from .recipe import encode_with_recipe, input_records, make_recipe, models_record, parameters, sidecar_text
+from .job import Job, JobFailed, Outcome, OutputFile, Task
+from .recipe import encode_with_recipe, input_records, make_recipe, models_record, parameters
 
 log = logging.getLogger("iclight")
 
@@ -45,13 +44,26 @@ def execute(relighter, job: Job, hooks: Hooks = QUIET) -> Outcome:
     return Outcome(job.id, None, job.seed, time.perf_counter() - start, files)
 
 
+def execute_task(relighter, task: Task, plans: dict[str, Any], hooks: Hooks = QUIET) -> Outcome:
+    """A task where it runs: a job whole, or a window of a sequence job (its plan kept in `plans`
+    for the job's next windows); a failure becomes the outcome's error."""
+    if task.window is None:
+        return execute(relighter, task.job, hooks)
+    job, start = task.job, time.perf_counter()
+    try:
+        if job.id not in plans:
+            plans[job.id] = sequence.plan(job.spec)
+        return sequences.window_files(relighter, job, plans[job.id], task.window, job.id, hooks)
+    except Exception as e:  # one window's failure fails its job, never the batch
+        error = str(e) if isinstance(e, InputError | ValueError | OSError) else f"{type(e).__name__}: {e}"
+        return Outcome(job.id, error, job.seed, time.perf_counter() - start, window=task.window)
+
+
 def _run(relighter, job: Job, hooks: Hooks) -> list[OutputFile]:
-    if isinstance(job.spec, SequenceSpec):
-        return _sequence_files(relighter, job, relighter.run_sequence(job.spec, hooks))
     spec = job.spec
     result = relighter.run(spec, hooks)
     images = {"subject_image": spec.subject, "background_image": spec.background, "mask": spec.mask}
-    inputs = input_records(images | {"light_map": spec.light_map})
+    inputs = input_records(images | {"light_map": spec.light_map, "hdri": spec.hdri})
     settings = parameters(spec, job.encoding, relighter.matting)
     weights, device, models = relighter.weights_hashes(), str(relighter.device), models_record(relighter, spec)
     fmt, quality = job.encoding.format, job.encoding.quality
@@ -66,34 +78,6 @@ def _run(relighter, job: Job, hooks: Hooks) -> list[OutputFile]:
     return files
 
 
-def _sequence_files(relighter, job: Job, result) -> list[OutputFile]:
-    """Every frame as ID-frame-NNNNN.FMT, the video as ID.mp4 (or .webm) where the frames came from
-    one, and the recipe as ID.json, written last."""
-    from ..imaging import video
-
-    spec: SequenceSpec = job.spec
-    fmt, quality = job.encoding.format, job.encoding.quality
-    files = [
-        OutputFile(f"{job.id}-frame-{i:05d}.{fmt}", encode_image(image, fmt, quality))
-        for i, image in enumerate(result.images)
-    ]
-    if result.clip is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            frames = [np.asarray(im) for im in result.images]
-            path = video.write(frames, result.clip.rate, Path(tmp) / job.id, result.clip)
-            files.append(OutputFile(path.name, path.read_bytes()))
-    relight = spec.relight
-    frames_file = spec.frames if isinstance(spec.frames, str | Path) and Path(spec.frames).is_file() else None
-    inputs = input_records({"frames": frames_file, "background_image": relight.background})
-    inputs |= input_records({"light_map": relight.light_map})
-    settings = parameters(relight, job.encoding, relighter.matting)
-    recipe = make_recipe(settings, result.seeds[0], 0, inputs, relighter.weights_hashes(), str(relighter.device))
-    recipe |= {"kind": "sequence", "frames": str(spec.frames), "sequence": spec.record(), "seeds": result.seeds}
-    recipe |= {"windows": result.windows, "models": models_record(relighter, relight)}
-    files.append(OutputFile(f"{job.id}.json", sidecar_text(recipe).encode()))
-    return files
-
-
 def _png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
@@ -101,10 +85,16 @@ def _png(image: Image.Image) -> bytes:
 
 
 def relight_one(relighter, job: Job, out: Path, hooks: Hooks = NO_HOOKS) -> dict[str, Any]:
-    """One job in this process, its files written into `out` as NAME-SEED-N.FMT (the command
-    line's `relight` and `sequence`, and the web app). Returns its record; raises JobFailed."""
+    """One job in this process, its files written into `out` as NAME-SEED-N.FMT, a sequence's as
+    it goes (the command line's `relight` and `sequence`, `reproduce`, the web app). Returns its
+    record; raises JobFailed."""
     if job.error:
         raise JobFailed(job.error)
+    if isinstance(job.spec, SequenceSpec):
+        try:
+            return sequences.run_here(relighter, job, out, hooks, with_seed=True)
+        except (InputError, ValueError, OSError) as e:
+            raise JobFailed(str(e)) from e
     job = replace(job, id=f"{job.id}-{job.seed}")
     outcome = execute(relighter, job, hooks)
     if outcome.error:

@@ -11,6 +11,7 @@ import torch
 
 from ..core import constants as C
 from ..core.spec import ImageLike, RelightSpec
+from ..imaging import hdri
 from ..imaging.colors import keep_colors
 from ..imaging.compositing import keep_background, on_grey, transfer_detail
 from ..imaging.images import fit_mask, load_image, load_image_and_alpha
@@ -36,9 +37,16 @@ class Prepared:
     embeds: tuple[torch.Tensor, torch.Tensor]
 
 
-def prepare(
-    spec: RelightSpec, mattes: Mattes, prompts: PromptEncoder, variant: tuple, device: torch.device, live: bool
-) -> Prepared:
+@dataclass(frozen=True)
+class Caches:
+    """What a relighter keeps between runs for preparing one: mattes, prompt embeddings, panoramas."""
+
+    mattes: Mattes
+    prompts: PromptEncoder
+    panoramas: hdri.Panoramas
+
+
+def prepare(spec: RelightSpec, caches: Caches, variant: tuple, device: torch.device, live: bool) -> Prepared:
     """Everything `spec` needs before its diffusion. `variant`: what changes the text encoder
     beyond the texts (its LoRAs). `live`: stage times are logged as they end (else kept)."""
     if live:
@@ -48,15 +56,28 @@ def prepare(
     bg_upload = None if spec.background is None else load_image(spec.background, "background_image")
     light_map = None if spec.light_map is None else load_image(spec.light_map, "light_map")
     with stage("background removal"):
-        matte = matte_of(image, alpha, spec.mask, mattes, spec.matting)
+        matte = matte_of(image, alpha, spec.mask, caches.mattes, spec.matting)
         fg = on_grey(image, matte, C.NORMAL_SIGMA if spec.compute_normal else C.RELIGHT_SIGMA)
     with stage("text"):
-        embeds = prompts(*spec.texts, spec.clip_skip, variant)
+        embeds = caches.prompts(*spec.texts, spec.clip_skip, variant)
     bg = None
-    if not spec.compute_normal:
+    if spec.hdri is not None:
+        with stage("panorama"):
+            bg, bg_upload = _panorama(spec, caches.panoramas)
+    elif not spec.compute_normal:
         s = spec
         bg = condition_image(s.light_source, bg_upload, s.width, s.height, s.light, light_map, s.light_mix)
     return Prepared(spec, stage, image, bg_upload, matte, fg, bg, embeds)
+
+
+def _panorama(s: RelightSpec, panoramas: hdri.Panoramas) -> tuple[np.ndarray, np.ndarray | None]:
+    """The panorama's view with its light (the condition), and at the output's size the view the
+    relit subject is put over where `keep_background` asks."""
+    pano, light = panoramas.get(s.hdri)
+    turn = (s.hdri_heading, s.hdri_pitch, s.hdri_fov)
+    cond, _, _, _ = hdri.condition(pano, light, s.width, s.height, *turn, s.hdri_exposure, s.hdri_light)
+    kept = hdri.view(pano, *s.settings.highres_size, *turn, s.hdri_exposure) if s.keep_background else None
+    return cond, kept
 
 
 def matte_of(

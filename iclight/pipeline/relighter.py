@@ -28,6 +28,7 @@ from ..core.lora import parse as parse_loras
 from ..core.options import STOCHASTIC_SAMPLERS
 from ..core.spec import ImageLike, RelightSpec, SequenceSpec, Settings, relight_spec, sequence_spec
 from ..core.validation import InputError, choice
+from ..imaging import hdri
 from ..imaging.compositing import on_grey
 from ..imaging.images import load_image_and_alpha, unit_to_uint8
 from ..imaging.lighting import light_background
@@ -47,7 +48,7 @@ from ..store.fetch import HashCache
 from . import sequence
 from .loading import Components, load_components, load_matting, resolve_device
 from .passes import Diffusion, Models
-from .prepare import Prepared, finish, matte_of, prepare
+from .prepare import Caches, Prepared, finish, matte_of, prepare
 from .results import GPUOutOfMemoryError, RelightResult, SequenceResult, Stopped
 
 log = logging.getLogger("iclight")
@@ -76,6 +77,7 @@ class Relighter:
         default = next(iter(components.matters), matting.NONE)
         loader = partial(self._load_matting, weights_root) if weights_root else None
         self.mattes = matting.Mattes(default, components.matters, loader)
+        self.panoramas = hdri.Panoramas()
         self.speed = SpeedSettings()
         self.compile_report: dict[str, float | bool | int] | None = None
         self._lock = threading.RLock()  # one run at a time on the models
@@ -177,9 +179,12 @@ class Relighter:
         """Relight a product's views or a video's frames with one light (docs/sequences.md).
 
         `frames`: a list of images, a folder of images or a video file (frames `start` to `end`,
-        every `stride`-th). Every option of `relight` applies but `mask` (`masks`: one per frame,
-        a list or a folder), `number_of_images` and `compute_normal`; `consistency`,
-        `shared_noise`, `smooth_mattes`, `window` and `layers` say how frames are relit together."""
+        every `stride`-th; a phone clip read upright). `background`: one image, or a video or a
+        folder of images (frame k under frame k; `background_fit` for a shorter one). Every option
+        of `relight` applies but `mask` (`masks`: one per frame, a list or a folder),
+        `number_of_images` and `compute_normal`; `consistency`, `shared_noise`, `smooth_mattes`,
+        `window`, `layers` and `hdri_turn` say how frames are relit together. Every frame is held
+        in memory: the command line and manifests write long clips as they go."""
         return self.run_sequence(sequence_spec(frames, background, prompt, **options))
 
     def run_sequence(self, spec: SequenceSpec, hooks: Hooks = NO_HOOKS) -> SequenceResult:
@@ -194,7 +199,7 @@ class Relighter:
                     return self._relight(spec, hooks)
             except torch.cuda.OutOfMemoryError:
                 pass  # handled below, once the traceback (and the tensors its frames hold) is gone
-        raise self._out_of_memory(spec.count, spec.settings)
+        raise _out_of_memory(spec.count, spec.settings)
 
     def share_key(self, spec: RelightSpec) -> tuple | None:
         """Relights with equal keys can share one diffusion batch (`run_shared`); None: this one cannot."""
@@ -240,7 +245,7 @@ class Relighter:
                 raise
             except Exception as e:  # out of memory above all: each relight is then retried alone
                 log.warning("a shared batch of %d relights failed (%s); running each alone", len(ready), e)
-                self._free_memory()
+                _free_memory()
                 for i, _ in ready:
                     outcomes[i] = self._alone(specs[i], hooks)
         return outcomes
@@ -257,7 +262,8 @@ class Relighter:
         self.adapters.activate(self.loras_of(spec))
 
     def _prepared(self, spec: RelightSpec, live: bool = False) -> Prepared:
-        return prepare(spec, self.mattes, self.prompts, self.adapters.text_key, self.device, live)
+        caches = Caches(self.mattes, self.prompts, self.panoramas)
+        return prepare(spec, caches, self.adapters.text_key, self.device, live)
 
     def _relight(self, spec: RelightSpec, hooks: Hooks) -> RelightResult:
         self._use(spec)
@@ -296,13 +302,15 @@ class Relighter:
             results.append(RelightResult(images, p.spec.seed, p.matte[..., 0], p.fg, p.stage.result() | shared))
         return results
 
-    def _free_memory(self) -> None:
-        gc.collect()
-        torch.cuda.empty_cache()
 
-    def _out_of_memory(self, count: int, s: Settings) -> GPUOutOfMemoryError:
-        self._free_memory()
-        return GPUOutOfMemoryError(
-            f"out of GPU memory for {count} image(s) at {s.width}x{s.height} (high-res {s.highres_size[0]}x"
-            f"{s.highres_size[1]}); try fewer images, a smaller size or a lower highres_scale"
-        )
+def _free_memory() -> None:
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def _out_of_memory(count: int, s: Settings) -> GPUOutOfMemoryError:
+    _free_memory()
+    return GPUOutOfMemoryError(
+        f"out of GPU memory for {count} image(s) at {s.width}x{s.height} (high-res {s.highres_size[0]}x"
+        f"{s.highres_size[1]}); try fewer images, a smaller size or a lower highres_scale"
+    )

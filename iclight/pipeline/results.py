@@ -35,4 +35,5 @@ class SequenceResult:
     seeds: list[int]
     mattes: list[np.ndarray]
     windows: list[list[int]]
-    clip: object | None = None  # the source video's rate and audio (`imaging.video.Clip`), where frames came from one
+    video: object | None = None  # the source video looked over (`imaging.video.VideoInfo`), where frames came from one
+    times: list[float] | None = None  # each frame's time in it, in seconds from the first

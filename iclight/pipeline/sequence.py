@@ -4,13 +4,22 @@ Frames run in windows of shared diffusion batches (`Relighter.run_shared`), ever
 with its own seed: one seed for all (shared noise: frames differ only where their inputs differ)
 or one each. Consistent light attention (`models/attention.py`) mixes each frame's self-attention
 with the attention over its window's averaged keys and values, in both passes. Windows after the
-first carry reference frames of the first window, so their averages stay anchored to it. Mattes
-estimated per frame are smoothed over neighbouring frames, where a flickering edge would make the
-relit frames flicker."""
+first carry reference frames of the first window, so their averages stay anchored to it; every
+window is thus complete in itself, and can run anywhere, in any order, with the same pixels.
+Mattes estimated per frame are smoothed over neighbouring frames, where a flickering edge would
+make the relit frames flicker.
+
+A sequence is planned first (`plan`: its frames looked over, nothing decoded), then run window by
+window (`run_window`); `stream` gives the windows in order as they are done, so a long clip is never
+held whole. The background may be one image, or a video or a folder of images: frame k of the
+background under frame k of the subject (the same range and stride).
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +31,120 @@ from ..core.spec import SequenceSpec
 from ..core.validation import InputError
 from ..imaging import video
 from ..imaging.images import IMAGE_SUFFIXES, load_image_and_alpha
-from ..models import attention
 from .results import SequenceResult
 
 REFERENCES = 2  # frames of the first window carried into every later one
+# What `run` may hold in memory of relit frames and their mattes (a resource: the host's memory);
+# longer clips go window by window to disk (`iclight sequence`, a manifest, `jobs.sequences`).
+IN_MEMORY_BYTES = 4 << 30
 
 
-def frames_of(source: Any, start: int = 0, end: int | None = None, stride: int = 1) -> tuple[list, video.Clip | None]:
-    """The frames of a list of images, a folder of images (sorted by name) or a video file."""
-    if isinstance(source, list | tuple):
-        return list(source)[start:end:stride], None
-    path = Path(source)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise InputError(f"frames: {path} has no images ({', '.join(IMAGE_SUFFIXES)})")
-        return files[start:end:stride], None
-    if not path.exists():
-        raise InputError(f"frames: {path} does not exist")
-    clip = video.read(path, start, end, stride)
-    return clip.frames, clip
+class Source:
+    """A sequence's frames (or backgrounds) by source index, read when asked for: a list of
+    images, a folder of images in name order, or a video file."""
+
+    def __init__(self, given: Any, name: str) -> None:
+        self.name, self.video, self.items = name, None, None
+        if isinstance(given, list | tuple):
+            self.items = list(given)
+            return
+        path = Path(given)
+        if path.is_dir():
+            self.items = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self.items:
+                raise InputError(f"{name}: {path} has no images ({', '.join(IMAGE_SUFFIXES)})")
+        elif not path.exists():
+            raise InputError(f"{name}: {path} does not exist")
+        else:
+            self.video = video.probe(path, name)
+            self._frames = video.Frames(self.video)
+
+    @property
+    def count(self) -> int:
+        return self.video.count if self.video else len(self.items)
+
+    def get(self, indices: list[int]) -> dict[int, Any]:
+        if self.video is not None:
+            return self._frames.get(indices)
+        return {i: self.items[i] for i in indices}
+
+    def close(self) -> None:
+        if self.video is not None:
+            self._frames.close()
+
+
+def is_sequence_source(value: Any) -> bool:
+    """Whether a background is many (a video or a folder of images) rather than one image."""
+    if not isinstance(value, str | os.PathLike):
+        return False
+    path = Path(value)
+    return path.is_dir() or video.is_video(path)
+
+
+@dataclass
+class Plan:
+    """A sequence looked over: which source frame each of its frames is, its windows and their
+    carried references, every frame's seed, its masks and its backgrounds, nothing decoded."""
+
+    spec: SequenceSpec
+    frames: Source
+    picks: list[int]  # the source index of each frame
+    backgrounds: Source | None
+    masks: list | None
+    windows: list[list[int]]
+    carried: list[int]
+    seeds: list[int]
+
+    @property
+    def count(self) -> int:
+        return len(self.picks)
+
+    def seconds(self, i: int) -> float | None:
+        """Frame i's time in the source video from the first frame's (None: not a video)."""
+        info = self.frames.video
+        return None if info is None else info.seconds(self.picks[i]) - info.seconds(self.picks[0])
+
+    def background_index(self, i: int) -> int:
+        k, total = self.picks[i], self.backgrounds.count
+        if k < total:
+            return k
+        return k % total if self.spec.background_fit == "loop" else total - 1
+
+    def close(self) -> None:
+        self.frames.close()
+        if self.backgrounds is not None:
+            self.backgrounds.close()
+
+
+def plan(spec: SequenceSpec) -> Plan:
+    """Everything a sequence's windows need to know before any runs, checked, with no model: the
+    frames and their range, the masks' count, the backgrounds (where a run happens the attention
+    layers are checked against its UNet, before any frame is read)."""
+    frames = Source(spec.frames, "frames")
+    picks = list(range(frames.count))[spec.start : spec.end : spec.stride]
+    if not picks:
+        raise InputError(f"frames: none in the range given ({frames.count} in all)")
+    backgrounds = Source(spec.relight.background, "background") if is_sequence_source(spec.relight.background) else None
+    if backgrounds is not None and spec.background_fit == "exact" and backgrounds.count != frames.count:
+        raise InputError(
+            f"background: {backgrounds.count} background frames for {frames.count} frames; background_fit "
+            "'exact' needs as many (hold or loop take a shorter background)"
+        )
+    masks = masks_of(spec.masks, len(picks))
+    windows = plan_windows(len(picks), spec.window)
+    carried = references(windows[0], spec.window) if len(windows) > 1 and spec.consistency > 0 else []
+    return Plan(spec, frames, picks, backgrounds, masks, windows, carried, spec.seeds(len(picks)))
+
+
+def consistency_of(relighter, spec: SequenceSpec):
+    """Consistent light attention (`models.attention.Consistency`) on the relighter's UNet: its
+    layers chosen by `layers` (named where they cannot be), its groups by the guidance."""
+    if spec.consistency == 0:
+        return None
+    from ..models import attention
+
+    chosen = attention.layers(relighter.unet.unet, spec.layers)
+    return attention.Consistency(spec.consistency, chosen, 2 if spec.relight.settings.guided else 1)
 
 
 def masks_of(source: Any, count: int) -> list | None:
@@ -81,42 +184,103 @@ def references(first: list[int], size: int) -> list[int]:
     return sorted({first[round(j * (len(first) - 1) / max(k - 1, 1))] for j in range(k)})
 
 
-def run(relighter, spec: SequenceSpec, hooks: Hooks) -> SequenceResult:
-    """Every frame relit as its own relight would be, with one light across them (see the module's
-    docstring). The layers are resolved and every frame read before any matting or diffusion."""
-    consistency = None
-    if spec.consistency > 0:
-        chosen = attention.layers(relighter.unet.unet, spec.layers)
-        groups = 2 if spec.relight.settings.guided else 1
-        consistency = attention.Consistency(spec.consistency, chosen, groups)
-    items, clip = frames_of(spec.frames, spec.start, spec.end, spec.stride)
-    if not items:
-        raise InputError("frames: none in the range given")
-    given = masks_of(spec.masks, len(items))
-    for i, item in enumerate(items):  # a bad frame fails before any diffusion, named
-        load_image_and_alpha(item, f"frames[{i}]")
-    masks = given or (_smoothed(relighter, items, spec.relight.matting) if spec.smooth_mattes else None)
-    masks = masks or [None] * len(items)
-    frames = [spec.frame(item, m, seed) for item, m, seed in zip(items, masks, spec.seeds(len(items)), strict=True)]
-    windows = plan_windows(len(frames), spec.window)
-    relit: list[Image.Image | None] = [None] * len(frames)
-    mattes: list[np.ndarray | None] = [None] * len(frames)
-    carried = references(windows[0], spec.window) if len(windows) > 1 and consistency else []
-    for number, window in enumerate(windows):
-        members = ([] if number == 0 else carried) + window
-        results = relighter.run_shared([frames[i] for i in members], hooks, consistency)
-        for i, result in zip(members, results, strict=True):
-            if isinstance(result, Exception):
-                raise result
-            if i in window:
-                relit[i], mattes[i] = result.images[0], result.matte
+@dataclass
+class Relit:
+    """One frame of a sequence, relit."""
+
+    index: int
+    image: Image.Image
+    matte: np.ndarray
+
+
+def run_window(relighter, p: Plan, number: int, hooks: Hooks) -> list[Relit]:
+    """Window `number` of the plan: its frames (and the first window's references) read, matted
+    and relit in one shared batch; the window's own frames back, in order."""
+    consistency = consistency_of(relighter, p.spec)  # a bad rule fails before any frame is read
+    window = p.windows[number]
+    members = ([] if number == 0 else p.carried) + window
+    images = _read(p, members)
+    masks = _masks(relighter, p, members, images)
+    backgrounds = _backgrounds(p, members)
+    specs = [p.spec.frame(i, images[i], masks[i], p.seeds[i], backgrounds[i]) for i in members]
+    results = relighter.run_shared(specs, hooks, consistency)
+    found = {}
+    for i, result in zip(members, results, strict=True):
+        if isinstance(result, Exception):
+            raise result
+        found[i] = Relit(i, result.images[0], result.matte)
+    return [found[i] for i in window]
+
+
+def _read(p: Plan, indices: list[int]) -> dict[int, Any]:
+    """Frames by sequence index, each read and named where it cannot be (before any diffusion)."""
+    got = p.frames.get([p.picks[i] for i in indices])
+    images = {i: got[p.picks[i]] for i in indices}
+    for i, image in images.items():
+        if p.frames.video is None:
+            load_image_and_alpha(image, f"frames[{i}]")
+    return images
+
+
+def _masks(relighter, p: Plan, members: list[int], images: dict[int, Any]) -> dict[int, Any]:
+    """Each member's mask: the given one, else its estimated matte smoothed over its neighbours
+    (as 0..255), else none (the relight estimates it)."""
+    if p.masks is not None:
+        return {i: p.masks[i] for i in members}
+    if not p.spec.smooth_mattes:
+        return dict.fromkeys(members)
+    around = sorted({j for i in members for j in (i - 1, i, i + 1) if 0 <= j < p.count})
+    images |= _read(p, [j for j in around if j not in images])
+    raw = {j: relighter.matte(images[j], None, p.spec.relight.matting)[0] for j in around}
+    found = {}
+    for i in members:
+        trio = [raw[j] for j in (i - 1, i, i + 1) if j in raw]
+        smoothed = smooth(trio)[1] if len(trio) == 3 else raw[i]
+        found[i] = (smoothed * 255.0).round().astype(np.uint8)
+    return found
+
+
+def _backgrounds(p: Plan, members: list[int]) -> dict[int, Any]:
+    if p.backgrounds is None:
+        return dict.fromkeys(members, p.spec.relight.background)
+    wanted = {i: p.background_index(i) for i in members}
+    got = p.backgrounds.get(sorted(set(wanted.values())))
+    return {i: got[k] for i, k in wanted.items()}
+
+
+def stream(relighter, p: Plan, hooks: Hooks, done: set[int] = frozenset()) -> Iterator[tuple[int, list[Relit]]]:
+    """The windows not `done`, in order, each as soon as it is relit."""
+    finished = sum(len(p.windows[w]) for w in done)
+    for number in range(len(p.windows)):
+        if number in done:
+            continue
+        relit = run_window(relighter, p, number, hooks)
+        finished += len(relit)
         if hooks.frames_done is not None:
-            hooks.frames_done(window[-1] + 1, len(frames))
-    return SequenceResult(relit, spec.seeds(len(frames)), mattes, windows, clip)
+            hooks.frames_done(finished, p.count)
+        yield number, relit
 
 
-def _smoothed(relighter, items: list, matting: str | None) -> list[np.ndarray]:
-    """The matting model's matte of every frame (its alpha where it has one), smoothed over
-    neighbouring frames, as 0..255 masks."""
-    found = smooth([relighter.matte(item, None, matting)[0] for item in items])
-    return [(m * 255.0).round().astype(np.uint8) for m in found]
+def run(relighter, spec: SequenceSpec, hooks: Hooks) -> SequenceResult:
+    """Every frame relit and held in memory (`stream` gives long clips window by window)."""
+    p = plan(spec)
+    try:
+        _fits_in_memory(p)
+        relit = [frame for _, window in stream(relighter, p, hooks) for frame in window]
+    finally:
+        p.close()
+    times = [p.seconds(i) for i in range(p.count)] if p.frames.video else None
+    images, mattes = [r.image for r in relit], [r.matte for r in relit]
+    return SequenceResult(images, p.seeds, mattes, p.windows, p.frames.video, times)
+
+
+def _fits_in_memory(p: Plan) -> None:
+    s = p.spec.relight.settings
+    width, height = s.highres_size
+    subject = p.frames.video.size if p.frames.video else (width, height)
+    need = p.count * (width * height * 3 + subject[0] * subject[1] * 4)
+    if need > IN_MEMORY_BYTES:
+        raise InputError(
+            f"frames: {p.count} relit frames and their mattes would hold {need / 2**30:.1f} GB in memory (at most "
+            f"{IN_MEMORY_BYTES / 2**30:.0f} GB here); `iclight sequence` or a manifest writes them as they are made"
+        )

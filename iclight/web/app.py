@@ -24,9 +24,10 @@ from PIL import Image
 
 from ..core.hooks import NO_HOOKS, Hooks
 from ..core.light import BACKGROUND_SOURCES, from_fields
-from ..core.spec import check_light
+from ..core.spec import HDRI_SETTINGS, check_light
 from ..core.validation import InputError
-from ..imaging.images import load_image
+from ..imaging import hdri
+from ..imaging.images import load_image, resize_and_center_crop
 from ..imaging.lighting import condition_image
 from ..jobs.job import JobFailed
 from ..jobs.manifest import make_job, safe_name
@@ -88,13 +89,20 @@ class RelightApp:
         except InputError as e:
             raise gr.Error(str(e), title="Cannot use this file") from None
 
-    def preview_light(
-        self, background: Any, light_source: str, width: float, height: float, design: bool, light_map: Any, pad: dict
-    ) -> Any:
-        """The condition image the model will see for these light settings, before any relight."""
-        background, light_map = path_of(background), path_of(light_map)
+    def preview_light(self, background: Any, values: dict[str, Any]) -> Any:
+        """The condition image the model will see for the page's light settings (`values`, by
+        name), before any relight: a panorama's view with its light, or the light designed."""
+        background, light_map = path_of(background), path_of(values.get("light_map"))
+        width, height, light_source = int(values["width"]), int(values["height"]), values["light_source"]
+        pad = {name: values[name] for name in LIGHT_PAD if name in values}
         try:
-            fields = light_fields(design, pad)
+            panorama = path_of(values.get("hdri"))
+            if panorama:
+                s = {name: float(values[name]) for name in HDRI_SETTINGS}
+                pano, light = self.relighter.panoramas.get(panorama)
+                turn = (s["hdri_heading"], s["hdri_pitch"], s["hdri_fov"])
+                return hdri.condition(pano, light, width, height, *turn, s["hdri_exposure"], s["hdri_light"])[0]
+            fields = light_fields(values.get("design_light", False), pad)
             mix = fields.pop("light_mix")
             light = from_fields(fields)
             if background is None and light is None and light_map is None and light_source in BACKGROUND_SOURCES:
@@ -102,7 +110,7 @@ class RelightApp:
             check_light(light_source, background is not None, light, light_map is not None, mix)
             bg = load_image(background, "background_image") if background else None
             lit = load_image(light_map, "light_map") if light_map else None
-            return condition_image(light_source, bg, int(width), int(height), light, lit, mix)
+            return condition_image(light_source, bg, width, height, light, lit, mix)
         except InputError as e:
             raise gr.Error(str(e), title="Cannot use this light") from None
 
@@ -121,7 +129,7 @@ class RelightApp:
         if not subject:
             raise gr.Error("subject_image: required, but no value was given", title="Missing input")
         entry = {"id": safe_name(Path(subject).stem)[:100], "subject": subject, "background": background}
-        entry |= {"mask": mask, "light_map": path_of(values.get("light_map"))}
+        entry |= {"mask": mask, "light_map": path_of(values.get("light_map")), "hdri": path_of(values.get("hdri"))}
         try:
             job = make_job(entry, settings_of(values) | {"seed": seed}, Path.cwd(), "web app")
             with self.outputs.folder() as folder:
@@ -154,7 +162,8 @@ class RelightApp:
         images = [p for p in outputs if not p.endswith(".json")]
         shown = [*shown, *((p, f"seed {used}") for p in images)]
         downloads = [*outputs, *(f for f, _ in shown if f not in outputs)]  # this relight's first
-        yield images[0], f"Done: seed {used}", (path_of(subject), images[0]), used, shown, downloads, shown
+        before = framed(path_of(subject), images[0])
+        yield images[0], f"Done: seed {used}", (before, images[0]), used, shown, downloads, shown
 
     def build(self) -> gr.Blocks:
         with gr.Blocks(title="IC-Light relighting", analytics_enabled=False, delete_cache=(1800, 3600)) as page:
@@ -185,8 +194,11 @@ class RelightApp:
                     with gr.Row():
                         matte = gr.Image(label="Matte", interactive=False, elem_id="matte", height=200)
                         on_grey = gr.Image(label="What the model sees", interactive=False, height=200)
-                with gr.Accordion("Light pad: design the light", open=False, elem_id="light-pad"):
+                with gr.Accordion(
+                    "Light pad: design the light, or light from an HDRI", open=False, elem_id="light-pad"
+                ):
                     pad, light_map, design, preview = ui_controls.light_pad()
+                    panorama = ui_controls.panorama()
                 with gr.Accordion("Models: LoRAs, sampler, light as the start", open=False, elem_id="models"):
                     named |= ui_controls.models()
                 with gr.Accordion("Advanced", open=False, elem_id="advanced"):
@@ -203,7 +215,7 @@ class RelightApp:
                     label="Download (recipe embedded)", file_count="multiple", interactive=False, elem_id="downloads"
                 )
         shown = gr.State([])
-        named |= pad | {"design_light": design, "light_map": light_map}
+        named |= pad | panorama | {"design_light": design, "light_map": light_map}
         own = {"subject": subject, "background": background, "mask": mask, "random_seed": random_seed, "seed": seed}
         own["shown"] = shown
         raw = dict(preprocess=False)  # uploads as the files themselves: 16-bit, CMYK, alpha and EXIF kept
@@ -216,18 +228,16 @@ class RelightApp:
                 given["subject"], given["background"], given["mask"], chosen, given["shown"], values
             )
 
-        light_seen = {"background": background, "light_source": named["light_source"], "width": named["width"]}
-        light_seen |= {"height": named["height"], "design": design, "light_map": light_map, **pad}
+        light_seen = {name: named[name] for name in ("light_source", "width", "height", "design_light", "light_map")}
+        light_seen |= pad | panorama
 
         def preview_light(data: dict):
-            v = {name: data[c] for name, c in light_seen.items()}
-            pad_values = {name: v[name] for name in LIGHT_PAD}
-            return self.preview_light(
-                v["background"], v["light_source"], v["width"], v["height"], v["design"], v["light_map"], pad_values
-            )
+            return self.preview_light(data[background], {name: data[c] for name, c in light_seen.items()})
 
-        for control in light_seen.values():
-            control.change(preview_light, set(light_seen.values()), [preview], concurrency_id="preview", **raw)
+        for control in (background, *light_seen.values()):
+            control.change(
+                preview_light, {background, *light_seen.values()}, [preview], concurrency_id="preview", **raw
+            )
         for trigger in (subject.change, mask.change):
             trigger(self.preview_subject, [subject, mask], [matte, on_grey], concurrency_id="preview", **raw)
         run.click(
@@ -238,13 +248,27 @@ class RelightApp:
         reuse.click(lambda used: (used, False), [seed_used], [seed, random_seed])
 
 
+def framed(subject: str, result: str) -> str:
+    """The subject as the result frames it (scaled to cover the result's size, then its centre, as
+    the model saw it), beside the result: the before of the before-and-after slider."""
+    with Image.open(result) as im:
+        size = im.size
+    path = Path(result).with_name(Path(result).stem + "-before.png")
+    Image.fromarray(resize_and_center_crop(load_image(subject, "subject_image"), *size)).save(path)
+    return str(path)
+
+
 def settings_of(values: dict[str, Any]) -> dict[str, Any]:
-    """The relight options the page's values stand for: the light pad's as light settings, the
-    model controls' as LoRAs, sampler and light start; every other one by its own name."""
+    """The relight options the page's values stand for: the light pad's as light settings (none
+    with a panorama, which makes the light), the panorama's settings where there is one, the model
+    controls' as LoRAs, sampler and light start; every other one by its own name."""
     pad = {name: values[name] for name in LIGHT_PAD if name in values}
     model_names = ("loras", "lora_scale", "sampler", "light_start")
-    found = {k: v for k, v in values.items() if k not in (*LIGHT_PAD, *model_names, "design_light", "light_map")}
-    return found | light_fields(values.get("design_light", False), pad) | model_fields(values)
+    own = (*LIGHT_PAD, *model_names, *HDRI_SETTINGS, "design_light", "light_map", "hdri")
+    found = {k: v for k, v in values.items() if k not in own} | model_fields(values)
+    if path_of(values.get("hdri")):
+        return found | {name: float(values[name]) for name in HDRI_SETTINGS if name in values}
+    return found | light_fields(values.get("design_light", False), pad)
 
 
 def _enlarged(preview: np.ndarray) -> np.ndarray:

@@ -66,7 +66,7 @@ def control(name: str, elem_id: str | None = None, **overrides: Any) -> gr.compo
     if option.choices is not None:
         return gr.Radio(list(option.choices), **kw)
     if option.low is not None and option.high is not None:
-        step = STEPS.get(name, 1 if option.kind is int else 0.05)
+        step = kw.pop("step", STEPS.get(name, 1 if option.kind is int else 0.05))
         return gr.Slider(option.low, option.high, step=step, **kw)
     return gr.Textbox(**kw)
 
@@ -121,6 +121,24 @@ def light_pad() -> tuple[dict[str, gr.components.Component], Any, Any, Any]:
         label="What the model sees as light", interactive=False, height=220, format="png", elem_id="preview"
     )
     return c, light_map, design, preview
+
+
+def panorama() -> dict[str, gr.components.Component]:
+    """An HDRI and how the camera looks into it (the `hdri` options); the preview above shows the
+    view and the light as soon as one changes."""
+    c: dict[str, gr.components.Component] = {}
+    c["hdri"] = gr.File(
+        label="HDRI: an equirectangular panorama (.hdr, .exr, or a 2:1 image) as background and light",
+        file_types=[".hdr", ".exr", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"], elem_id="hdri",
+    )  # fmt: skip
+    with gr.Row():
+        c["hdri_heading"] = control("hdri_heading", label="Heading", info="turning right from the centre")
+        c["hdri_pitch"] = control("hdri_pitch", label="Pitch", info="looking up")
+    with gr.Row():
+        c["hdri_fov"] = control("hdri_fov", label="Field of view", info=None)
+        c["hdri_exposure"] = control("hdri_exposure", label="Exposure (stops)", info=None, step=0.25)
+        c["hdri_light"] = control("hdri_light", label="Light from outside the view", info=None)
+    return c
 
 
 def light_fields(design: bool, pad: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""The web app's Sequence tab: a video (or several images) relit with one light."""
+"""The web app's Sequence tab: a clip (or a product's views) relit with one light, against a
+background photo or a background video, with the frames done, the pace and the time left shown
+while it runs."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any
 
 import gradio as gr
 
+from ..core.hooks import Hooks
 from ..core.validation import InputError
 from ..imaging import video
 from ..imaging.images import IMAGE_SUFFIXES
@@ -24,57 +27,91 @@ class SequenceTab:
     def __init__(self, relighter, outputs: OutputFolders) -> None:
         self.relighter, self.outputs = relighter, outputs
 
-    def relight_sequence(self, files: Any, background: Any, values: dict[str, Any]) -> tuple[Any, list[str], list[str]]:
-        """A video (or several images) relit with one light: (the video, the frames, every file).
-        `values`: relight and sequence options by name."""
-        paths = [path_of(f) for f in (files or [])]
-        if not paths:
-            raise gr.Error("frames: upload a video or several images", title="Missing input")
+    def relight_sequence(
+        self, clip: Any, views: Any, background: Any, background_video: Any, values: dict[str, Any], progress=None
+    ) -> tuple[Any, list[str], list[str]]:
+        """A clip (or several images) relit with one light against a photo or a video: (the video,
+        the frames, every file). `values`: relight and sequence options by name; `progress`: told
+        the frames done of all."""
+        views = [path_of(f) for f in (views or [])]
+        source = path_of(clip) or (views[0] if len(views) == 1 and video.is_video(views[0]) else None)
+        if source is None and not views:
+            raise gr.Error("frames: upload a clip, or several images", title="Missing input")
         settings = values | {"output_format": "png"}
+        hooks = Hooks(step_progress=False, frames_done=_reporter(progress))
         with self.outputs.folder() as folder:
-            source = paths[0] if len(paths) == 1 and video.is_video(paths[0]) else _frames_folder(paths, folder)
-            entry = {"id": safe_name(Path(source).stem)[:100], "sequence": source, "background": path_of(background)}
+            source = source or _frames_folder(views, folder)
+            entry = {"id": safe_name(Path(source).stem)[:100], "sequence": source}
+            entry |= {"background": path_of(background_video) or path_of(background)}
             entry["consistency"] = settings.pop("consistency")
             try:
                 job = make_job(entry, settings, Path.cwd(), "web app")
-                record = relight_one(self.relighter, job, folder)
+                record = relight_one(self.relighter, job, folder, hooks)
             except (InputError, JobFailed) as e:
                 raise gr.Error(str(e), title="Cannot relight") from None
         outputs = record["outputs"]
-        clip = next((p for p in outputs if video.is_video(p)), None)
-        return clip, [p for p in outputs if p.endswith(".png")], outputs
+        relit = next((p for p in outputs if video.is_video(p)), None)
+        return relit, [p for p in outputs if p.endswith(".png")], outputs
 
     def build(self) -> None:
         named: dict[str, Any] = {}
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=PHOTO_MIN_WIDTH):
-                files = gr.File(
-                    label="A video, or several images (in name order)", file_count="multiple", elem_id="seq-input"
-                )
-                background = photo("Background photo", "seq-background")
-                named["prompt"] = prompt_box("seq-prompt", "e.g. soft window light")
-                named["light_source"] = light_choice("seq-light")
                 with gr.Row():
+                    clip = gr.Video(
+                        label="Clip", sources=["upload"], height=220, min_width=PHOTO_MIN_WIDTH, elem_id="seq-input"
+                    )
+                    with gr.Tabs(elem_id="seq-background-tabs"):
+                        with gr.Tab("Photo", id="seq-bg-photo"):
+                            background = photo("Background photo", "seq-background")
+                        with gr.Tab("Video", id="seq-bg-video"):
+                            background_video = gr.Video(
+                                label="Background video (frame k under frame k)", sources=["upload"], height=220,
+                                elem_id="seq-background-video",
+                            )  # fmt: skip
+                named["prompt"] = prompt_box("seq-prompt", "e.g. soft window light")
+                with gr.Row():
+                    named["light_source"] = light_choice("seq-light")
                     named["consistency"] = control("consistency", elem_id="consistency", info=None)
-                    named["seed"] = gr.Number(value=12345, label="Seed", precision=0, elem_id="seq-seed")
-                with gr.Accordion("Size and steps", open=False, elem_id="seq-advanced"):
-                    for name in ("width", "height", "steps", "highres_scale"):
-                        named[name] = control(name, elem_id="seq-" + name.split("_")[0], info=None)
-                run = gr.Button("Relight the sequence", variant="primary", elem_id="seq-relight")
+                with gr.Row():
+                    named["seed"] = gr.Number(value=12345, label="Seed", precision=0, elem_id="seq-seed", min_width=100)
+                    run = gr.Button("Relight the clip", variant="primary", elem_id="seq-relight", min_width=100)
+                with gr.Accordion("Size, steps, and a product's views", open=False, elem_id="seq-advanced"):
+                    with gr.Row():
+                        for name in ("width", "height", "steps", "highres_scale"):
+                            named[name] = control(name, elem_id="seq-" + name.split("_")[0], info=None)
+                    named["background_fit"] = control("background_fit", info=None)
+                    views = gr.File(
+                        label="Or several images (a product's views, in name order)", file_count="multiple",
+                        elem_id="seq-views",
+                    )  # fmt: skip
             with gr.Column(scale=6, min_width=PHOTO_MIN_WIDTH):
-                clip = gr.Video(label="Relit video", elem_id="seq-video", interactive=False, autoplay=True, loop=True)
+                relit = gr.Video(label="Relit clip", elem_id="seq-video", interactive=False, autoplay=True, loop=True)
                 strip = gr.Gallery(label="Frames", columns=6, height=160, elem_id="seq-strip")
                 files_out = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="seq-downloads")
 
-        def relight_sequence(data: dict):
+        def relight_sequence(data: dict, progress=gr.Progress()):  # noqa: B008 - Gradio's progress tracker
             values = {name: data[c] for name, c in named.items()}
             values["seed"] = None if values["seed"] in (None, "") else whole(values["seed"])
-            return self.relight_sequence(data[files], data[background], values)
+            return self.relight_sequence(
+                data[clip], data[views], data[background], data[background_video], values, progress
+            )
 
         run.click(
-            relight_sequence, {files, background, *named.values()}, [clip, strip, files_out],
+            relight_sequence, {clip, views, background, background_video, *named.values()}, [relit, strip, files_out],
             concurrency_id="model", concurrency_limit=1, preprocess=False,
         )  # fmt: skip
+
+
+def _reporter(progress):
+    """Frames done of all, as Gradio's progress bar shows them (with the pace and the time left)."""
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        progress((done, total), desc="relighting", unit="frames")
+
+    return report
 
 
 def _frames_folder(paths: list[str], folder: Path) -> str:
@@ -83,6 +120,6 @@ def _frames_folder(paths: list[str], folder: Path) -> str:
     frames.mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(sorted(paths, key=lambda p: Path(p).name)):
         if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
-            raise gr.Error(f"frames: {Path(path).name} is not an image; upload one video or several images")
+            raise gr.Error(f"frames: {Path(path).name} is not an image; upload a clip, or several images")
         shutil.copyfile(path, frames / f"{i:05d}{Path(path).suffix.lower()}")
     return str(frames)
