@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -152,21 +152,33 @@ def _actor_pids() -> list[int]:
     return pids
 
 
-def test_killed_actor_loses_nothing(cluster: str, manifest: Path, weights_dir: Path, tmp_path: Path, monkeypatch):
-    out = tmp_path / "out"
-    killed: list[tuple[int, int]] = []  # (pid, jobs done when it was killed)
+@contextmanager
+def killing_an_actor(progress: Callable[[], int]) -> Iterator[list[int]]:
+    """SIGKILL one actor as soon as `progress()` (work written so far) is above 0; what it was
+    then is in the list handed out."""
+    killed: list[int] = []
     stop = threading.Event()
 
     def killer() -> None:
         while not stop.is_set():
-            done = len(_markers(out))
-            pids = _actor_pids()
+            done, pids = progress(), _actor_pids()
             if done >= 1 and pids:
                 os.kill(pids[0], signal.SIGKILL)
-                killed.append((pids[0], done))
+                killed.append(done)
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
 
+    watcher = threading.Thread(target=killer, daemon=True)
+    watcher.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        watcher.join(5)
+
+
+def test_killed_actor_loses_nothing(cluster: str, manifest: Path, weights_dir: Path, tmp_path: Path, monkeypatch):
+    out = tmp_path / "out"
     commits: Counter[str] = Counter()
     real_commit = batch.commit
 
@@ -175,14 +187,9 @@ def test_killed_actor_loses_nothing(cluster: str, manifest: Path, weights_dir: P
         return real_commit(out_dir, job, outcome, mark_done)
 
     monkeypatch.setattr(batch, "commit", counting_commit)
-    watcher = threading.Thread(target=killer, daemon=True)
-    watcher.start()
-    try:
+    with killing_an_actor(lambda: len(_markers(out))) as killed:
         assert cli.main(_argv(manifest, out, weights_dir, "--ray", "--workers", "2", "--device", "cpu")) == 1
-    finally:
-        stop.set()
-        watcher.join(5)
-    assert killed and killed[0][1] < 9, "no actor was killed while jobs were left"
+    assert killed and killed[0] < 9, "no actor was killed while jobs were left"
     _check_complete(out)
     assert set(commits.values()) == {1} and len(commits) == 10  # every job written exactly once
 
@@ -240,24 +247,8 @@ def test_a_long_clips_windows_run_across_the_actors(cluster: str, weights_dir: P
 
     monkeypatch.setattr(sequences.Output, "add", counting_add)
     on_ray, local = tmp_path / "ray", tmp_path / "local"
-    killed, stop = [], threading.Event()
-
-    def killer() -> None:
-        while not stop.is_set():
-            pids = _actor_pids()
-            if written and pids:
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(len(written))
-                return
-            time.sleep(0.02)
-
-    watcher = threading.Thread(target=killer, daemon=True)
-    watcher.start()
-    try:
+    with killing_an_actor(lambda: len(written)) as killed:
         assert cli.main(_argv(manifest, on_ray, weights_dir, "--ray", "--workers", "2", "--device", "cpu")) == 0
-    finally:
-        stop.set()
-        watcher.join(5)
     assert killed and killed[0] < 4 and written == {w: 1 for w in range(4)}
     with one_thread():
         assert cli.main(_argv(manifest, local, weights_dir, "--device", "cpu")) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,7 +131,9 @@ def test_a_ten_bit_clip_decodes(tmp_path: Path, relighter: Relighter) -> None:
     assert len(relighter.relight_sequence(path, None, "x", masks=masks, **FAST).images) == 3
 
 
-def test_a_background_video_is_under_each_frame_and_held_at_its_end(tmp_path: Path, relighter: Relighter) -> None:
+def test_a_background_video_is_under_each_frame_and_held_at_its_end(
+    tmp_path: Path, relighter: Relighter, weights_dir: Path
+) -> None:
     """keep_background puts the relit subject over background frame k; a shorter background holds
     its last frame (`background_fit`: hold), or loops."""
     subject = clip(tmp_path / "subject.mp4", 4)
@@ -143,12 +146,49 @@ def test_a_background_video_is_under_each_frame_and_held_at_its_end(tmp_path: Pa
         masks.append(m)
     options = dict(masks=masks, keep_background=True, consistency=0, window=2) | FAST | {"light_source": None}
     held = relighter.relight_sequence(subject, backgrounds, "x", **options)
+    _every_door(weights_dir, tmp_path, subject, backgrounds, masks, held)
     looped = relighter.relight_sequence(subject, backgrounds, "x", background_fit="loop", **options)
     shown = video.Frames(video.probe(backgrounds)).get([0, 1, 2])
     for result, order in ((held, [0, 1, 2, 2]), (looped, [0, 1, 2, 0])):
         for image, k in zip(result.images, order, strict=True):
             want = resize_and_center_crop(shown[k], 256, 256)
             assert np.array_equal(np.asarray(image)[:8, :8], want[:8, :8])
+
+
+def _every_door(weights_dir: Path, tmp_path: Path, subject: Path, backgrounds: Path, masks: list, api) -> None:
+    """The command line and `reproduce` give the API's frames with a background video."""
+    from iclight import cli
+
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for i, m in enumerate(masks):
+        Image.fromarray(m).save(folder / f"{i}.png")
+    flags = [
+        "--width",
+        "256",
+        "--height",
+        "256",
+        "--steps",
+        "1",
+        "--highres-scale",
+        "1",
+        "--seed",
+        "6",
+        "--window",
+        "2",
+    ]
+    flags += ["--masks", str(folder), "--keep-background", "--consistency", "0", "--output-format", "png"]
+    where = ["--weights", str(weights_dir), "--device", "cpu"]
+    argv = ["sequence", str(subject), str(backgrounds), "--prompt", "x", *flags, *where]
+    assert cli.main([*argv, "-o", str(tmp_path / "cli")]) == 0
+    recipe = tmp_path / "cli" / "subject-6.json"
+    assert json.loads(recipe.read_text())["inputs"]["background_image"]["path"] == str(backgrounds.resolve())
+    assert cli.main(["reproduce", str(recipe), *where, "-o", str(tmp_path / "again")]) == 0
+    for i, image in enumerate(api.images):
+        for out in ("cli", "again"):
+            assert np.array_equal(
+                np.asarray(Image.open(tmp_path / out / f"subject-6-frame-{i:05d}.png")), np.asarray(image)
+            )
 
 
 def _progress(out: Path, name: str) -> list[int]:
@@ -191,6 +231,7 @@ def test_a_killed_run_goes_on_after_its_last_window_with_the_same_frames(weights
     again = subprocess.run(command(killed), env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"{len(done)} of 5 windows done before; going on after them" in again.stderr
+    assert re.search(r"frames: +100%.* 10/10 \[", again.stderr)  # frames done of all, with the pace and time left
     whole = tmp_path / "whole"
     assert subprocess.run(command(whole), env=env, capture_output=True, timeout=300).returncode == 0
     frames = sorted(p.name for p in whole.glob("turn-3-frame-*.png"))

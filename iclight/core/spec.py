@@ -27,6 +27,8 @@ from .validation import InputError, random_seed
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
 SEED_SPACE = 2**63  # a sequence's seeds one per frame, from its base seed
+# How a camera looks into a panorama (`hdri`): settings that mean nothing without one.
+HDRI_SETTINGS = ("hdri_heading", "hdri_pitch", "hdri_fov", "hdri_exposure", "hdri_light")
 
 
 @dataclass(frozen=True)
@@ -267,8 +269,8 @@ def _given(value: Any) -> bool:
 def _consistent(s: RelightSpec) -> None:
     """An InputError naming the first input that contradicts another."""
     if s.compute_normal:
-        names = ("detail_transfer", "keep_background", "light", "light_map", "light_mix", "keep_colors", "light_start")
-        names += ("hdri",)
+        extras = ("detail_transfer", "keep_background", "light", "light_map", "light_mix", "keep_colors")
+        names = (*extras, "light_start", "hdri")
         used = [n for n in names if _given(getattr(s, n))]
         if used:
             raise InputError(f"compute_normal: cannot be combined with {used[0]} (it relights under four fixed lights)")
@@ -281,9 +283,6 @@ def _consistent(s: RelightSpec) -> None:
     if s.keep_background and s.background is None:
         raise InputError("keep_background: needs a background image")
     check_light(s.light_source, s.background is not None, s.light, s.light_map is not None, s.light_mix)
-
-
-HDRI_SETTINGS = ("hdri_heading", "hdri_pitch", "hdri_fov", "hdri_exposure", "hdri_light")
 
 
 def _hdri_alone(s: RelightSpec) -> None:

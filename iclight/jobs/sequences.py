@@ -88,7 +88,9 @@ class Output:
         from ..imaging import video
 
         self.out, self.job, self.p, self.name = out, job, p, name
-        self.done, self.encoded, self.recipe = set(done), 0, (_read_progress(out, job) or {}).get("recipe")
+        fmt = job.encoding.format
+        kept = {w for w in done if all((out / frame_name(name, i, fmt)).is_file() for i in p.windows[w])}
+        self.done, self.encoded, self.recipe = kept, 0, (_read_progress(out, job) or {}).get("recipe")
         out.mkdir(parents=True, exist_ok=True)
         info = p.frames.video
         self.writer = video.Writer(out / name, info.rate, self._audio()) if info else None
