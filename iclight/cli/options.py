@@ -73,7 +73,7 @@ def add_options(p: argparse.ArgumentParser, table: tuple[O.Option, ...], prompt_
 
 def _flag(g, option: O.Option, prompt_required: bool) -> None:
     helptext = option.help
-    if option.default not in (None, False) and option.kind is not bool:
+    if option.default is not None and option.kind is not bool and "default" not in helptext:
         helptext += f" (default: {option.default})"
     kw: dict[str, Any] = {"dest": option.name, "default": None, "help": helptext}
     if option.kind is bool:  # a switch: on (or, negated, off) where given

@@ -129,7 +129,7 @@ EXTRAS: tuple[Option, ...] = (
     Option("mask", None, _kept, "use this matte (white = subject) instead of background removal; a subject "
            "with a real alpha channel is used the same way", "extras", Path, single=True),
     Option("detail_transfer", 0.0, _fraction("detail_transfer"), "0..1: restore the subject's fine detail "
-           "(text, logos, faces) inside the matte (default 0)", "extras", float, "STRENGTH", low=0, high=1),
+           "(text, logos, faces) inside the matte", "extras", float, "STRENGTH", low=0, high=1),
     Option("keep_background", False, lambda v: V.boolean("keep_background", v),
            "composite the relit subject over the background's own pixels", "extras", bool),
     Option("matting", None, lambda v: V.choice("matting", v, C.MATTING_CHOICES),
@@ -145,17 +145,17 @@ EXTRAS: tuple[Option, ...] = (
     Option("hdri", None, _kept, "an equirectangular panorama (.hdr, .exr, or an 8/16-bit 2:1 image) as the "
            "background and the light (docs/lighting.md)", "hdri", Path),
     Option("hdri_heading", 0.0, lambda v: L.within("hdri_heading", v, -360, 360), "degrees the camera turns to "
-           "the right from the panorama's centre (default 0)", "hdri", float, "DEGREES", low=-180, high=180),
-    Option("hdri_pitch", 0.0, lambda v: L.within("hdri_pitch", v, -90, 90), "degrees the camera looks up "
-           "(default 0)", "hdri", float, "DEGREES", low=-90, high=90),
+           "the right from the panorama's centre", "hdri", float, "DEGREES", low=-180, high=180),
+    Option("hdri_pitch", 0.0, lambda v: L.within("hdri_pitch", v, -90, 90),
+           "degrees the camera looks up", "hdri", float, "DEGREES", low=-90, high=90),
     Option("hdri_fov", 60.0, lambda v: L.within("hdri_fov", v, 10, 150), "the camera's horizontal field of "
-           "view in degrees (default 60)", "hdri", float, "DEGREES", low=10, high=150),
-    Option("hdri_exposure", 0.0, lambda v: L.within("hdri_exposure", v, -10, 10), "the view's exposure in stops "
-           "(default 0)", "hdri", float, "STOPS", low=-10, high=10),
+           "view in degrees", "hdri", float, "DEGREES", low=10, high=150),
+    Option("hdri_exposure", 0.0, lambda v: L.within("hdri_exposure", v, -10, 10),
+           "the view's exposure in stops", "hdri", float, "STOPS", low=-10, high=10),
     Option("hdri_light", 0.5, _fraction("hdri_light"), "0..1: how strongly the panorama's light from outside "
-           "the view is added (default 0.5)", "hdri", float, "STRENGTH", low=0, high=1),
+           "the view is added", "hdri", float, "STRENGTH", low=0, high=1),
     Option("keep_colors", 0.0, _fraction("keep_colors"), "0..1: inside the matte keep the subject's own colours "
-           "(CIELAB chroma), the relit lightness (default 0)", "light", float, "STRENGTH", low=0, high=1),
+           "(CIELAB chroma), the relit lightness", "light", float, "STRENGTH", low=0, high=1),
     Option("loras", None, parse_loras, "a LoRA (.safetensors, kohya/A1111 or diffusers layout) at SCALE "
            "(default 1); repeatable; default ICLIGHT_LORAS", "models", list, "FILE[:SCALE]", flag="--lora"),
     Option("sampler", HOSTED_SAMPLER, lambda v: V.choice("sampler", v, SAMPLERS),
@@ -168,13 +168,13 @@ EXTRAS: tuple[Option, ...] = (
 )  # fmt: skip
 SEQUENCE: tuple[Option, ...] = (
     Option("consistency", 0.5, _fraction("consistency"), "0..1: consistent light attention's mix (0: every "
-           "frame on its own; default 0.5)", "sequence", float, "GAMMA", low=0, high=1),
+           "frame on its own)", "sequence", float, "GAMMA", low=0, high=1),
     Option("shared_noise", True, lambda v: V.boolean("shared_noise", v),
            "a seed per frame (default: one noise for all)", "sequence", bool, flag="--independent-noise"),
     Option("smooth_mattes", True, lambda v: V.boolean("smooth_mattes", v),
            "leave each frame's estimated matte as it is", "sequence", bool, flag="--no-smooth-mattes"),
     Option("window", 8, lambda v: V.whole("window", v, 1, C.SEQUENCE_MAX_WINDOW),
-           f"frames diffused together, 1 to {C.SEQUENCE_MAX_WINDOW} (default 8)", "sequence", int),
+           f"frames diffused together, 1 to {C.SEQUENCE_MAX_WINDOW}", "sequence", int),
     Option("layers", DEFAULT_LAYERS, lambda v: V.pattern("layers", v, (DEFAULT_LAYERS,)),
            "the attention layers consistency acts on: up-but-last (Light-A-Video's) or a regular expression "
            "over the UNet's module names", "sequence", str),
@@ -183,11 +183,11 @@ SEQUENCE: tuple[Option, ...] = (
            "a background video (or folder) shorter than the frames: hold its last frame (the default), loop "
            "it, or exact (refuse unless the lengths match)", "sequence", str, choices=BACKGROUND_FITS),
     Option("hdri_turn", 0.0, lambda v: L.within("hdri_turn", v, -360, 360), "degrees the camera's heading in "
-           "the panorama turns with each frame (a turntable; default 0)", "sequence", float, "DEGREES"),
-    Option("start", 0, lambda v: V.whole("start", v, 0), "the first frame (default 0)", "sequence", int),
+           "the panorama turns with each frame (a turntable)", "sequence", float, "DEGREES"),
+    Option("start", 0, lambda v: V.whole("start", v, 0), "the first frame", "sequence", int),
     Option("end", None, lambda v: V.whole("end", v, 0), "the frame to stop before (default: the last)",
            "sequence", int),
-    Option("stride", 1, lambda v: V.whole("stride", v, 1), "every N-th frame (default 1)", "sequence", int),
+    Option("stride", 1, lambda v: V.whole("stride", v, 1), "every N-th frame", "sequence", int),
 )  # fmt: skip
 _INT = C.InputSpec("clip_skip", int, "")
 
