@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,21 +254,25 @@ def condition(
 
 class Panoramas:
     """The last panoramas read, by file (path, size, modification time) or by an array's bytes:
-    a sequence turning through one panorama, or the web app's preview, reads it once."""
+    a sequence turning through one panorama, or the web app's preview, reads it once. Safe to
+    share between threads (the web app previews while a relight runs)."""
 
     def __init__(self, kept: int = 2) -> None:
         self.kept = kept
         self._found: OrderedDict[tuple, tuple[Panorama, DominantLight]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, source) -> tuple[Panorama, DominantLight]:
         key = self._key(source)
-        if key not in self._found:
-            pano = read(source)
-            self._found[key] = (pano, dominant(pano))
+        with self._lock:
+            if key not in self._found:
+                pano = read(source)
+                self._found[key] = (pano, dominant(pano))
+            self._found.move_to_end(key)
+            found = self._found[key]
             while len(self._found) > self.kept:
                 self._found.popitem(last=False)
-        self._found.move_to_end(key)
-        return self._found[key]
+            return found
 
     @staticmethod
     def _key(source) -> tuple:

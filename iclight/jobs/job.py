@@ -56,7 +56,7 @@ class Outcome:
     seconds: float
     files: list[OutputFile] = field(default_factory=list)
     window: int | None = None  # a sequence window's frames, where it is one
-    recipe: dict[str, Any] | None = None  # a sequence's recipe (its window's worker makes it)
+    recipe: dict[str, Any] | None = None  # a sequence's recipe (its first window's worker makes it)
 
     @property
     def ok(self) -> bool:

@@ -58,14 +58,15 @@ def frame_name(name: str, index: int, fmt: str) -> str:
 
 
 def window_files(relighter, job: Job, p: sequence.Plan, number: int, name: str, hooks: Hooks) -> Outcome:
-    """Window `number` of a sequence job relit and encoded (where it runs: here, or on an actor),
-    with the job's recipe."""
+    """Window `number` of a sequence job relit and encoded (where it runs: here, or on an actor);
+    the first window also carries the job's recipe (made once: it hashes every input file)."""
     start = time.perf_counter()
     relit = sequence.run_window(relighter, p, number, hooks)
     fmt, quality = job.encoding.format, job.encoding.quality
     files = [OutputFile(frame_name(name, r.index, fmt), encode_image(r.image, fmt, quality)) for r in relit]
     seconds = time.perf_counter() - start
-    return Outcome(job.id, None, job.seed, seconds, files, window=number, recipe=recipe_of(relighter, job, p))
+    recipe = recipe_of(relighter, job, p) if number == 0 else None
+    return Outcome(job.id, None, job.seed, seconds, files, window=number, recipe=recipe)
 
 
 def recipe_of(relighter, job: Job, p: sequence.Plan) -> dict[str, Any]:
@@ -90,7 +91,10 @@ class Output:
         self.out, self.job, self.p, self.name = out, job, p, name
         fmt = job.encoding.format
         kept = {w for w in done if all((out / frame_name(name, i, fmt)).is_file() for i in p.windows[w])}
-        self.done, self.encoded, self.recipe = kept, 0, (_read_progress(out, job) or {}).get("recipe")
+        self.recipe = (_read_progress(out, job) or {}).get("recipe")
+        if self.recipe is None:
+            kept.discard(0)  # the first window brings the recipe
+        self.done, self.encoded = kept, 0
         out.mkdir(parents=True, exist_ok=True)
         info = p.frames.video
         self.writer = video.Writer(out / name, info.rate, self._audio()) if info else None
