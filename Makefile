@@ -7,7 +7,7 @@ WEIGHTS ?= weights
 OUT ?= out
 BENCH_WEIGHTS ?= /tmp/iclight-full
 
-.PHONY: install test fuzz lint format parity parity-wide weights prepare examples docs-lights docs-hdri bench bench-matting bench-serving gpu-check \
+.PHONY: install test fuzz lint format parity parity-wide weights prepare examples docs-lights docs-hdri bench bench-matting bench-serving gpu-check gpu-quick \
 	reference reference-birefnet reference-lav gpu-wheels clean
 
 install: $(VENV)/.installed
@@ -81,13 +81,21 @@ docs-hdri: install
 bench: install
 	$(PY) -m benchmarks.bench $(BENCH_WEIGHTS)
 
-# The CUDA path measured (benchmarks/gpucheck.py): on a CUDA machine with Python 3.12 and torch.
+# The CUDA path measured (benchmarks/gpu/check.py): on a CUDA machine with Python 3.12 and torch.
 # REFERENCE: a folder with the hosted ref_predict.py and briarmbg.py, and ref_run.py (make reference).
-GPU_PYTHON ?= python3
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 GPU_CHECK_OUT ?= gpu-check-results
 REFERENCE ?=
 gpu-check:
 	$(GPU_PYTHON) -m benchmarks.gpucheck $(GPU_CHECK_OUT) $(if $(REFERENCE),--reference $(REFERENCE))
+
+# What a GPU deployment runs, checked in one short run (benchmarks/gpu/quick.py, under 6 minutes on
+# an H100): every speed setting through every feature against eager on tiny stand-ins, then the
+# hosted defaults on full-size ones beside the hosted code (.ref/, where exported). It installs the
+# wheels of `make gpu-wheels` where .whl/ has them. Without CUDA the same code runs on the CPU
+# (`make test` runs it: tests/test_deployment.py).
+gpu-quick:
+	PYTHON=$(GPU_PYTHON) bash benchmarks/run-gpu.sh quick
 
 # The hosted code, the baseline for parity and speed, into the git-ignored .ref/ (never committed):
 # predict.py and briarmbg.py of a clone of zsxkib/IC-Light (branch background-model), and a runner
@@ -138,10 +146,10 @@ bench-serving: install
 	$(PY) -m benchmarks.serving --device $(SERVING_DEVICE) --out bench-results/serving-$(SERVING_DEVICE).json
 
 # Wheels for a Python 3.12 CUDA machine that has torch but no package index, into the git-ignored
-# .whl/: benchmarks/run-gpu-check.sh installs them there and runs gpu-check.
+# .whl/: benchmarks/run-gpu.sh installs them there and runs gpu-quick or gpu-check.
 GPU_WHEELS := diffusers==0.42.1 cog==0.23.1 coglet==0.23.1 structlog importlib_metadata transformers==5.24.0 \
 	tokenizers==0.23.3 regex huggingface_hub==2.4.0 httpx2 httpcore2 truststore idna click lazy-importer \
-	safetensors==0.8.0
+	safetensors==0.8.0 peft==0.21.2
 gpu-wheels:
 	mkdir -p .whl
 	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

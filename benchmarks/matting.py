@@ -40,7 +40,7 @@ def measure(choice: str, root: Path, device_name: str, repeat: int) -> dict:
     image = np.random.default_rng(0).integers(0, 255, (768, 1024, 3), dtype=np.uint8)
     before = _rss_mb()
     start = time.perf_counter()
-    matter = matting.load(choice, root, device, dtypes_for(device).half_matting)
+    matter = matting.load(choice, root, device, dtypes_for(device).matting)
     load_s = time.perf_counter() - start
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

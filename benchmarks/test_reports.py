@@ -56,7 +56,8 @@ def test_the_h100_channels_last_and_vae_report_prints_the_target_met(capsys) -> 
 
 
 def test_a_boot_that_ran_without_cuda_graphs_says_so() -> None:
-    from benchmarks.gpucheck import Report, table
+    from benchmarks.gpu.plan import Report
+    from benchmarks.gpu.tables import table
 
     report = Report(**json.loads((ROOT / "docs/gpu/h200-2026-11-26-gpu-check.json").read_text()))
     warm = report.compile["warm"]
@@ -68,7 +69,8 @@ def test_a_boot_that_ran_without_cuda_graphs_says_so() -> None:
 
 
 def test_memory_is_shown_beside_the_hosted_codes() -> None:
-    from benchmarks.gpucheck import Report, table
+    from benchmarks.gpu.plan import Report
+    from benchmarks.gpu.tables import table
 
     report = Report(**json.loads((ROOT / "docs/gpu/h200-2026-11-26-gpu-check.json").read_text()))
     report.setup |= {"ours_cuda_gb": 2.31, "hosted_cuda_gb": 2.4}
@@ -80,7 +82,8 @@ def test_memory_is_shown_beside_the_hosted_codes() -> None:
 
 
 def test_the_unet_graphs_counts_are_shown() -> None:
-    from benchmarks.gpucheck import Report, table
+    from benchmarks.gpu.plan import Report
+    from benchmarks.gpu.tables import table
 
     report = Report(**json.loads((ROOT / "docs/gpu/h200-2026-11-26-gpu-check.json").read_text()))
     counts = {"recorded": 2, "replays": 150, "eager": 75, "failed": 0, "kept": 2}

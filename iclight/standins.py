@@ -216,9 +216,12 @@ def write_sdxl_shaped(dest: Path) -> Path:
     return dest
 
 
-def write_lora(root: Path, dest: Path, layout_name: str = "diffusers", rank: int = 4, seed: int = 1) -> Path:
+def write_lora(
+    root: Path, dest: Path, layout_name: str = "diffusers", rank: int = 4, seed: int = 1, strength: float = 0.5
+) -> Path:
     """A random LoRA over the attention projections of the UNet and text encoder in `root`,
-    in the diffusers (peft) or the kohya/A1111 key layout."""
+    in the diffusers (peft) or the kohya/A1111 key layout; `strength`: the spread of its factors
+    (0.5 changes the tiny stand-ins' images wholesale; a small one keeps them near the base's)."""
     sd = root / layout.SD_DIR
     generator = torch.Generator().manual_seed(seed)
     models = {"unet": UNet2DConditionModel.from_pretrained(sd / "unet")}
@@ -229,8 +232,8 @@ def write_lora(root: Path, dest: Path, layout_name: str = "diffusers", rank: int
         for name, module in model.named_modules():
             if not isinstance(module, torch.nn.Linear) or not name.endswith(targets):
                 continue
-            down = torch.randn(rank, module.in_features, generator=generator) * 0.5
-            up = torch.randn(module.out_features, rank, generator=generator) * 0.5
+            down = torch.randn(rank, module.in_features, generator=generator) * strength
+            up = torch.randn(module.out_features, rank, generator=generator) * strength
             tensors |= _lora_keys(part, name, down, up, rank, layout_name)
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(dest))

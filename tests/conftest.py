@@ -34,7 +34,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 # The longest modules first: each worker takes one of them at once, and the many short modules
 # fill in around them.
-LONGEST_FIRST = ("test_gpucheck.py", "test_ui.py", "test_ray.py", "test_server.py", "test_matting.py")
+LONGEST_FIRST = (
+    "test_deployment.py", "test_ui.py", "test_matting.py", "test_fuzz.py", "test_ray.py", "test_server.py",
+    "test_serving.py", "test_video.py",
+)  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

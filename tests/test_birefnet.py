@@ -86,6 +86,20 @@ def test_deformable_convolution_in_chunks(monkeypatch: pytest.MonkeyPatch) -> No
     assert torch.allclose(deform_conv2d(x, offset, mask, weight, 3), whole, atol=1e-5)
 
 
+def test_deformable_convolution_in_half_precision_samples_where_float32_does() -> None:
+    """A deployment runs BiRefNet in float16 (bfloat16 on the CPU): the positions it samples at
+    stay float32, or they are up to half a pixel off at this size (the CPU's bfloat16 sampling
+    also read uninitialised memory, NaN in the matte)."""
+    generator = torch.Generator().manual_seed(0)
+    x, offset = torch.randn(1, 8, 96, 96, generator=generator), torch.randn(1, 18, 96, 96, generator=generator) * 3
+    mask, weight = torch.rand(1, 9, 96, 96, generator=generator), torch.randn(4, 8, 3, 3, generator=generator) * 0.2
+    half = [t.bfloat16() for t in (x, offset, mask, weight)]
+    got = deform_conv2d(*half, 1)
+    assert got.dtype == torch.bfloat16
+    want = deform_conv2d(*(t.float() for t in half), 1)  # the same values, in float32
+    assert (got.float() - want).abs().max() < 0.05
+
+
 def test_the_matte(weights_dir: Path) -> None:
     model = BiRefNet.from_file(weights_dir / layout.BIREFNET_LITE_FILE, "birefnet-lite")
     image = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)

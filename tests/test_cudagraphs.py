@@ -1,25 +1,27 @@
-"""CUDA graphs of the eager UNet, checked on the CPU with a recorder that behaves like torch's:
+"""CUDA graphs of the eager UNet, checked on the CPU with recorders that behave like torch's:
 replays copy new inputs into the recorded buffers and write every output into one buffer.
 
-What only a GPU shows (that torch records the UNet, and the time it saves) is measured by
-`python -m benchmarks.gpucheck` (its settings section has unet_graphs alone and in the defaults).
+That every feature replays its graphs with the eager pixels, a graph never serving another
+computation (a LoRA set, consistent light attention), is `tests/test_deployment.py`'s matrix, whose
+recorder freezes what ran as a CUDA graph does. What only a GPU shows (that torch records the UNet,
+and the time it saves) is measured by `make gpu-quick` and `make gpu-check`.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from accelerate import init_empty_weights
-from diffusers.models.attention_processor import Attention
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from iclight import standins
-from iclight.core.spec import relight_spec
-from iclight.models.cudagraphs import Forward, UNetGraphs
+from iclight.models.cudagraphs import Forward, UNetGraphs, cuda_capture
 from iclight.models.speed import SpeedSettings
 from iclight.models.unet import ConditionedUNet, widen_conv_in
 from iclight.pipeline import Relighter
@@ -53,9 +55,10 @@ def refusing(forward: Forward, static: tuple[torch.Tensor, ...]) -> Forward:
     raise RuntimeError("operation not permitted when stream is capturing")
 
 
-@pytest.fixture(scope="module")
-def graphed(weights_dir: Path) -> Relighter:
-    return Relighter.load(weights_dir, device="cpu")
+def _graphed(weights_dir: Path, capture) -> tuple[Relighter, UNetGraphs]:
+    """A relighter whose UNet's graphs are recorded by `capture`, as a deployment loads with them."""
+    graphed = Relighter.load(weights_dir, device="cpu", speed=SpeedSettings(unet_graphs=True), graph_capture=capture)
+    return graphed, graphed.unet.fast
 
 
 def _relight(relighter: Relighter, subject: np.ndarray, background: np.ndarray, **extra) -> list[np.ndarray]:
@@ -63,80 +66,58 @@ def _relight(relighter: Relighter, subject: np.ndarray, background: np.ndarray, 
     return [np.asarray(image) for image in result.images]
 
 
-def test_replayed_graphs_give_the_eager_pixels(
-    graphed: Relighter, relighter: Relighter, subject_array, background_array
-) -> None:
-    graphs = graphed.unet.graphs = UNetGraphs(graphed.unet.joined, replaying)
-    eager = _relight(relighter, subject_array, background_array, number_of_images=2)
-    for _ in range(2):  # recorded, then replayed from the start
-        assert all(
-            np.array_equal(a, b)
-            for a, b in zip(_relight(graphed, subject_array, background_array, number_of_images=2), eager, strict=True)
-        )
-    # one graph per pass; 3 low-res steps and round(3 / 0.5) * 0.5 = 3 high-res steps, each time
-    assert graphs.summary() == {"recorded": 2, "replays": 12, "eager": 0, "failed": 0, "kept": 2}
+def test_a_matte_never_runs_while_a_graph_records(weights_dir: Path, subject_array, background_array) -> None:
+    """torch's graph capture is global: model work in another thread while a graph records spoils
+    it (and that shape runs eager from then on). This stand-in notes every module that runs in
+    another thread while it records; the web app makes a matte's preview in its own thread."""
+    recording, spoiled = threading.Event(), []
+
+    def watched(forward: Forward, static: tuple[torch.Tensor, ...]) -> Forward:
+        me = threading.get_ident()
+
+        def note(module: torch.nn.Module, args) -> None:
+            if threading.get_ident() != me:
+                spoiled.append(type(module).__name__)
+
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(note)
+        try:
+            recording.set()
+            time.sleep(1.0)  # a recording takes a while; the matte has asked by now
+            return replaying(forward, static)
+        finally:
+            handle.remove()
+
+    graphed, graphs = _graphed(weights_dir, watched)
+
+    def matte() -> None:
+        recording.wait(30)
+        graphed.matte(subject_array[:, ::-1].copy())  # not the relight's subject, whose matte is cached
+
+    other = threading.Thread(target=matte)
+    other.start()
+    try:
+        _relight(graphed, subject_array, background_array)
+    finally:
+        other.join(60)
+    assert graphs.stats.recorded == 2 and spoiled == []
 
 
-def _how(unet: torch.nn.Module) -> tuple:
-    """What a UNet computes beyond its inputs, read off its modules: every attention layer's
-    processor (and its mix), and the adapters each LoRA layer adds, at their scales (none where
-    they are disabled: the base layer alone)."""
-    found = []
-    for name, module in unet.named_modules():
-        if isinstance(module, Attention):
-            processor = module.processor
-            found.append((name, type(processor).__name__, getattr(processor, "gamma", None)))
-        elif hasattr(module, "scaling") and hasattr(module, "active_adapters") and not module.disable_adapters:
-            found.append((name, tuple((a, module.scaling[a]) for a in module.active_adapters)))
-    return tuple(found)
+def test_a_failed_recording_leaves_the_stream_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.cuda.graph's exit stops at a failing capture_end, before it sets the thread's stream
+    back: the recorder does (torch's CUDA calls stood in for, on the CPU)."""
+    streams = ["default"]
 
+    def failing(forward, static, pool=None):
+        streams.append("capture")  # as torch.cuda.graph's entry does
+        raise RuntimeError("operation failed due to a previous error during capture")
 
-def test_a_graph_is_never_replayed_for_another_computation(
-    graphed: Relighter, relighter: Relighter, subject_array, background_array, tmp_path: Path
-) -> None:
-    """A CUDA graph replays the kernels it recorded, whatever the UNet does now. This recorder
-    notes every replay whose UNet computes otherwise than at recording: consistent light
-    attention (a sequence's window) or another LoRA set. Three relights sharing a batch have a
-    3-frame window's shapes: before and after a sequence they give the same pixels, and the
-    sequence gives the pixels it gives without graphs."""
-    unet, crossed = graphed.unet.unet, []
-
-    def recording(forward: Forward, static: tuple[torch.Tensor, ...]) -> Forward:
-        recorded, replay = _how(unet), replaying(forward, static)
-
-        def checked(*inputs: torch.Tensor) -> torch.Tensor:
-            if _how(unet) != recorded:
-                crossed.append(inputs[0].shape)
-            return replay(*inputs)
-
-        return checked
-
-    graphs = graphed.unet.graphs = UNetGraphs(graphed.unet.joined, recording)
-    frames = [np.roll(subject_array, 9 * i, axis=1) for i in range(3)]
-    masks = [np.where(f[..., 0] > 100, 255, 0).astype(np.uint8) for f in frames]
-    size = SMALL | {"seed": 3}
-
-    def plain(**extra) -> list[np.ndarray]:
-        pairs = zip(frames, masks, strict=True)
-        specs = [relight_spec(f, background_array, "sun", mask=m, **size, **extra) for f, m in pairs]
-        return [np.asarray(r.images[0]) for r in graphed.run_shared(specs)]
-
-    def sequence(on: Relighter) -> list[np.ndarray]:
-        result = on.relight_sequence(frames, background_array, "sun", masks=masks, window=3, consistency=0.9, **size)
-        return [np.asarray(im) for im in result.images]
-
-    before = plain()
-    assert graphs.stats.recorded == 2  # both passes
-    within = sequence(graphed)
-    after = plain()
-    lora = standins.write_lora(graphed.weights_root, tmp_path / "style.safetensors")
-    plain(loras=[f"{lora}:1.0"])
-    again = plain()
-    assert crossed == []
-    assert graphs.stats.recorded == 6  # both passes: plain, under the window's attention, with the LoRA
-    for a, b, c in zip(before, after, again, strict=True):
-        assert np.array_equal(a, b) and np.array_equal(a, c)
-    assert all(np.array_equal(a, b) for a, b in zip(within, sequence(relighter), strict=True))
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: "pool")
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", failing)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: streams[-1])
+    monkeypatch.setattr(torch.cuda, "set_stream", streams.append)
+    with pytest.raises(RuntimeError, match="during capture"):
+        cuda_capture()(lambda x: x, (torch.zeros(1),))
+    assert streams[-1] == "default"
 
 
 def test_outputs_outlive_the_next_replay() -> None:
@@ -147,9 +128,9 @@ def test_outputs_outlive_the_next_replay() -> None:
 
 
 def test_a_graph_that_froze_its_inputs_is_dropped(
-    graphed: Relighter, relighter: Relighter, subject_array, background_array, caplog: pytest.LogCaptureFixture
+    weights_dir: Path, relighter: Relighter, subject_array, background_array, caplog: pytest.LogCaptureFixture
 ) -> None:
-    graphs = graphed.unet.graphs = UNetGraphs(graphed.unet.joined, frozen)
+    graphed, graphs = _graphed(weights_dir, frozen)
     with caplog.at_level(logging.WARNING, logger="iclight"):
         images = _relight(graphed, subject_array, background_array)
     assert np.array_equal(images[0], _relight(relighter, subject_array, background_array)[0])
@@ -222,8 +203,8 @@ def test_the_sd15_unet_step_has_nothing_a_graph_would_refuse_or_freeze(fused: bo
         torch.empty(1, 8, 80, 64, **meta),
         torch.empty(2, 77, 768, **meta),
     )
-    timestep = torch.empty((), device="meta", dtype=torch.int64)  # as the scheduler keeps it, on the device
+    timestep = torch.empty((), device="meta", dtype=torch.float32)  # as the UNet's core gets it, on the device
     with torch.inference_mode(), HostReads() as reads:
-        out = ConditionedUNet(unet).joined(sample, cond, timestep, text)
+        out = ConditionedUNet(unet).core(torch.cat([sample, cond.expand(2, -1, -1, -1)], dim=1), timestep, text)
     assert out.shape == sample.shape and out.is_meta
     assert reads.found == []

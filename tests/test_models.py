@@ -19,9 +19,10 @@ from iclight.core.validation import InputError
 from iclight.jobs.recipe import models_record, read_recipe
 from iclight.models.basemodel import BaseModelError
 from iclight.models.sharing import SharedImage2Image
+from iclight.models.speed import SpeedSettings
 from iclight.pipeline import Relighter
 from iclight.pipeline.loading import prepare, prepared_unet
-from iclight.standins import write_user_models
+from iclight.standins import write_lora, write_user_models
 from iclight.store import layout
 
 FAST = dict(width=256, height=256, steps=3, highres_scale=1.0, light_source="Left Light", seed=3)
@@ -112,6 +113,46 @@ def test_switching_loras_gives_each_request_a_lone_relighters_pixels(weights_dir
         lone = Relighter.load(weights_dir, device="cpu", loras=loras)
         assert np.array_equal(_pixels(lone, subject), pixels)  # its defaults: the same LoRAs
     assert len(switching.adapters.names) == 2  # each file loaded once
+
+
+def _mild_loras(weights_dir: Path, folder: Path) -> tuple[str, str]:
+    """Two LoRAs that change the tiny stand-ins' images without making them chaotic, so that two
+    ways of computing the same relight stay within a grey level."""
+    a = write_lora(weights_dir, folder / "mild-a.safetensors", seed=5, strength=0.1)
+    b = write_lora(weights_dir, folder / "mild-b.safetensors", "kohya", seed=6, strength=0.1)
+    return str(a), f"{b}:0.7"
+
+
+def test_a_fused_relighter_takes_loras_one_after_another_and_together(
+    weights_dir: Path, relighter: Relighter, subject, tmp_path: Path
+) -> None:
+    """A deployment's fused QKV projections are undone once, for the first LoRA; every later one,
+    and two in one relight, load (diffusers' own unfusing empties its saved processors and leaves
+    its flags set, so a second unfusing failed)."""
+    a, b = _mild_loras(weights_dir, tmp_path)
+    fused = Relighter.load(weights_dir, device="cpu", speed=SpeedSettings(fused_qkv=True))
+    for loras in ([a], [b], [], [a, b]):
+        got, want = (_pixels(r, subject, loras=loras).astype(int) for r in (fused, relighter))
+        assert np.abs(got - want).max() <= 1, loras
+
+
+def test_a_lora_that_fails_half_way_leaves_the_loras_active_before(
+    weights_dir: Path, relighter: Relighter, subject, tmp_path: Path
+) -> None:
+    """peft makes what it injects active; a file whose weights fail to load after injection must
+    not stay active for the next relights, nor block the next adapter's name."""
+    a, _ = _mild_loras(weights_dir, tmp_path)
+    tensors = load_file(a)
+    key = next(k for k in sorted(tensors) if k.endswith("lora_A.weight") and k.startswith("unet."))
+    tensors[key] = tensors[key][:2]  # a rank that disagrees with its lora_B
+    broken = tmp_path / "broken.safetensors"
+    save_file(tensors, str(broken))
+    own = Relighter.load(weights_dir, device="cpu")
+    plain = _pixels(own, subject)
+    with pytest.raises(InputError, match="^loras: .*broken.safetensors"):
+        _pixels(own, subject, loras=[a, str(broken)])
+    assert np.array_equal(_pixels(own, subject), plain)
+    assert np.array_equal(_pixels(own, subject, loras=[a]), _pixels(relighter, subject, loras=[a]))
 
 
 def test_loras_are_in_the_share_key_and_bad_ones_name_loras(relighter: Relighter, user: dict, subject) -> None:

@@ -18,8 +18,10 @@ from iclight import cli
 from iclight.core.validation import InputError
 from iclight.imaging import video
 from iclight.models import attention as cla
+from iclight.models.speed import SpeedSettings
 from iclight.pipeline import Relighter
 from iclight.pipeline.sequence import plan_windows, references, smooth
+from iclight.standins import write_lora
 
 av = pytest.importorskip("av")
 
@@ -57,7 +59,7 @@ def test_the_mix_pulls_frames_together_and_fused_qkv_gives_the_same() -> None:
     assert spread[0] > spread[1] > spread[2]
     unfused = cla.mixed(attn, hidden, 0.5)
     attn.fuse_projections()
-    assert torch.allclose(cla.mixed(attn, hidden, 0.5), unfused, atol=1e-5)
+    assert torch.allclose(cla.mixed(attn, hidden, 0.5, fused=True), unfused, atol=1e-5)
 
 
 @torch.no_grad()
@@ -151,6 +153,22 @@ def test_windows_references_and_smoothing() -> None:
     mattes = [np.zeros((4, 4)) for _ in range(3)]
     mattes[1][0, 0] = 1.0  # a pixel that flips for one frame is held
     assert smooth(mattes)[1][0, 0] == 0.0
+
+
+def test_consistent_light_on_a_fused_unet_with_a_lora_gives_the_eager_frames(
+    weights_dir: Path, relighter: Relighter, tmp_path: Path
+) -> None:
+    """A LoRA unfuses a deployment's fused projections; the consistent light attention then
+    projects through the separate ones, as the processor it replaced does (it used the fused
+    weights made before the LoRA, which leave the LoRA out of those layers)."""
+    lora = str(write_lora(weights_dir, tmp_path / "mild.safetensors", seed=4, strength=0.1))
+    fused = Relighter.load(weights_dir, device="cpu", speed=SpeedSettings(fused_qkv=True))
+    seq = pan(3)
+    options = dict(masks=seq.masks, consistency=0.5, window=3, seed=2, loras=[lora], **FAST)
+    for with_lora in (False, True):  # the fused processors first, then the separate ones under the LoRA
+        opts = options if with_lora else options | {"loras": []}
+        got, want = (r.relight_sequence(seq.frames, None, "x", **opts).images for r in (fused, relighter))
+        assert max(np.abs(np.asarray(a, int) - np.asarray(b, int)).max() for a, b in zip(got, want, strict=True)) <= 1
 
 
 def _close(a, b) -> None:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -135,6 +136,32 @@ def test_a_designed_light_relights_as_the_api(app, relighter: Relighter, image_f
     light, mix = _light(**PAD)
     api = relighter.relight(subject, background, "sun", seed=21, light=light, light_mix=mix, keep_colors=0.5, **SMALL)
     assert np.array_equal(_pixels(downloads[0]), np.asarray(api.images[0]))
+
+
+def test_every_relight_and_sequence_runs_on_the_apps_one_model_thread(
+    app, relighter: Relighter, image_files, monkeypatch
+) -> None:
+    """torch.compile keeps its CUDA graphs per thread (ICLIGHT_COMPILE=graphs): the page's runs all
+    use one thread, whichever of Gradio's threads handles the click."""
+    threads = []
+    run, run_shared = relighter.run, relighter.run_shared
+
+    def noted(fn):
+        def call(*args, **kwargs):
+            threads.append(threading.get_ident())
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(relighter, "run", noted(run))
+    monkeypatch.setattr(relighter, "run_shared", noted(run_shared))
+    subject, background = (str(p) for p in image_files)
+    values = _values(prompt="sun", **SMALL)
+    for _ in range(2):
+        list(app.relight_live(subject, background, None, 3, [], values))
+    tab = ui.SequenceTab(relighter, app.outputs, app.model)
+    tab.relight_sequence(None, [subject, subject], background, None, {"prompt": "sun", "consistency": 0.5, **SMALL})
+    assert len(threads) == 3 and len(set(threads)) == 1 and threads[0] != threading.get_ident()
 
 
 def test_one_relight_at_a_time(app) -> None:

@@ -49,11 +49,14 @@ def deform_conv2d(
     out_ch, _, kh, kw = weight.shape
     ho, wo = h + 2 * padding - kh + 1, w + 2 * padding - kw + 1
     taps = kh * kw
-    ky, kx = torch.meshgrid(torch.arange(kh), torch.arange(kw), indexing="ij")
-    base_y = (torch.arange(ho) - padding)[None, :, None] + ky.reshape(-1, 1, 1)  # (taps, ho, 1)
-    base_x = (torch.arange(wo) - padding)[None, None, :] + kx.reshape(-1, 1, 1)  # (taps, 1, wo)
-    base_y, base_x = base_y.to(x), base_x.to(x)
-    off = offset.view(b, taps, 2, ho, wo)
+    ky, kx = torch.meshgrid(torch.arange(kh, device=x.device), torch.arange(kw, device=x.device), indexing="ij")
+    base_y = (torch.arange(ho, device=x.device) - padding)[None, :, None] + ky.reshape(-1, 1, 1)  # (taps, ho, 1)
+    base_x = (torch.arange(wo, device=x.device) - padding)[None, None, :] + kx.reshape(-1, 1, 1)  # (taps, 1, wo)
+    # Positions and sampling in float32 whatever the model's dtype: in half precision a position
+    # is up to half a pixel off at 256 pixels, and the CPU's bfloat16 grid_sample has read
+    # uninitialised memory (NaN in the matte) after other work in the same process.
+    source = x.float()
+    off = offset.float().view(b, taps, 2, ho, wo)
     flat_weight = weight.reshape(out_ch, c, taps)
     out = x.new_zeros(b, out_ch, ho, wo)
     step = max(1, SAMPLE_ELEMENTS // max(1, b * c * ho * wo))
@@ -65,9 +68,9 @@ def deform_conv2d(
         grid = torch.stack(((2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1), -1)  # (b, k, ho, wo, 2)
         k = grid.shape[1]
         sampled = F.grid_sample(
-            x, grid.view(b, k * ho, wo, 2), mode="bilinear", padding_mode="zeros", align_corners=False
+            source, grid.view(b, k * ho, wo, 2), mode="bilinear", padding_mode="zeros", align_corners=False
         )
-        sampled = sampled.view(b, c, k, ho, wo) * mask[:, None, t]
+        sampled = (sampled.view(b, c, k, ho, wo) * mask[:, None, t].float()).to(x.dtype)
         out += torch.einsum("ock,bckhw->bohw", flat_weight[:, :, t], sampled)
     return out
 

@@ -68,9 +68,9 @@ class Matter:
         return estimate_matte(self.model, image)
 
 
-def load(choice: str, root: Path, device: torch.device, half: bool) -> Matter:
+def load(choice: str, root: Path, device: torch.device, dtype: torch.dtype | None = None) -> Matter:
     """`choice`'s model from the weights folder `root` (its files must be present). BiRefNet runs
-    in float16 where `half` (CUDA), RMBG-1.4 always in float32, as the hosted model does."""
+    in `dtype` (float16 on CUDA; default float32), RMBG-1.4 always in float32, as the hosted model does."""
     if choice == RMBG:
         from .rmbg import BriaRMBG
 
@@ -79,8 +79,7 @@ def load(choice: str, root: Path, device: torch.device, half: bool) -> Matter:
 
     from .birefnet import BiRefNet
 
-    dtype = torch.float16 if half else torch.float32
-    return Matter(choice, BiRefNet.from_file(root / FILES[choice][0], choice, device, dtype))
+    return Matter(choice, BiRefNet.from_file(root / FILES[choice][0], choice, device, dtype or torch.float32))
 
 
 class MatteCache:

@@ -20,6 +20,7 @@ from diffusers.models.attention_processor import Attention
 
 from ..core.options import DEFAULT_LAYERS
 from ..core.validation import InputError
+from .unet import is_fused
 
 
 def layers(unet: torch.nn.Module, rule: str = DEFAULT_LAYERS) -> tuple[str, ...]:
@@ -73,18 +74,22 @@ class ConsistentLightAttention:
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None, **kwargs):
         if self.gamma == 0 or encoder_hidden_states is not None:
             return self.original(attn, hidden_states, encoder_hidden_states, **kwargs)
-        return mixed(attn, hidden_states, self.gamma, self.groups)
+        return mixed(attn, hidden_states, self.gamma, self.groups, is_fused(self.original))
 
 
-def mixed(attn: Attention, hidden_states: torch.Tensor, gamma: float, groups: int = 2) -> torch.Tensor:
-    """Self-attention with CLA's mix (no mask: self-attention in the UNet has none)."""
+def mixed(
+    attn: Attention, hidden_states: torch.Tensor, gamma: float, groups: int = 2, fused: bool = False
+) -> torch.Tensor:
+    """Self-attention with CLA's mix (no mask: self-attention in the UNet has none); `fused`: the
+    projections through `to_qkv`, as the processor it replaced does (a fused UNet keeps `to_qkv`
+    only while its fused processors are in place: LoRAs unfuse it)."""
     residual, shape = hidden_states, hidden_states.shape
     if hidden_states.ndim == 4:
         hidden_states = hidden_states.flatten(2).transpose(1, 2)
     if attn.group_norm is not None:
         hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
     batch, heads = hidden_states.shape[0], attn.heads
-    if getattr(attn, "fused_projections", False) and hasattr(attn, "to_qkv"):
+    if fused:
         q, k, v = attn.to_qkv(hidden_states).chunk(3, dim=-1)
     else:
         q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)

@@ -59,7 +59,13 @@ def cuda_capture() -> Capture:
     pool = torch.cuda.graph_pool_handle()
 
     def capture(forward: Forward, static: tuple[torch.Tensor, ...]) -> Forward:
-        return torch.cuda.make_graphed_callables(forward, static, pool=pool)
+        stream = torch.cuda.current_stream()
+        try:
+            return torch.cuda.make_graphed_callables(forward, static, pool=pool)
+        finally:
+            # A recording that raises leaves its side stream current (torch.cuda.graph's exit
+            # stops at the failing capture_end): every later kernel of this thread would go there.
+            torch.cuda.set_stream(stream)
 
     return capture
 

@@ -5,6 +5,7 @@ the LoRAs active on the text encoder."""
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import torch
@@ -46,11 +47,15 @@ class PromptEncoder:
         self.text_encoder = text_encoder
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        # The fast tokenizer sets its truncation on each call: two threads at once (the server
+        # sizing a new request while a batch encodes its prompts) can fail with "Already borrowed".
+        self._tokenizing = threading.Lock()
 
     def token_chunks(self, text: str) -> list[list[int]]:
         tok = self.tokenizer
         # Not verbose: the tokenizer would warn that a long prompt overflows CLIP, which the chunks below avoid.
-        ids = tok(text, truncation=False, add_special_tokens=False, verbose=False)["input_ids"]
+        with self._tokenizing:
+            ids = tok(text, truncation=False, add_special_tokens=False, verbose=False)["input_ids"]
         return chunk_token_ids(ids, tok.bos_token_id, tok.eos_token_id, tok.model_max_length)
 
     @torch.inference_mode()

@@ -9,13 +9,17 @@ fused QKV projections, the attention backend, channels_last, and last `torch.com
 - channels_last stays off in eager, where it was slower with a busy GPU; with `ICLIGHT_COMPILE`
   on CUDA it comes on (`ICLIGHT_CHANNELS_LAST=auto`), as in diffusers' recipe: Inductor picks its
   kernels for the layout. `1` and `0` force it.
-- `ICLIGHT_COMPILE=1` (or `unet`) compiles the UNet with dynamic shapes, so every width x height
-  and both passes share one graph; after the warm-up a shape the graph's guards reject runs
-  eager rather than stall a request. `all` compiles the VAE's encoder and decoder too; `graphs`
-  compiles the UNet in "reduce-overhead" mode (CUDA graphs, one recorded per shape). Results are
-  cached beside the weights (`compile-cache/KEY/`, KEY naming the device, torch and CUDA), so a
-  second boot, or every replica serving a prepared mirror, loads instead of compiling; Inductor
-  keys every graph and kernel by what built it, so moving from `1` to `all` compiles only the VAE.
+- `ICLIGHT_COMPILE=1` (or `unet`) compiles the UNet with dynamic shapes (`compiled.py`): one
+  graph for every width x height, both passes, lone relights and shared batches; after the
+  warm-up a call the graph's guards reject runs eager, logged with its reason, rather than stall
+  a request. `all` compiles the VAE's encoder and decoder too; `graphs` compiles the UNet in
+  "reduce-overhead" mode (CUDA graphs, one recorded per shape). Results are cached beside the
+  weights (`compile-cache/KEY/`, KEY naming the device, torch and CUDA), so a second boot, or
+  every replica serving a prepared mirror, loads instead of compiling; Inductor keys every graph
+  and kernel by what built it, so moving from `1` to `all` compiles only the VAE.
+- LoRAs target the separate query, key and value projections: a UNet that has LoRA layers when
+  the settings are applied (`ICLIGHT_LORAS`, loaded first) is not fused, and one fused when a
+  LoRA first arrives is unfused then (`loras.py`).
 - `ICLIGHT_ATTENTION`: the SDPA backend tried first (default auto, torch's own order). Where it
   cannot serve a call (flash attention takes heads up to 256 wide; the VAE's one head is 512),
   torch's usual order takes over instead of failing.
@@ -29,24 +33,21 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL
 
 from ..core import config
-from .cudagraphs import UNetGraphs, cuda_capture
-from .timing import sync
-from .unet import ConditionedUNet
+from .compiled import Compiled, CompiledModule, options
+from .cudagraphs import Capture, UNetGraphs, cuda_capture
+from .unet import ConditionedUNet, fuse_qkv, has_lora_layers
 
 log = logging.getLogger("iclight")
 
-CACHE_DIR = "compile-cache"
 ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
+COMPILE_BACKEND = "inductor"  # torch.compile's; the CPU's emulation of a deployment uses another (eager: Dynamo alone)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class SpeedSettings:
     compile_vae: bool = False
     cuda_graphs: bool = False  # compile mode "reduce-overhead": one graph recorded per shape
     unet_graphs: bool = False  # CUDA graphs of the eager UNet (cudagraphs.py)
+    compile_backend: str = COMPILE_BACKEND
 
     @classmethod
     def default(cls, device: torch.device, compile_mode: str | None = None) -> SpeedSettings:
@@ -88,10 +90,15 @@ class SpeedSettings:
         on = [f.name for f in fields(self) if f.type in (bool, "bool") and getattr(self, f.name)]
         if self.attention != "auto":
             on.append(f"attention={self.attention}")
+        if self.compile and self.compile_backend != COMPILE_BACKEND:
+            on.append(f"backend={self.compile_backend}")
         return "+".join(on) or "eager"
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        values = asdict(self)
+        if values["compile_backend"] == COMPILE_BACKEND:  # the keys of caches made before it could be chosen
+            del values["compile_backend"]
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def compile_request(mode: str) -> dict[str, bool]:
@@ -101,24 +108,42 @@ def compile_request(mode: str) -> dict[str, bool]:
     return {"compile": mode != "off", "compile_vae": mode == "all", "cuda_graphs": mode == "graphs"}
 
 
-def apply(settings: SpeedSettings, unet: ConditionedUNet, vae: AutoencoderKL, device: torch.device) -> None:
-    """Put `settings` into effect on freshly loaded models (once: fusing and compiling change
-    the modules in place)."""
+def apply(
+    settings: SpeedSettings,
+    unet: ConditionedUNet,
+    vae: AutoencoderKL,
+    device: torch.device,
+    capture: Capture | None = None,
+) -> tuple[Compiled, ...]:
+    """Put `settings` into effect on freshly loaded models (once: fusing and compiling change the
+    modules in place); returns what was compiled, to be warmed up. `capture` records the UNet's
+    graphs (default: CUDA graph capture; the CPU's emulation of a deployment gives its own)."""
     problems = settings.problems()
     if problems:
         raise ValueError("; ".join(problems))
     if settings.fused_qkv:
-        unet.unet.fuse_qkv_projections()
-        vae.fuse_qkv_projections()
+        if has_lora_layers(unet.unet):
+            log.info("fused QKV: the VAE only (the UNet's LoRAs target its separate projections)")
+        else:
+            fuse_qkv(unet.unet)
+        fuse_qkv(vae)
     if settings.channels_last:
         unet.unet.to(memory_format=torch.channels_last)
         vae.to(memory_format=torch.channels_last)
     if settings.unet_graphs:
-        if device.type != "cuda":
+        if capture is None and device.type != "cuda":
             raise ValueError(f"unet_graphs: CUDA graphs need a CUDA device, not {device}")
-        unet.graphs = UNetGraphs(unet.joined, cuda_capture())
-    if settings.compile:
-        _compile(settings, unet, vae)
+        unet.fast = UNetGraphs(unet.core, capture or cuda_capture())
+    if not settings.compile:
+        return ()
+    given = options(settings)
+    unet.fast = Compiled(unet.core, "the compiled UNet", fullgraph=True, **given)
+    found = [unet.fast]
+    if settings.compile_vae:
+        vae.encoder = CompiledModule(vae.encoder, "the compiled VAE encoder", **given)
+        vae.decoder = CompiledModule(vae.decoder, "the compiled VAE decoder", **given)
+        found += [vae.encoder.call, vae.decoder.call]
+    return tuple(found)
 
 
 @contextlib.contextmanager
@@ -139,98 +164,3 @@ def attention_backend(name: str) -> Iterator[None]:
     first = backends[name]
     with sdpa_kernel([first, *(b for b in backends.values() if b != first)], set_priority=True):
         yield
-
-
-def _compile(settings: SpeedSettings, unet: ConditionedUNet, vae: AutoencoderKL) -> None:
-    import torch.fx.experimental._config as fx_config
-
-    # Without this, a first square request would make height == width an assumption of the graph.
-    fx_config.use_duck_shape = False
-    # Dynamic shapes would also make every float attribute (each norm's eps) a symbol, which
-    # Inductor then cannot use and Dynamo traces the whole UNet a second time to specialize.
-    torch._dynamo.config.specialize_float = True
-    mode = "reduce-overhead" if settings.cuda_graphs else None
-    unet.compile(dynamic=True, fullgraph=True, mode=mode)
-    if settings.compile_vae:
-        vae.encoder.compile(dynamic=True, mode=mode)
-        vae.decoder.compile(dynamic=True, mode=mode)
-
-
-class CompileCache:
-    """torch.compile's results beside the weights: Inductor's caches for one device, torch and
-    CUDA, and one bundle of artifacts per setting (`torch.compiler.save_cache_artifacts`)."""
-
-    def __init__(self, weights_root: Path, device: torch.device, settings: SpeedSettings) -> None:
-        self.folder = weights_root / CACHE_DIR / cache_key(device)
-        self.artifacts = self.folder / f"artifacts-{settings.key()}.bin"
-
-    def activate(self) -> bool:
-        """Point Inductor's caches here and load this setting's artifacts; True when there were some."""
-        try:
-            (self.folder / "inductor").mkdir(parents=True, exist_ok=True)
-        except OSError as e:  # a read-only weights folder: compile without a persistent cache
-            log.warning("compile cache %s not writable (%s); compiling without it", self.folder, e)
-            return False
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(self.folder / "inductor")
-        if not self.artifacts.is_file():
-            return False
-        torch.compiler.load_cache_artifacts(self.artifacts.read_bytes())
-        return True
-
-    def save(self) -> Path | None:
-        saved = torch.compiler.save_cache_artifacts()
-        if not saved:
-            return None
-        tmp = self.artifacts.with_name(self.artifacts.name + ".part")
-        try:
-            tmp.write_bytes(saved[0])
-            os.replace(tmp, self.artifacts)
-        except OSError as e:
-            log.warning("could not save the compile cache in %s: %s", self.folder, e)
-            return None
-        return self.artifacts
-
-
-def cache_key(device: torch.device) -> str:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    parts = [name, f"torch{torch.__version__}", f"cuda{torch.version.cuda}"]
-    return "-".join("".join(c if c.isalnum() or c in ".+" else "_" for c in p) for p in parts)
-
-
-def boot_compiled(
-    settings: SpeedSettings, device: torch.device, weights_root: Path | None, warm_up: Callable[[], None]
-) -> dict[str, float | bool | int]:
-    """Activate the cache, compile by running `warm_up` (a short relight at the sizes served
-    most: Inductor tunes its kernels for the sizes it first sees, and CUDA graphs are recorded
-    per shape), save the cache; returns what it took."""
-    cache = CompileCache(weights_root, device, settings) if weights_root else None
-    warm_cache = cache.activate() if cache else False
-    skipped_before = cuda_graph_skips()
-    start = time.perf_counter()
-    warm_up()
-    sync(device)
-    seconds = time.perf_counter() - start
-    # Any later shape that the dynamic graph's guards reject runs eager instead of compiling mid-request.
-    torch.compiler.set_stance("eager_on_recompile")
-    if cache:
-        cache.save()
-    log.info("compiled (%s) in %.1f s with a %s cache", settings.label, seconds, "warm" if warm_cache else "cold")
-    report: dict[str, float | bool | int] = {"compile_s": seconds, "warm_cache": warm_cache}
-    if settings.cuda_graphs:
-        report["cuda_graph_skips"] = skipped = cuda_graph_skips() - skipped_before
-        if skipped:
-            log.warning(
-                "ICLIGHT_COMPILE=graphs: Inductor ran %d compiled graph(s) without CUDA graphs%s; "
-                "TORCH_LOGS=cudagraphs says why",
-                skipped,
-                " (never on the CPU)" if device.type == "cpu" else "",
-            )
-    return report
-
-
-def cuda_graph_skips() -> int:
-    """How many compiled graphs Inductor has run without CUDA graphs in this process (it does so
-    quietly: a CPU tensor among the inputs, an input mutated, the CPU itself)."""
-    from torch._dynamo.utils import counters
-
-    return int(counters["inductor"]["cudagraph_skips"])

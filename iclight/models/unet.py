@@ -5,23 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from accelerate import init_empty_weights
 from diffusers import UNet2DConditionModel
-from diffusers.models.attention_processor import Attention
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from safetensors import safe_open
 from torch import nn
 
 from ..core import constants as C
-from .cudagraphs import UNetGraphs
 
 if TYPE_CHECKING:
     from .loras import Loras
 
 MAPPED_WINDOW = 512 << 20
+FUSED = (FusedAttnProcessor2_0,)  # the processors that use the fused projections
 
 
 @torch.no_grad()
@@ -116,20 +116,30 @@ def _check_keys(base: set[str], offset: set[str], offset_path: str | Path) -> No
         )
 
 
+class Fast(Protocol):
+    """A faster way to make the same call of the UNet's core (`ConditionedUNet.core`): CUDA graphs of
+    the eager UNet (`cudagraphs.UNetGraphs`) or its compiled code (`compiled.Compiled`), each keyed
+    on `computation`, everything beyond the inputs that changes what a call computes."""
+
+    def __call__(self, *inputs: torch.Tensor, computation: tuple = ()) -> torch.Tensor: ...
+
+
 class ConditionedUNet(nn.Module):
     """Feeds the UNet its noisy latent joined with the 8-channel fg/bg condition.
 
-    The condition travels in `cross_attention_kwargs["concat_conds"]`, so the stock
-    diffusers pipelines drive it unchanged and no state is kept between calls. With `graphs`
-    set (`cudagraphs.UNetGraphs` over `joined`), plain calls replay CUDA graphs, each keyed on
-    `computation()`: the active LoRAs (`adapters`) and the attention processors in place.
+    The condition travels in `cross_attention_kwargs["concat_conds"]`, so the stock diffusers
+    pipelines drive it unchanged and no state is kept between calls. The join happens here, before
+    the UNet's core: a graph or compiled code sees one 12-channel sample whatever the condition's
+    batch (one for a lone relight, one per image for a shared batch). With `fast` set (the speed
+    settings, `speed.apply`), plain calls go through it, keyed on `computation()`: the active LoRAs
+    (`adapters`) and the attention processors in place.
     """
 
     def __init__(self, unet: UNet2DConditionModel, adapters: Loras | None = None) -> None:
         super().__init__()
         self.unet = unet
         self.adapters = adapters
-        self.graphs: UNetGraphs | None = None
+        self.fast: Fast | None = None
         self._attention = [(name, m) for name, m in unet.named_modules() if isinstance(m, Attention)]
 
     def computation(self) -> tuple:
@@ -166,24 +176,64 @@ class ConditionedUNet(nn.Module):
 
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, **kwargs):
         extra = dict(kwargs.pop("cross_attention_kwargs", None) or {})
-        cond = extra.pop("concat_conds").to(sample)
+        sample = _join(sample, extra.pop("concat_conds").to(sample))
+        timestep = _timestep(timestep, sample.device)
         plain = not extra and all(v is None for k, v in kwargs.items() if k != "return_dict")
-        if self.graphs is not None and plain and torch.is_tensor(timestep):
-            out = self.graphs(sample, cond, timestep, encoder_hidden_states, computation=self.computation())
+        if self.fast is not None and plain and torch.is_tensor(timestep):
+            out = self.fast(sample, timestep, encoder_hidden_states, computation=self.computation())
             return UNet2DConditionOutput(sample=out) if kwargs.get("return_dict", True) else (out,)
-        sample = _join(sample, cond)
         return self.unet(sample, timestep, encoder_hidden_states, cross_attention_kwargs=extra or None, **kwargs)
 
-    def joined(
-        self, sample: torch.Tensor, cond: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
-    ) -> torch.Tensor:
-        """The noise prediction for `sample` beside its condition, all tensors (as a graph records it)."""
-        return self.unet(_join(sample, cond), timestep, encoder_hidden_states, return_dict=False)[0]
+    def core(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        """The noise prediction for a sample already joined with its condition: what a graph
+        records and what is compiled."""
+        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+
+
+def has_lora_layers(unet: nn.Module) -> bool:
+    """Whether LoRA adapters (peft) wrap any of the UNet's layers."""
+    return any(hasattr(m, "lora_A") for m in unet.modules())
+
+
+def fuse_qkv(model: nn.Module) -> None:
+    """One projection for query, key and value (diffusers' `fuse_qkv_projections`), its new
+    weights frozen like the rest."""
+    model.fuse_qkv_projections()
+    model.requires_grad_(False)
+
+
+@torch.no_grad()
+def unfuse_qkv(unet: nn.Module) -> bool:
+    """Back to separate projections wherever a fused processor is in place (LoRAs target the
+    separate ones); True where any was. Decided from the processors themselves: diffusers'
+    `unfuse_qkv_projections` restores its saved processors once and leaves `fused_projections` set."""
+    found = False
+    for module in unet.modules():
+        if isinstance(module, Attention) and isinstance(module.processor, FUSED):
+            module.set_processor(AttnProcessor2_0())
+            for name in ("to_qkv", "to_kv"):
+                if hasattr(module, name):
+                    delattr(module, name)
+            module.fused_projections = False
+            found = True
+    return found
+
+
+def is_fused(processor: object) -> bool:
+    """Whether an attention processor projects through the fused `to_qkv` (or `to_kv`)."""
+    return isinstance(processor, FUSED)
 
 
 def _describe(processor: object) -> object:
     """A processor as a cache key: its own `cache_key` where it has settings, else its kind."""
     return getattr(processor, "cache_key", None) or type(processor).__qualname__
+
+
+def _timestep(timestep, device: torch.device):
+    """One dtype for every sampler's timesteps (integers for DPM-Solver, floats for Euler): the
+    UNet makes a float embedding of either, so the values are the same, and a graph or compiled
+    code serves every sampler."""
+    return timestep.to(device=device, dtype=torch.float32) if torch.is_tensor(timestep) else timestep
 
 
 def _join(sample: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

@@ -32,11 +32,11 @@ class Dtypes:
     unet: torch.dtype
     text: torch.dtype
     vae: torch.dtype
-    half_matting: bool = False  # BiRefNet in float16 (RMBG-1.4 stays in float32)
+    matting: torch.dtype = torch.float32  # BiRefNet's (RMBG-1.4 stays in float32)
 
 
 # The hosted model's choices on CUDA; the VAE in bfloat16 avoids fp16 overflow in its decoder.
-CUDA_DTYPES = Dtypes(unet=torch.float16, text=torch.float16, vae=torch.bfloat16, half_matting=True)
+CUDA_DTYPES = Dtypes(unet=torch.float16, text=torch.float16, vae=torch.bfloat16, matting=torch.float16)
 CPU_DTYPES = Dtypes(unet=torch.float32, text=torch.float32, vae=torch.float32)
 
 
@@ -147,7 +147,7 @@ def load_matting(root: Path, device: torch.device, choice: str) -> matting.Matte
     """`choice`'s matting model, its weights fetched first where they are missing."""
     ensure_present(root, only=matting.FILES[choice], fetch_options=f" --matting {choice}")
     with _Timer(f"{choice} from {root / matting.FILES[choice][0]}"):
-        return matting.load(choice, root, device, dtypes_for(device).half_matting)
+        return matting.load(choice, root, device, dtypes_for(device).matting)
 
 
 def ensure_present(

@@ -101,16 +101,17 @@ class Diffusion:
         with stage("high-res encode"):
             latents = self.encode(to_tensor(pixels)).to(device=unet.device, dtype=unet.dtype)
         with stage("high-res diffusion"):
-            latents = self.i2i(
-                image=latents,
-                strength=s.highres_denoise,
-                num_inference_steps=s.highres_steps,
-                cross_attention_kwargs={"concat_conds": cond},
-                callback_on_step_end=self._on_step("high-res pass", ran(s.highres_steps, s.highres_denoise)),
-                **common,
-            ).images
+            latents = self._second_pass(latents, cond, common)
         with stage("final decode"):
             return to_unit(self.decode(latents))
+
+    def _second_pass(self, latents: torch.Tensor, cond: torch.Tensor, common: dict) -> torch.Tensor:
+        s = self.s
+        on_step = self._on_step("high-res pass", ran(s.highres_steps, s.highres_denoise))
+        return self.i2i(
+            image=latents, strength=s.highres_denoise, num_inference_steps=s.highres_steps,
+            cross_attention_kwargs={"concat_conds": cond}, callback_on_step_end=on_step, **common,
+        ).images  # fmt: skip
 
     def _first_pass(self, fg, bg, common: dict) -> torch.Tensor:
         s = self.s

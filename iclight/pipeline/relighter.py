@@ -36,10 +36,12 @@ from ..imaging.normals import normal_map
 from ..matting import mattes as matting
 from ..models import basemodel
 from ..models.attention import Consistency
+from ..models.compiled import boot_compiled
+from ..models.cudagraphs import Capture
 from ..models.loras import Loras
 from ..models.prompts import PromptEncoder
 from ..models.sharing import Member
-from ..models.speed import SpeedSettings, attention_backend, boot_compiled
+from ..models.speed import SpeedSettings, attention_backend
 from ..models.speed import apply as apply_speed
 from ..models.timing import StageTimer
 from ..models.unet import ConditionedUNet
@@ -93,6 +95,7 @@ class Relighter:
         base_model: str | os.PathLike | None = None,
         base_vae: str | os.PathLike | None = None,
         loras: list | None = None,
+        graph_capture: Capture | None = None,
     ) -> Relighter:
         """Load from `weights_dir` (default: ICLIGHT_WEIGHTS_DIR, else weights/) onto `device`.
 
@@ -101,7 +104,9 @@ class Relighter:
         here. `matting_choice` (default ICLIGHT_MATTING) is the matting model loaded (see
         `matting/`). `base_model` (default ICLIGHT_BASE_MODEL) replaces the bundled SD1.5
         (`models/basemodel.py`; `base_vae`: its VAE file), `loras` (default ICLIGHT_LORAS) are
-        applied to every relight that names none of its own (`models/loras.py`)."""
+        loaded now and applied to every relight that names none of its own (`models/loras.py`).
+        `graph_capture` records the UNet's graphs where `speed` asks for them (default: CUDA
+        graph capture; the CPU's emulation of a deployment gives one that runs there)."""
         config.check()
         picked = choice("matting", matting_choice or config.MATTING.read(), C.MATTING_CHOICES)
         base = basemodel.resolve(base_model or config.BASE_MODEL.read(), base_vae)
@@ -110,11 +115,12 @@ class Relighter:
         start = time.perf_counter()
         root = layout.weights_dir(weights_dir)
         relighter = cls(load_components(root, dev, use_prepared, picked, base), dev, root, defaults)
+        relighter.adapters.activate(defaults)  # before the speed settings: fusing and warm-up see them
         settings = speed or SpeedSettings.default(dev)
-        apply_speed(settings, relighter.unet, relighter.vae, dev)
+        compiled = apply_speed(settings, relighter.unet, relighter.vae, dev, graph_capture)
         relighter.speed = settings
         if settings.compile:
-            relighter.compile_report = boot_compiled(settings, dev, root, relighter.warm_up)
+            relighter.compile_report = boot_compiled(settings, dev, root, relighter.warm_up, compiled)
         log.info("ready on %s (%s) in %.2f s", dev, settings.label, time.perf_counter() - start)
         return relighter
 
@@ -154,15 +160,20 @@ class Relighter:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The matte (HxW in [0, 1]) and the subject on grey, as a relight would make them."""
         image, alpha = load_image_and_alpha(subject, "subject_image")
-        found = matte_of(image, alpha, mask, self.mattes, matting_choice)
+        with self._lock:  # a model's work, never beside another run (a CUDA graph recording)
+            found = matte_of(image, alpha, mask, self.mattes, matting_choice)
         return found[..., 0], on_grey(image, found, C.RELIGHT_SIGMA)
 
     def warm_up(self) -> None:
-        """A 2-step relight through both passes at the hosted defaults' sizes (compiles a compiled model)."""
+        """2-step relights through both passes at the hosted defaults' sizes, with the relighter's
+        LoRAs and, where it has some, without (compiles a compiled model for what it serves)."""
         subject = np.full((64, 64, 3), 200, np.uint8)
         mask = np.full((64, 64), 255, np.uint8)
         sizes = {name: C.default(name) for name in ("width", "height", "highres_scale")}  # the sizes served most
-        self.relight(subject, None, "warm up", light_source=C.LEFT_LIGHT, steps=2, seed=0, mask=mask, **sizes)
+        for loras in (None, []) if self.default_loras else (None,):
+            self.relight(
+                subject, None, "warm up", light_source=C.LEFT_LIGHT, steps=2, seed=0, mask=mask, loras=loras, **sizes
+            )
 
     def relight(self, subject: ImageLike, background: ImageLike | None, prompt: str, **options: Any) -> RelightResult:
         """Relight `subject` to match `background` (or a synthetic light) as `prompt` says.

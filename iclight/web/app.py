@@ -15,6 +15,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,18 @@ MONO_FONTS = ["ui-monospace", "monospace"]
 
 
 class RelightApp:
-    """The page's event handlers (plain methods, testable without a browser) and its layout."""
+    """The page's event handlers (plain methods, testable without a browser) and its layout.
+
+    Relights and sequences run on one thread of the app's own, whichever of Gradio's threads
+    handles the event: torch.compile's CUDA graphs (`ICLIGHT_COMPILE=graphs`) are kept per thread,
+    and a thread per relight would record them all again each time. The previews (a matte, a
+    light) run where Gradio calls them: the relighter's lock keeps the matte apart from a run, and
+    the light's preview uses no model."""
 
     def __init__(self, relighter, outputs: OutputFolders | None = None) -> None:
         self.relighter = relighter
         self.outputs = outputs or OutputFolders.from_env()
+        self.model = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iclight-model")
 
     def preview_subject(self, subject: Any, mask: Any) -> tuple[Any, Any]:
         """The matte and the subject on grey, as soon as a subject (or a mask) is uploaded."""
@@ -133,7 +141,7 @@ class RelightApp:
         try:
             job = make_job(entry, settings_of(values) | {"seed": seed}, Path.cwd(), "web app")
             with self.outputs.folder() as folder:
-                record = relight_one(self.relighter, job, folder, hooks)
+                record = self.model.submit(relight_one, self.relighter, job, folder, hooks).result()
         except (InputError, JobFailed) as e:
             raise gr.Error(str(e), title="Cannot relight") from None
         return record["outputs"], record["outputs"], record["seed"]
@@ -152,7 +160,7 @@ class RelightApp:
             finally:
                 frames.put(None)
 
-        threading.Thread(target=work, daemon=True).start()
+        threading.Thread(target=work, daemon=True).start()  # it waits while the model thread relights
         skip = gr.skip()
         while (preview := frames.get()) is not None:
             yield _enlarged(preview.image), preview.label, skip, skip, skip, skip, skip
@@ -171,7 +179,7 @@ class RelightApp:
             with gr.Tab("Relight", id="relight-tab"):
                 self._relight_tab()
             with gr.Tab("Sequence", id="sequence-tab"):
-                SequenceTab(self.relighter, self.outputs).build()
+                SequenceTab(self.relighter, self.outputs, self.model).build()
         return page
 
     def _relight_tab(self) -> None:

@@ -5,6 +5,7 @@ while it runs."""
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,8 @@ from .controls import PHOTO_MIN_WIDTH, control, light_choice, path_of, photo, pr
 class SequenceTab:
     """The tab's handler (a plain method, testable without a browser) and its layout."""
 
-    def __init__(self, relighter, outputs: OutputFolders) -> None:
-        self.relighter, self.outputs = relighter, outputs
+    def __init__(self, relighter, outputs: OutputFolders, model: Executor) -> None:
+        self.relighter, self.outputs, self.model = relighter, outputs, model  # model: the app's one model thread
 
     def relight_sequence(
         self, clip: Any, views: Any, background: Any, background_video: Any, values: dict[str, Any], progress=None
@@ -46,7 +47,7 @@ class SequenceTab:
             entry["consistency"] = settings.pop("consistency")
             try:
                 job = make_job(entry, settings, Path.cwd(), "web app")
-                record = relight_one(self.relighter, job, folder, hooks)
+                record = self.model.submit(relight_one, self.relighter, job, folder, hooks).result()
             except (InputError, JobFailed) as e:
                 raise gr.Error(str(e), title="Cannot relight") from None
         outputs = record["outputs"]
