@@ -32,11 +32,11 @@ test: install
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
-# The fuzzer's long profile (tests/test_fuzz.py, tests/test_server.py): random examples of every
+# The fuzzer's long profile (tests/pipeline/test_fuzz.py, tests/serving/test_server.py): random examples of every
 # input; it prints how many it tried and what each ended in. FUZZ_EXAMPLES overrides the count.
 FUZZ_EXAMPLES ?= 2000
 fuzz: install
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py tests/test_server.py -k every -p no:cacheprovider \
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/pipeline/test_fuzz.py tests/serving/test_server.py -k every -p no:cacheprovider \
 		--hypothesis-profile=long --hypothesis-show-statistics -q
 
 lint: install
@@ -93,7 +93,7 @@ gpu-check:
 # an H100): every speed setting through every feature against eager on tiny stand-ins, then the
 # hosted defaults on full-size ones beside the hosted code (.ref/, where exported). It installs the
 # wheels of `make gpu-wheels` where .whl/ has them. Without CUDA the same code runs on the CPU
-# (`make test` runs it: tests/test_deployment.py).
+# (`make test` runs it: tests/models/test_deployment.py).
 gpu-quick:
 	PYTHON=$(GPU_PYTHON) bash benchmarks/run-gpu.sh quick
 
@@ -123,7 +123,7 @@ reference-birefnet:
 	$(PY) -m benchmarks.birefnet_ref parity
 
 # Light-A-Video's consistent light attention, the baseline for sequences (bcmi/Light-A-Video,
-# Apache-2.0), into the git-ignored .ref/ (never committed): tests/test_sequence.py checks ours
+# Apache-2.0), into the git-ignored .ref/ (never committed): tests/pipeline/test_windows.py checks ours
 # against its attention function on the same weights.
 #   make reference-lav LAV_CLONE=../Light-A-Video/.git
 LAV_CLONE ?= ../Light-A-Video/.git
@@ -131,7 +131,7 @@ LAV_REV ?= HEAD
 reference-lav:
 	mkdir -p .ref/light-a-video
 	git --git-dir=$(LAV_CLONE) show $(LAV_REV):lav_relight.py > .ref/light-a-video/lav_relight.py
-	$(PY) -m pytest tests/test_sequence.py -k light_a_video -q
+	$(PY) -m pytest tests/pipeline/test_windows.py -k light_a_video -q
 
 # Seconds and peak memory of one matte per matting choice (real-shaped stand-ins in MATTING_WEIGHTS).
 MATTING_WEIGHTS ?= /tmp/iclight-matting-weights

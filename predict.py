@@ -2,7 +2,7 @@
 
 Where the server takes several predictions at once (`COG_MAX_CONCURRENCY` above 1, at most
 `serving.MAX_CONCURRENCY`; `cog.yaml` sets it for the image), `run` is async and the predictions
-share the model's diffusion batches (`iclight/serving.py`). With one at a time (the default
+share the model's diffusion batches (`iclight/serving/batcher.py`). With one at a time (the default
 elsewhere) `run` is the plain method: called with every input, it returns the files.
 """
 
@@ -15,10 +15,11 @@ from typing import Optional
 
 from cog import BaseRunner, Input, Path
 
-from iclight import Relighter, serving
+from iclight import Relighter
 from iclight.core import constants as C
 from iclight.core.spec import Encoding, RelightSpec, encoding, relight_spec
 from iclight.imaging.images import save_images
+from iclight.serving import batcher as serving
 from iclight.store.outputs import OutputFolders
 
 log = logging.getLogger("iclight")

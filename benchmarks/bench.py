@@ -111,12 +111,12 @@ def child(config: str, root: Path, device_name: str, cases: dict[str, dict], pre
     start = time.perf_counter()
 
     from iclight.pipeline import Relighter
-    from iclight.pipeline.loading import dtypes_for, prepare, prepared_path, resolve_device
+    from iclight.pipeline.loading import dtypes_for, prepared_path, resolve_device, write_prepared
 
     imported = time.perf_counter() - start
     device = resolve_device(device_name)
     if config == "ours-prepared" and not prepared_path(root, dtypes_for(device).unet).is_file():
-        prepare(root, dtypes_for(device).unet)
+        write_prepared(root, dtypes_for(device).unet)
     t = time.perf_counter()
     if config == "baseline":
         relighter = Relighter(hosted_style_components(root, device), device, root)

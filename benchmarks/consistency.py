@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", type=Path, default=None)
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    from iclight.standins import write_weights
+    from iclight.pipeline.standins import write_weights
     from iclight.store import layout
 
     if not (args.weights / layout.OFFSET_FILE).is_file():

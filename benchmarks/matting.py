@@ -67,8 +67,8 @@ def measure(choice: str, root: Path, device_name: str, repeat: int) -> dict:
 
 
 def _ensure(root: Path, choice: str) -> None:
-    from iclight import standins
     from iclight.matting import mattes as matting
+    from iclight.pipeline import standins
 
     if not (root / matting.FILES[choice][0]).is_file():
         standins.write_matting(root, choice)

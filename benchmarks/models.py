@@ -18,7 +18,7 @@ import numpy as np
 
 from iclight.models import samplers
 from iclight.pipeline import Relighter
-from iclight.standins import write_lora, write_single_file, write_weights
+from iclight.pipeline.standins import write_lora, write_single_file, write_weights
 from iclight.store import layout
 
 # The steps users run each sampler at: the hosted 25; 20 for the 2M, Euler and DDIM family; UniPC

@@ -16,7 +16,7 @@ import numpy as np
 from iclight.core.hooks import Hooks
 from iclight.core.spec import relight_spec
 from iclight.pipeline import Relighter
-from iclight.standins import write_weights
+from iclight.pipeline.standins import write_weights
 from iclight.store import layout
 
 

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ray-window", type=int, default=4)
     p.add_argument("--steps", type=int, default=8, help="steps of the resume and Ray runs (long enough to cut)")
     args = p.parse_args(argv)
-    from iclight.standins import write_weights
+    from iclight.pipeline.standins import write_weights
     from iclight.store import layout
 
     if not (args.weights / layout.OFFSET_FILE).is_file():

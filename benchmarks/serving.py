@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     if not (args.weights / "iclight_sd15_fbc.safetensors").is_file():
-        from iclight.standins import write_weights
+        from iclight.pipeline.standins import write_weights
 
         write_weights(args.weights, "tiny", matting_models=("rmbg-1.4",))
         print(f"wrote tiny stand-in weights into {args.weights}")

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from iclight.core import config
-from iclight.standins import write_tiny_weights
+from iclight.pipeline.standins import write_tiny_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# The fuzzer's profiles (tests/test_fuzz.py): `ci`, what `make test` runs, is derandomised so that
+# The fuzzer's profiles (tests/pipeline/test_fuzz.py): `ci`, what `make test` runs, is derandomised so that
 # every run tries the same examples; `long` is `make fuzz`.
 _SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 settings.register_profile("ci", max_examples=30, derandomize=True, deadline=None, suppress_health_check=_SLOW)

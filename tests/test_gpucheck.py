@@ -29,7 +29,7 @@ FAST = dict(width=256, height=256, steps=2, highres_scale=1.0, seed=1, light_sou
 def test_the_cpu_mode_measures_speed_end_to_end(tmp_path: Path, capsys) -> None:
     """The sections that measure one relighter, on the CPU with tiny weights; the compiled boots
     and the settings sweep are checked piece by piece below (`make gpu-quick`'s CPU mode runs
-    every setting through every feature: tests/test_deployment.py)."""
+    every setting through every feature: tests/models/test_deployment.py)."""
     out = tmp_path / "out"
     argv = [str(out), "--device", "cpu", "--quick", "--weights", str(tmp_path / "w")]
     assert main([*argv, "--skip", "memory,settings,compile,big"]) == 0

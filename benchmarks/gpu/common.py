@@ -18,9 +18,9 @@ from PIL import Image
 
 from iclight.matting import mattes as matting
 from iclight.pipeline import Relighter
-from iclight.pipeline.loading import dtypes_for, prepare, prepared_path
+from iclight.pipeline.loading import dtypes_for, prepared_path, write_prepared
 from iclight.pipeline.passes import Diffusion
-from iclight.standins import write_weights
+from iclight.pipeline.standins import write_weights
 from iclight.store import layout
 
 from .. import cuda
@@ -65,7 +65,7 @@ def stand_ins(root: Path, size: str, device: torch.device) -> dict[str, Any]:
     dtype = dtypes_for(device).unet
     start = time.perf_counter()
     if not prepared_path(root, dtype).is_file():
-        prepare(root, dtype)
+        write_prepared(root, dtype)
     size_bytes = sum(p.stat().st_size for p in root.rglob("*.safetensors"))
     prepared = time.perf_counter() - start
     return {"root": str(root), "size": size, "bytes": size_bytes, "write_s": written, "prepare_s": prepared}

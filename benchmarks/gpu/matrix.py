@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from iclight import standins
 from iclight.core.options import SAMPLERS
 from iclight.core.spec import relight_spec
 from iclight.matting import mattes as matting
@@ -31,7 +30,7 @@ from iclight.matting.birefnet import estimate_matte
 from iclight.models.compiled import Compiled
 from iclight.models.cudagraphs import Forward, UNetGraphs
 from iclight.models.speed import SpeedSettings
-from iclight.pipeline import Relighter
+from iclight.pipeline import Relighter, standins
 
 from .common import free
 

@@ -18,7 +18,7 @@ Two sections, OUT_DIR/gpu-quick.json saved after each part of each:
 
 On CUDA it runs in the hosted dtypes with CUDA graph capture and Inductor. On the CPU (no CUDA,
 or `--device cpu`) the same code runs on tiny stand-ins at small sizes, the graph capture and the
-compiler emulated (`make test` does: `tests/test_deployment.py`). `--time-limit S` skips the
+compiler emulated (`make test` does: `tests/models/test_deployment.py`). `--time-limit S` skips the
 matrix rows that would start when fewer seconds are left than the defaults section needs, and
 the defaults' cases that would start after it.
 """
@@ -39,11 +39,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from iclight import standins
 from iclight.core.spec import relight_spec
 from iclight.models.speed import SpeedSettings
 from iclight.models.timing import cuda_memory, sync
-from iclight.pipeline import Relighter
+from iclight.pipeline import Relighter, standins
 from iclight.pipeline.loading import resolve_device
 
 from . import matrix

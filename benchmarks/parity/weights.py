@@ -25,7 +25,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from iclight.standins import BOS, EOS, _byte_chars
+from iclight.pipeline.standins import BOS, EOS, _byte_chars
 from iclight.store import layout
 
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data"

@@ -26,9 +26,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+    def command(name: str, summary: str, description: str | None, examples: str) -> argparse.ArgumentParser:
         return sub.add_parser(
-            name, help=summary, description=description or summary, epilog=EPILOG, formatter_class=fmt
+            name, help=summary, description=description or summary, epilog=examples, formatter_class=fmt
         )
 
     relight.register(command)

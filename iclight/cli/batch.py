@@ -10,7 +10,23 @@ from ..core.validation import InputError
 from ..jobs import run
 from ..jobs.job import Task
 from ..jobs.manifest import read_jobs
-from .options import add_model_options, files, job_settings, load_relighter
+from .options import ENVIRONMENT, OUTPUTS, add_model_options, epilog, files, identity, job_settings, load_relighter
+
+EXAMPLES = """\
+python -m iclight batch photos/ --background studio.jpg --background street.jpg \\
+    --prompt "soft window light" -o out        # run it again to resume
+python -m iclight batch jobs.jsonl --prompt "soft window light" -o out --ray --workers 2
+ray job submit --working-dir . -- python -m iclight batch jobs.jsonl -o /shared/out \\
+    --ray auto --workers 8 --gpus-per-worker 1"""
+JOBS = """\
+jobs:
+  A JSONL manifest has one job per line: "subject" (or "sequence": a video or a folder of frames),
+  "background" (optional with a synthetic light), "prompt", an optional "id", and any option, e.g.
+    {"id": "shoe-1", "subject": "shoe.jpg", "background": "beach.jpg", "prompt": "sunset", "seed": 7}
+  Relative paths are relative to the manifest. A job's files are named from its id (given, or
+  derived from everything that makes its images: its options, its files and their content, the
+  model), ID-N.FMT, so a rerun skips it and a changed job runs again beside it.
+"""
 
 
 def register(command) -> None:
@@ -20,6 +36,7 @@ def register(command) -> None:
         "Relight every job in JOBS: a folder of images or a text file listing one image path per line (each "
         "against every --background), or a JSONL manifest with one job per line. The options are every job's "
         "defaults. Finished jobs are skipped when run again; OUT/results.jsonl says what became of each job.",
+        epilog(EXAMPLES, JOBS, OUTPUTS, ENVIRONMENT),
     )
     p.add_argument("subjects", type=Path, metavar="JOBS", help="folder of images, list file, or JSONL manifest")
     p.add_argument("--background", type=Path, action="append", default=[], help="a background (repeatable)")
@@ -50,7 +67,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     if not args.subjects.exists():
         raise InputError(f"JOBS: {args.subjects} does not exist")
-    jobs = read_jobs(args.subjects, args.background, job_settings(args), files(args), args.save_matte)
+    jobs = read_jobs(args.subjects, args.background, job_settings(args), files(args), args.save_matte, identity(args))
     logging.getLogger("iclight").setLevel(logging.WARNING)  # per-stage timings would drown the job bar
     if args.ray is not None:
         if args.workers < 1:

@@ -10,44 +10,41 @@ from typing import Any
 
 from ..core import options as O
 
-EPILOG = textwrap.dedent(
+# What every command's --help ends with, after its own examples (`epilog`).
+OUTPUTS = """\
+outputs:
+  Each image NAME.FMT comes with NAME.json, its recipe (every parameter, the seed,
+  the sha256 of the inputs and of the weights, package versions); the same recipe
+  is embedded in the image (PNG text, or EXIF ImageDescription for jpg and webp).
+"""
+ENVIRONMENT = """\
+environment (every variable: docs/configuration.md):
+  ICLIGHT_WEIGHTS_DIR   weights folder (default: weights/ at the repository root)
+  ICLIGHT_DEVICE        auto (default), cpu or cuda
+  ICLIGHT_WEIGHTS_URL   mirror to fetch missing weights from (default: the Hub)
+  ICLIGHT_OFFLINE=1     never download; fail at once when weights are missing
+  ICLIGHT_DEBUG=1       show the whole traceback of an error (as --debug does)
+"""
+
+
+def epilog(examples: str, *sections: str) -> str:
+    """A command's --help ending: its own examples, then the sections that concern it."""
+    return "\n".join(["examples:\n" + textwrap.indent(textwrap.dedent(examples).strip("\n"), "  ") + "\n", *sections])
+
+
+EPILOG = epilog(
     """\
-    examples:
-      python -m iclight relight examples/astronaut.png examples/coffee.png \\
-          --prompt "sunshine from window" --seed 12345 -o out
-      python -m iclight relight subject.png bg.jpg --prompt "neon light" --mask subject-mask.png \\
-          --detail-transfer 0.8 --keep-background --save-matte -o out
-      python -m iclight batch photos/ --background studio.jpg --background street.jpg \\
-          --prompt "soft window light" -o out        # run it again to resume
-      python -m iclight batch jobs.jsonl --prompt "soft window light" -o out --ray --workers 2
-      ray job submit --working-dir . -- python -m iclight batch jobs.jsonl -o /shared/out \\
-          --ray auto --workers 8 --gpus-per-worker 1
-      python -m iclight reproduce out/astronaut-12345-0.json -o again
-
-    jobs (batch):
-      A JSONL manifest has one job per line: "subject", "background" (optional with a
-      synthetic light), "prompt", an optional "id", and any input above or extra, e.g.
-        {"id": "shoe-1", "subject": "shoe.jpg", "background": "beach.jpg", "prompt": "sunset", "seed": 7}
-      Relative paths are relative to the manifest. A job's files are named from its id
-      (given, or derived from its inputs and settings), ID-N.FMT, so a rerun skips it.
-
-    outputs:
-      Each image NAME.FMT comes with NAME.json, its recipe (every parameter, the seed,
-      the sha256 of the inputs and of the weights, package versions); the same recipe
-      is embedded in the image (PNG text, or EXIF ImageDescription for jpg and webp).
-
-    weights:
-      python -m iclight weights fetch --dest weights          # or: python -m iclight.weights fetch ...
-      python -m iclight weights prepare weights
-
-    environment (every variable: docs/configuration.md):
-      ICLIGHT_WEIGHTS_DIR   weights folder (default: weights/ at the repository root)
-      ICLIGHT_DEVICE        auto (default), cpu or cuda
-      ICLIGHT_WEIGHTS_URL   mirror to fetch missing weights from (default: the Hub)
-      ICLIGHT_OFFLINE=1     never download; fail at once when weights are missing
-      ICLIGHT_DEBUG=1       show the whole traceback of an error (as --debug does)
-    """
+    python -m iclight relight examples/astronaut.png examples/coffee.png --prompt "sunshine from window" -o out
+    python -m iclight sequence turntable.mp4 studio.jpg --prompt "soft light" -o out
+    python -m iclight batch photos/ --background studio.jpg --prompt "soft window light" -o out
+    python -m iclight reproduce out/astronaut-12345-0.json -o again
+    python -m iclight ui
+    python -m iclight weights fetch --dest weights
+    (python -m iclight COMMAND --help: each command's own examples)""",
+    ENVIRONMENT,
 )
+
+
 GROUPS = {
     "hosted": "relighting options (the hosted model's inputs)",
     "output": "output (the hosted model's inputs)",
@@ -137,8 +134,8 @@ def add_debug_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="on an error, show the whole traceback (or ICLIGHT_DEBUG=1)")
 
 
-# The options that name a file: every job of a batch gets them unless its line names its own.
-FILE_OPTIONS = ("mask", "light_map", "hdri")
+# The options of a relight that name a file: every job of a batch gets them unless its line names its own.
+FILE_OPTIONS = O.RELIGHT_FILES
 
 
 def job_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -151,6 +148,22 @@ def job_settings(args: argparse.Namespace) -> dict[str, Any]:
 def files(args: argparse.Namespace) -> dict[str, str | None]:
     """The files the command line named for the job (FILE_OPTIONS), as paths."""
     return {name: None if getattr(args, name, None) is None else str(getattr(args, name)) for name in FILE_OPTIONS}
+
+
+def identity(args: argparse.Namespace):
+    """What the derived ids of a run into `args.out` count beyond options (`jobs/identity.py`): the
+    output folder's contents as first seen, and the model the command line's settings load."""
+    from ..core import config
+    from ..core.lora import parse as parse_loras
+    from ..jobs.identity import Contents, Identity, Model
+    from ..store import layout
+    from ..store.basemodel import resolve
+
+    base = resolve(args.base_model or config.BASE_MODEL.read(), args.base_vae)
+    matting = getattr(args, "matting", None) or config.MATTING.read()
+    loras = parse_loras([(str(p), s) for p, s in config.LORAS.read()]) or ()
+    weights = layout.weights_dir(args.weights)
+    return Identity(Contents(args.out), Model(weights, base, matting, loras))
 
 
 def load_relighter(args: argparse.Namespace, matting: str | None = None):

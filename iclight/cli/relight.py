@@ -11,13 +11,36 @@ from ..jobs.job import Job
 from ..jobs.manifest import make_job, safe_name
 from ..jobs.recipe import check_models, read_recipe
 from ..jobs.run import relight_one
-from .options import FILE_OPTIONS, add_model_options, add_runtime_options, files, job_settings, load_relighter
+from .options import (
+    ENVIRONMENT,
+    FILE_OPTIONS,
+    OUTPUTS,
+    add_model_options,
+    add_runtime_options,
+    epilog,
+    files,
+    job_settings,
+    load_relighter,
+)
+
+EXAMPLES = """\
+python -m iclight relight examples/astronaut.png examples/coffee.png \\
+    --prompt "sunshine from window" --seed 12345 -o out
+python -m iclight relight subject.png bg.jpg --prompt "neon light" --mask subject-mask.png \\
+    --detail-transfer 0.8 --keep-background --save-matte -o out
+python -m iclight relight bottle.png --prompt "studio" --light-source "Left Light" --light-color orange -o out
+python -m iclight relight subject.png --prompt "dusk" --hdri sky.exr --hdri-heading 90 -o out
+python -m iclight relight subject.png bg.jpg --prompt "film" --lora style.safetensors:0.8 --sampler euler -o out"""
+REPRODUCE_EXAMPLES = """\
+python -m iclight reproduce out/astronaut-12345-0.json -o again
+python -m iclight reproduce out/astronaut-12345-0.webp -o again     # the recipe embedded in the image"""
 
 
 def register(command) -> None:
     p = command(
-        "relight", "relight one subject against one background", "Relight SUBJECT so that it belongs in BACKGROUND."
-    )
+        "relight", "relight one subject against one background", "Relight SUBJECT so that it belongs in BACKGROUND.",
+        epilog(EXAMPLES, OUTPUTS, ENVIRONMENT),
+    )  # fmt: skip
     p.add_argument("subject", type=Path, help="the subject photo (any format Pillow reads)")
     p.add_argument("background", type=Path, nargs="?", help="the background photo (optional with a synthetic light)")
     add_model_options(p)
@@ -25,7 +48,10 @@ def register(command) -> None:
 
 
 def register_reproduce(command) -> None:
-    p = command("reproduce", "make an output again from its sidecar JSON or from the image itself")
+    p = command(
+        "reproduce", "make an output again from its sidecar JSON or from the image itself", None,
+        epilog(REPRODUCE_EXAMPLES, ENVIRONMENT),
+    )  # fmt: skip
     p.add_argument("recipe", type=Path, help="NAME.json, or an image that carries a recipe")
     add_runtime_options(p)
     p.set_defaults(run=cmd_reproduce)

@@ -11,7 +11,25 @@ from ..core import options as O
 from ..core.hooks import Hooks
 from ..jobs.manifest import make_job, safe_name
 from ..jobs.run import relight_one
-from .options import add_model_options, add_options, files, given, job_settings, load_relighter
+from .options import (
+    ENVIRONMENT,
+    OUTPUTS,
+    add_model_options,
+    add_options,
+    epilog,
+    files,
+    given,
+    identity,
+    job_settings,
+    load_relighter,
+)
+
+EXAMPLES = """\
+python -m iclight sequence turntable.mp4 studio.jpg --prompt "soft studio light" -o out
+python -m iclight sequence views/ --prompt "sunset" --light-source "Left Light" --window 8 --consistency 0.5 -o out
+python -m iclight sequence walk.mov street.mp4 --prompt "neon" --background-fit loop --start 0 --end 120 -o out
+python -m iclight sequence spin.mp4 --prompt "golden hour" --hdri sky.exr --hdri-turn 3 -o out
+    (run the same command again to go on after the last finished window)"""
 
 
 def register(command) -> None:
@@ -22,6 +40,7 @@ def register(command) -> None:
         "with one consistent light (docs/sequences.md). Writes each frame as NAME-frame-NNNNN.FMT, the "
         "video (MP4/H.264, else WebM/VP9, with the source's audio) where INPUT is one, and NAME.json, the "
         "recipe (`iclight reproduce NAME.json` makes the same frames).",
+        epilog(EXAMPLES, OUTPUTS, ENVIRONMENT),
     )
     p.add_argument("input", type=Path, metavar="INPUT", help="a video file or a folder of images")
     p.add_argument(
@@ -39,7 +58,9 @@ def cmd_sequence(args: argparse.Namespace) -> int:
     entry |= {"background": args.background and str(args.background)}
     entry |= {k: v for k, v in files(args).items() if k != "mask"}
     entry |= {k: str(v) if isinstance(v, Path) else v for k, v in given(args, O.SEQUENCE).items()}
-    job = make_job(entry, job_settings(args), Path.cwd(), str(args.input))
+    named = identity(args)
+    job = make_job(entry, job_settings(args), Path.cwd(), str(args.input), identity=named)
+    named.contents.save()
     with FramesBar() as bar:
         record = relight_one(load_relighter(args), job, args.out, Hooks(step_progress=False, frames_done=bar))
     for path in record["outputs"]:

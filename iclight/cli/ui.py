@@ -6,7 +6,11 @@ import argparse
 import sys
 
 from ..core.validation import InputError
-from .options import add_runtime_options, load_relighter
+from .options import ENVIRONMENT, add_runtime_options, epilog, load_relighter
+
+EXAMPLES = """\
+python -m iclight ui                              # http://127.0.0.1:7860
+python -m iclight ui --port 8080 --device cuda"""
 
 
 def register(command) -> None:
@@ -16,6 +20,7 @@ def register(command) -> None:
         "Serve a web page for relighting on http://HOST:PORT: uploads, the matte, quick prompts, every "
         "option, progress, a gallery, downloads with the recipe embedded. One relight at a time; others wait "
         "in a queue. Listens on 127.0.0.1 only unless --host says otherwise.",
+        epilog(EXAMPLES, ENVIRONMENT),
     )
     p.add_argument(
         "--host",

@@ -9,7 +9,13 @@ from pathlib import Path
 from ..core import config
 from ..matting import mattes as matting
 from ..store import fetch, layout
-from .options import add_base_model_options, add_debug_option
+from .options import ENVIRONMENT, add_base_model_options, add_debug_option, epilog
+
+EXAMPLES = """\
+python -m iclight weights fetch --dest weights          # or: python -m iclight.weights fetch ...
+python -m iclight weights fetch --dest weights --matting birefnet
+python -m iclight weights prepare weights --compile     # a fast boot, and the compile cache for this GPU
+python -m iclight weights lock weights && python -m iclight weights verify weights"""
 
 
 def register(sub) -> None:
@@ -19,6 +25,7 @@ def register(sub) -> None:
         "weights",
         help="fetch, lock, verify and prepare the weights folder",
         description="Fetch, lock, verify and prepare the IC-Light weights folder.",
+        epilog=epilog(EXAMPLES, ENVIRONMENT),
         formatter_class=fmt,
     )
     cmds = w.add_subparsers(dest="weights_command", required=True, metavar="WEIGHTS_COMMAND")
@@ -106,8 +113,8 @@ def cmd_weights_verify(args: argparse.Namespace) -> int:
 def cmd_weights_prepare(args: argparse.Namespace) -> int:
     import torch
 
-    from ..models.basemodel import resolve
-    from ..pipeline.loading import dtypes_for, prepare, prepared_unet, resolve_device
+    from ..pipeline.loading import dtypes_for, prepared_unet, resolve_device, write_prepared
+    from ..store.basemodel import resolve
 
     root = layout.weights_dir(args.dir)
     dtype = getattr(torch, args.dtype) if args.dtype else dtypes_for(resolve_device()).unet
@@ -117,7 +124,7 @@ def cmd_weights_prepare(args: argparse.Namespace) -> int:
         print(f"{existing} is up to date with the sources present (--force writes it again)")
     else:
         start = time.perf_counter()
-        path = prepare(root, dtype, base)
+        path = write_prepared(root, dtype, base)
         print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
     if args.compile not in (None, "off"):
         from ..models.speed import SpeedSettings

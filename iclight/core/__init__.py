@@ -1,0 +1,1 @@
+"""The input contract, the option table, the checked values every door makes, configuration: no torch."""

@@ -16,14 +16,13 @@ The command line, manifests, the web app and recipes carry a light as flat setti
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from PIL import ImageColor
 
 from . import constants as C
-from .validation import InputError
+from .validation import InputError, number
 
 SHAPES = ("linear", "spot")
 DEFAULT_ANGLE = 180.0  # from the left, where neither the light nor a gradient light_source says
@@ -72,21 +71,21 @@ class Light:
     def check(self) -> Light:
         """This light, or an InputError naming the setting that is wrong."""
         if self.angle is not None:
-            _number("light_angle", self.angle)
+            number("light_angle", self.angle)
         rgb("light_color", self.color)
         for name, level in (("light_bright", self.bright), ("light_dark", self.dark)):
-            within(name, level, 0, 255)
+            number(name, level, 0, 255)
         if self.shape not in SHAPES:
             raise InputError(f"light_shape: {self.shape!r} is not allowed; choose one of {list(SHAPES)}")
         for name, value in (("light_x", self.x), ("light_y", self.y)):
-            within(name, value, 0, 1)
-        within("light_radius", self.radius, 0.01, 4)
+            number(name, value, 0, 1)
+        number("light_radius", self.radius, 0.01, 4)
         if self.fill is not None:
             if not isinstance(self.fill, Fill):
                 raise InputError(f"fill_angle: expected a Fill, got {type(self.fill).__name__}")
-            _number("fill_angle", self.fill.angle)
+            number("fill_angle", self.fill.angle)
             rgb("fill_color", self.fill.color)
-            within("fill_strength", self.fill.strength, 0, 1)
+            number("fill_strength", self.fill.strength, 0, 1)
         return self
 
     def fields(self) -> dict[str, Any]:
@@ -126,17 +125,3 @@ def rgb(name: str, color: Any) -> tuple[int, int, int]:
         return ImageColor.getrgb(color)[:3]
     except ValueError:
         raise InputError(f"{name}: {color!r} is not a colour; use #rrggbb or a CSS colour name") from None
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InputError(f"{name}: {value!r} is not a number")
-    return float(value)
-
-
-def within(name: str, value: Any, low: float, high: float) -> float:
-    """`value` as a float, or an InputError naming `name` and the range."""
-    number = _number(name, value)
-    if not low <= number <= high:
-        raise InputError(f"{name}: {value!r} is out of range; allowed {low:g} to {high:g}")
-    return number

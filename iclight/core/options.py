@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,18 @@ BACKGROUND_FITS = ("hold", "loop", "exact")
 DEFAULT_LAYERS = "up-but-last"
 
 
+# How a job's id (`jobs/manifest.py`) counts an option. The options of the first ids count always,
+# as those ids took them: checked, as given, or (the seed, drawn where none is given) only where
+# given. Every later option counts only where it is set to another value than its default, so that
+# the ids of the jobs made before it stay what they were.
+ALWAYS, AS_GIVEN, WHERE_GIVEN, WHERE_SET = "always", "as given", "where given", "where set"
+
+
 @dataclass(frozen=True)
 class Option:
-    """One setting: its default, its check (the value, coerced, or an InputError naming it), and
-    how the command line takes it (`kind` is the argparse type; bool is a switch)."""
+    """One setting: its default, its check (the value, coerced, or an InputError naming it), how
+    the command line takes it (`kind` is the argparse type; bool is a switch; a Path is a file,
+    relative to a manifest's folder), and how a job's id counts it (`in_id`)."""
 
     name: str
     default: Any
@@ -51,10 +60,15 @@ class Option:
     required: bool = False
     low: float | None = None  # the range a number is checked against (a slider's, in the web app)
     high: float | None = None
+    in_id: str = WHERE_SET
 
     @property
     def cli_flag(self) -> str:
         return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def is_file(self) -> bool:
+        return self.kind is Path
 
 
 def _hosted(name: str, group: str = "hosted", single: bool = False) -> Option:
@@ -67,25 +81,28 @@ def _hosted(name: str, group: str = "hosted", single: bool = False) -> Option:
     return Option(
         name, spec.default, lambda v, s=spec: V.check(s, v), helptext, group, spec.type,
         metavar=None if spec.type is bool else name.upper(), choices=spec.choices, single=single,
-        required=spec.required, low=spec.ge, high=spec.le,
+        required=spec.required, low=spec.ge, high=spec.le, in_id=WHERE_GIVEN if name == "seed" else ALWAYS,
     )  # fmt: skip
 
 
-def _fraction(name: str) -> Callable[[Any], float]:
-    return lambda v: V.fraction(name, v)
+def _number(
+    name: str, default: Any, helptext: str, group: str, metavar: str | None, low: float, high: float | None,
+    kind: type = float, above_low: bool = False, in_id: str = WHERE_SET,
+) -> Option:  # fmt: skip
+    """A number whose range is written once: the door checks it, the web app's slider spans it and
+    the help states it."""
+    if kind is int:
+        check = partial(V.whole, name, low=int(low), high=None if high is None else int(high))
+        span = f"{low} to {high}" if high is not None else f"at least {low}"
+    else:
+        check = partial(V.number, name, low=low, high=high, above_low=above_low)
+        span = f"{'above ' if above_low else ''}{low:g} {'up ' if above_low else ''}to {high:g}"
+    return Option(name, default, check, f"{span}: {helptext}", group, kind, metavar, low=low, high=high, in_id=in_id)
 
 
 def _kept(value: Any) -> Any:
     """An image or a light setting: checked where it is used (`imaging`) or with the whole light."""
     return value
-
-
-def _light_start(value: Any) -> float:
-    return V.denoise("light_start", value)
-
-
-def _light_mix(value: Any) -> float:
-    return L.within("light_mix", value, 0, 1)
 
 
 def _light(value: Any) -> L.Light:
@@ -127,72 +144,80 @@ HOSTED: tuple[Option, ...] = (
 OUTPUT: tuple[Option, ...] = (_hosted("output_format", "output"), _hosted("output_quality", "output"))
 EXTRAS: tuple[Option, ...] = (
     Option("mask", None, _kept, "use this matte (white = subject) instead of background removal; a subject "
-           "with a real alpha channel is used the same way", "extras", Path, single=True),
-    Option("detail_transfer", 0.0, _fraction("detail_transfer"), "0..1: restore the subject's fine detail "
-           "(text, logos, faces) inside the matte", "extras", float, "STRENGTH", low=0, high=1),
+           "with a real alpha channel is used the same way", "extras", Path, single=True, in_id=ALWAYS),
+    _number("detail_transfer", 0.0, "restore the subject's fine detail (text, logos, faces) inside the matte",
+            "extras", "STRENGTH", 0, 1, in_id=ALWAYS),
     Option("keep_background", False, lambda v: V.boolean("keep_background", v),
-           "composite the relit subject over the background's own pixels", "extras", bool),
+           "composite the relit subject over the background's own pixels", "extras", bool, in_id=ALWAYS),
     Option("matting", None, lambda v: V.choice("matting", v, C.MATTING_CHOICES),
            "the matting model for a subject without mask or alpha: rmbg-1.4 (the hosted model's; non-commercial "
            "licence), birefnet or birefnet-lite (MIT licence), or none (a mask or an alpha channel is then "
-           "required); default ICLIGHT_MATTING, else rmbg-1.4", "extras", str, choices=C.MATTING_CHOICES),
+           "required); default ICLIGHT_MATTING, else rmbg-1.4", "extras", str, choices=C.MATTING_CHOICES,
+           in_id=ALWAYS),
     Option("light", None, _light, "a designed light (iclight.Light); the command line gives its settings "
            "one by one", "light"),
-    *(Option(name, None, _kept, text, "light", kind, metavar) for name, (kind, metavar, text) in LIGHT_HELP.items()),
-    Option("light_mix", None, _light_mix, "0..1: blend the background with the light (0 the background, "
-           "1 the light)", "light", float, "MIX", low=0, high=1),
-    Option("light_map", None, _kept, "an image used as the light (a painted map, a panorama crop)", "light", Path),
+    *(Option(name, None, _kept, text, "light", kind, metavar, in_id=AS_GIVEN)
+      for name, (kind, metavar, text) in LIGHT_HELP.items()),
+    _number("light_mix", None, "blend the background with the light (0 the background, 1 the light)", "light",
+            "MIX", 0, 1, in_id=AS_GIVEN),
+    Option("light_map", None, _kept, "an image used as the light (a painted map, a panorama crop)", "light", Path,
+           in_id=ALWAYS),
     Option("hdri", None, _kept, "an equirectangular panorama (.hdr, .exr, or an 8/16-bit 2:1 image) as the "
            "background and the light (docs/lighting.md)", "hdri", Path),
-    Option("hdri_heading", 0.0, lambda v: L.within("hdri_heading", v, -360, 360), "degrees the camera turns to "
-           "the right from the panorama's centre", "hdri", float, "DEGREES", low=-180, high=180),
-    Option("hdri_pitch", 0.0, lambda v: L.within("hdri_pitch", v, -90, 90),
-           "degrees the camera looks up", "hdri", float, "DEGREES", low=-90, high=90),
-    Option("hdri_fov", 60.0, lambda v: L.within("hdri_fov", v, 10, 150), "the camera's horizontal field of "
-           "view in degrees", "hdri", float, "DEGREES", low=10, high=150),
-    Option("hdri_exposure", 0.0, lambda v: L.within("hdri_exposure", v, -10, 10),
-           "the view's exposure in stops", "hdri", float, "STOPS", low=-10, high=10),
-    Option("hdri_light", 0.5, _fraction("hdri_light"), "0..1: how strongly the panorama's light from outside "
-           "the view is added", "hdri", float, "STRENGTH", low=0, high=1),
-    Option("keep_colors", 0.0, _fraction("keep_colors"), "0..1: inside the matte keep the subject's own colours "
-           "(CIELAB chroma), the relit lightness", "light", float, "STRENGTH", low=0, high=1),
+    _number("hdri_heading", 0.0, "degrees the camera turns to the right from the panorama's centre", "hdri",
+            "DEGREES", -360, 360),
+    _number("hdri_pitch", 0.0, "degrees the camera looks up", "hdri", "DEGREES", -90, 90),
+    _number("hdri_fov", 60.0, "the camera's horizontal field of view in degrees", "hdri", "DEGREES", 10, 150),
+    _number("hdri_exposure", 0.0, "the view's exposure in stops", "hdri", "STOPS", -10, 10),
+    _number("hdri_light", 0.5, "how strongly the panorama's light from outside the view is added", "hdri",
+            "STRENGTH", 0, 1),
+    _number("keep_colors", 0.0, "inside the matte keep the subject's own colours (CIELAB chroma), the relit "
+            "lightness", "light", "STRENGTH", 0, 1, in_id=ALWAYS),
     Option("loras", None, parse_loras, "a LoRA (.safetensors, kohya/A1111 or diffusers layout) at SCALE "
-           "(default 1); repeatable; default ICLIGHT_LORAS", "models", list, "FILE[:SCALE]", flag="--lora"),
+           "(default 1); repeatable; default ICLIGHT_LORAS", "models", list, "FILE[:SCALE]", flag="--lora",
+           in_id=ALWAYS),
     Option("sampler", HOSTED_SAMPLER, lambda v: V.choice("sampler", v, SAMPLERS),
-           f"the sampler (default {HOSTED_SAMPLER}, the hosted model's)", "models", str, choices=SAMPLERS),
-    Option("light_start", None, _light_start, "(0..1] start the first pass from the light's latent at this "
-           "denoise (lower: more of the light)", "models", float, "DENOISE", low=0, high=1),
+           f"the sampler (default {HOSTED_SAMPLER}, the hosted model's)", "models", str, choices=SAMPLERS,
+           in_id=ALWAYS),
+    _number("light_start", None, "start the first pass from the light's latent at this denoise (lower: more of "
+            "the light)", "models", "DENOISE", 0, 1, above_low=True, in_id=ALWAYS),
     Option("clip_skip", 1, lambda v: V.choice("clip_skip", V.check(_INT, v), CLIP_SKIPS),
            "1: the text encoder's last layer (the hosted model's); 2: the layer before it, which many "
            "community SD1.5 checkpoints are made for", "models", int, "N", choices=CLIP_SKIPS),
 )  # fmt: skip
-SEQUENCE: tuple[Option, ...] = (
-    Option("consistency", 0.5, _fraction("consistency"), "0..1: consistent light attention's mix (0: every "
-           "frame on its own)", "sequence", float, "GAMMA", low=0, high=1),
+SEQUENCE: tuple[Option, ...] = (  # a sequence's id holds its every setting (`SequenceSpec.record`)
+    _number("consistency", 0.5, "consistent light attention's mix (0: every frame on its own)", "sequence",
+            "GAMMA", 0, 1, in_id=ALWAYS),
     Option("shared_noise", True, lambda v: V.boolean("shared_noise", v),
-           "a seed per frame (default: one noise for all)", "sequence", bool, flag="--independent-noise"),
+           "a seed per frame (default: one noise for all)", "sequence", bool, flag="--independent-noise",
+           in_id=ALWAYS),
     Option("smooth_mattes", True, lambda v: V.boolean("smooth_mattes", v),
-           "leave each frame's estimated matte as it is", "sequence", bool, flag="--no-smooth-mattes"),
-    Option("window", 8, lambda v: V.whole("window", v, 1, C.SEQUENCE_MAX_WINDOW),
-           f"frames diffused together, 1 to {C.SEQUENCE_MAX_WINDOW}", "sequence", int),
+           "leave each frame's estimated matte as it is", "sequence", bool, flag="--no-smooth-mattes",
+           in_id=ALWAYS),
+    _number("window", 8, "frames diffused together", "sequence", None, 1, C.SEQUENCE_MAX_WINDOW, int, in_id=ALWAYS),
     Option("layers", DEFAULT_LAYERS, lambda v: V.pattern("layers", v, (DEFAULT_LAYERS,)),
            "the attention layers consistency acts on: up-but-last (Light-A-Video's) or a regular expression "
-           "over the UNet's module names", "sequence", str),
-    Option("masks", None, _kept, "a folder with one mask per frame, in name order", "sequence", Path),
+           "over the UNet's module names", "sequence", str, in_id=ALWAYS),
+    Option("masks", None, _kept, "a folder with one mask per frame, in name order", "sequence", Path,
+           in_id=ALWAYS),
     Option("background_fit", "hold", lambda v: V.choice("background_fit", v, BACKGROUND_FITS),
            "a background video (or folder) shorter than the frames: hold its last frame (the default), loop "
-           "it, or exact (refuse unless the lengths match)", "sequence", str, choices=BACKGROUND_FITS),
-    Option("hdri_turn", 0.0, lambda v: L.within("hdri_turn", v, -360, 360), "degrees the camera's heading in "
-           "the panorama turns with each frame (a turntable)", "sequence", float, "DEGREES"),
-    Option("start", 0, lambda v: V.whole("start", v, 0), "the first frame", "sequence", int),
-    Option("end", None, lambda v: V.whole("end", v, 0), "the frame to stop before (default: the last)",
-           "sequence", int),
-    Option("stride", 1, lambda v: V.whole("stride", v, 1), "every N-th frame", "sequence", int),
+           "it, or exact (refuse unless the lengths match)", "sequence", str, choices=BACKGROUND_FITS,
+           in_id=ALWAYS),
+    _number("hdri_turn", 0.0, "degrees the camera's heading in the panorama turns with each frame (a turntable)",
+            "sequence", "DEGREES", -360, 360, in_id=ALWAYS),
+    _number("start", 0, "the first frame", "sequence", None, 0, None, int, in_id=ALWAYS),
+    _number("end", None, "the frame to stop before (default: the last)", "sequence", None, 0, None, int,
+            in_id=ALWAYS),
+    _number("stride", 1, "every N-th frame", "sequence", None, 1, None, int, in_id=ALWAYS),
 )  # fmt: skip
 _INT = C.InputSpec("clip_skip", int, "")
 
 RELIGHT: tuple[Option, ...] = HOSTED + EXTRAS
 BY_NAME: dict[str, Option] = {o.name: o for o in (*RELIGHT, *OUTPUT, *SEQUENCE)}
+# The options that name a file (or a folder of them): a manifest's are relative to its folder.
+FILES: tuple[str, ...] = tuple(o.name for o in BY_NAME.values() if o.is_file)
+RELIGHT_FILES: tuple[str, ...] = tuple(o.name for o in RELIGHT if o.is_file)
 
 
 def default(name: str) -> Any:

@@ -143,7 +143,7 @@ class RelightSpec:
     def record(self) -> dict[str, Any]:
         """Every setting as flat, JSON-ready parameters (the images apart): what a recipe keeps and
         `relight_spec` takes back."""
-        skip = {"subject", "background", "mask", "light_map", "hdri", "light", "loras"}
+        skip = {"subject", "background", "light", "loras", *O.FILES}
         found = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         found["loras"] = None if self.loras is None else [lora.record() for lora in self.loras]
         return found | L.no_fields() | (self.light.fields() if self.light else {})

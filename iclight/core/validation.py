@@ -24,17 +24,17 @@ def random_seed() -> int:
     return int.from_bytes(os.urandom(C.RANDOM_SEED_BITS // 8), "big")
 
 
-def fraction(name: str, value: Any) -> float:
-    """A setting from 0 to 1 (detail_transfer, keep_colors, ...) as a float, or an InputError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise InputError(f"{name}: {value!r} is out of range; allowed 0 to 1")
-    return float(value)
-
-
-def denoise(name: str, value: Any) -> float:
-    """A denoise above 0 up to 1 (light_start) as a float, or an InputError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-        raise InputError(f"{name}: {value!r} is out of range; allowed above 0 up to 1")
+def number(
+    name: str, value: Any, low: float | None = None, high: float | None = None, above_low: bool = False
+) -> float:
+    """A finite number from `low` (above it, with `above_low`) to `high`, as a float, or an
+    InputError naming the setting and the range."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InputError(f"{name}: {value!r} is not a number")
+    below = low is not None and (value <= low if above_low else value < low)
+    if below or (high is not None and value > high):
+        allowed = f"{'above ' if above_low else ''}{_num(low)} {'up ' if above_low else ''}to {_num(high)}"
+        raise InputError(f"{name}: {value!r} is out of range; allowed {allowed}")
     return float(value)
 
 

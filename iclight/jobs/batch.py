@@ -2,7 +2,7 @@
 
 The same driver serves the local batch and the Ray one; only the executor differs, a function
 from tasks (a job whole, or one window of a sequence job) to their outcomes, in any order. The
-driver writes every file (`files.commit`, `sequences.Output`), so a job's files appear exactly
+driver writes every file (`files.commit`, `sequence_files.SequenceFiles`), so a job's files appear exactly
 once, whole, whoever ran it; a sequence's windows are written as they come, and a sequence cut
 short continues after its last finished window when the batch is run again. `results.jsonl` in
 the output folder gets a line per job as it ends and, at the end, is rewritten in job order
@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from ..core.spec import SequenceSpec
 from ..core.validation import InputError
-from ..pipeline import sequence
-from . import sequences
+from ..pipeline import windows
+from . import sequence_files
 from .files import RESULTS_FILE, commit, finished, record, remove_partials, write_atomic
 from .job import Job, Outcome, Task
 
@@ -51,15 +51,15 @@ class _Sequences:
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.outputs: dict[str, sequences.Output] = {}
+        self.outputs: dict[str, sequence_files.SequenceFiles] = {}
         self.started: dict[str, float] = {}
 
     def tasks(self, job: Job) -> tuple[Job, list[Task]]:
         """The job as it began (a resumed one keeps its seed) and its windows left to run."""
-        job, done = sequences.resume(self.out, job)
-        plan = sequence.plan(job.spec)  # the frames looked over: a bad source fails here
+        job, done = sequence_files.resume(self.out, job)
+        plan = windows.plan(job.spec)  # the frames looked over: a bad source fails here
         plan.close()
-        self.outputs[job.id] = sequences.Output(self.out, job, plan, job.id, done)
+        self.outputs[job.id] = sequence_files.SequenceFiles(self.out, job, plan, job.id, done)
         self.started[job.id] = time.perf_counter()
         return job, [Task(job, w) for w in range(len(plan.windows)) if w not in done]
 

@@ -9,9 +9,10 @@ JSONL manifest with one job per line:
 
 A line may hold any option of `core/options.py` (the hosted inputs, the extras, a designed
 light's settings, a sequence's settings); the command line gives the defaults. Relative paths
-are relative to the list's folder. Every job has a stable id (its `id`, or one derived from its
-inputs and settings) and its files are named from it, so that a rerun recognises finished work.
-A bad line fails that job, never the batch.
+are relative to the list's folder. Every job has a stable id (its `id`, or one derived from
+everything that decides its images: its options, as the table says each counts, its files, and,
+with an `Identity`, their content and the model, `identity.py`) and its files are named from it,
+so that a rerun recognises finished work. A bad line fails that job, never the batch.
 """
 
 from __future__ import annotations
@@ -21,27 +22,25 @@ import json
 import os
 import re
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..core import light as L
 from ..core import options as O
 from ..core.lora import parse as parse_loras
-from ..core.spec import RelightSpec, SequenceSpec, encoding, relight_spec, sequence_spec
+from ..core.spec import Encoding, RelightSpec, SequenceSpec, encoding, relight_spec, sequence_spec
 from ..core.validation import InputError
 from ..imaging.images import IMAGE_SUFFIXES
+from .identity import Identity
 from .job import ID_PATTERN, Job
 
 MANIFEST_SUFFIX = ".jsonl"
-IMAGE_FIELDS = ("subject", "background", "mask", "light_map", "hdri")
+DOORS = ("subject", "background")  # the images a relight's door takes itself (a sequence's frames: "sequence")
 # Every field a line may have: the images, and every option but a `Light` object (a line gives
 # a light's settings one by one).
-OPTION_FIELDS = tuple(o.name for o in (*O.RELIGHT, *O.OUTPUT, *O.SEQUENCE) if o.name not in ("light", *IMAGE_FIELDS))
-FIELDS = ("id", *IMAGE_FIELDS, "sequence", *OPTION_FIELDS)
+OPTION_FIELDS = tuple(o.name for o in (*O.RELIGHT, *O.OUTPUT, *O.SEQUENCE) if o.kind is not None and not o.is_file)
+FIELDS = ("id", *DOORS, "sequence", *O.FILES, *OPTION_FIELDS)
 SEQUENCE_ONLY = tuple(o.name for o in O.SEQUENCE)
-# Fields newer than the derived ids: they count in a job's id only where set, so that a job's id
-# stays what it was when they did not exist.
-NEWER_THAN_IDS = ("clip_skip", "hdri", "hdri_heading", "hdri_pitch", "hdri_fov", "hdri_exposure", "hdri_light")
 
 
 def read_jobs(
@@ -50,21 +49,26 @@ def read_jobs(
     settings: dict[str, Any] | None = None,
     files: dict[str, str | None] | None = None,
     save_matte: bool = False,
+    identity: Identity | None = None,
 ) -> list[Job]:
     """Jobs from a folder, a list file or a JSONL manifest; `settings` are every job's defaults
     (option names, as the command line gives them), `files` the files every job gets unless its
-    line names its own (mask, light_map, hdri)."""
+    line names its own (mask, light_map, hdri); `identity` (the output folder's contents and the
+    model) counts in the derived ids."""
     base = {k: v for k, v in (settings or {}).items() if v is not None}
     defaults = {k: None if v is None else str(v) for k, v in (files or {}).items()}
+    made = partial(make_job, defaults=defaults, save_matte=save_matte, identity=identity)
     if source.is_file() and source.suffix.lower() == MANIFEST_SUFFIX:
-        jobs = _manifest_jobs(source, base, defaults, save_matte)
+        jobs = _manifest_jobs(source, base, made)
     else:
         folder = source if source.is_dir() else source.parent
         jobs = [
-            make_job({"subject": str(s), "background": _str(b)}, base, folder, str(s), defaults, save_matte)
+            made({"subject": str(s), "background": _str(b)}, base, folder, str(s))
             for s in _listed_images(source)
             for b in (backgrounds or [None])
         ]
+    if identity is not None:
+        identity.contents.save()
     return _unique(jobs)
 
 
@@ -79,7 +83,7 @@ def _listed_images(source: Path) -> list[Path]:
     return [source.parent / line for line in lines if line and not line.startswith("#")]
 
 
-def _manifest_jobs(source: Path, base: dict[str, Any], defaults: dict[str, Any], save_matte: bool) -> list[Job]:
+def _manifest_jobs(source: Path, base: dict[str, Any], made) -> list[Job]:
     jobs = []
     for n, line in enumerate(source.read_text().splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -93,7 +97,7 @@ def _manifest_jobs(source: Path, base: dict[str, Any], defaults: dict[str, Any],
         if not isinstance(entry, dict):
             jobs.append(_bad(source, n, where, "expected a JSON object"))
             continue
-        jobs.append(make_job(entry, base, source.parent, where, defaults, save_matte))
+        jobs.append(made(entry, base, source.parent, where))
     return jobs
 
 
@@ -108,10 +112,12 @@ def make_job(
     where: str,
     defaults: dict[str, Any] | None = None,
     save_matte: bool = False,
+    identity: Identity | None = None,
 ) -> Job:
     """A job from one entry (a manifest line, a listed file, the command line's or the web app's
     inputs), checked now: a bad one fails at once without taking a worker's time. `base`: the
-    defaults of every job; `defaults`: files every job gets unless it names its own (mask, light_map)."""
+    defaults of every job; `defaults`: files every job gets unless it names its own (mask,
+    light_map); `identity`: what its key counts beyond its options and file paths."""
     fallback_id = (
         f"{safe_name(Path(str(entry.get('subject') or entry.get('sequence') or 'job')).stem)}-{_digest(entry)}"
     )
@@ -123,7 +129,7 @@ def make_job(
         values = base | {k: v for k, v in entry.items() if k in OPTION_FIELDS}
         values["loras"] = parse_loras(values.get("loras"), folder)
         spec, encoded = _spec(entry, files, values)
-        key = _key(files, spec, encoded, values, save_matte, folder)
+        key = _key(files, spec, encoded, values, save_matte, folder, identity)
         job_id = entry.get("id") or f"{_stem(files)}-{key}"
         if not isinstance(job_id, str) or not ID_PATTERN.match(job_id):
             raise InputError(f"id: {job_id!r} must be 1-120 letters, digits, '.', '_' or '-', starting alphanumeric")
@@ -145,9 +151,7 @@ def _files(entry: dict[str, Any], folder: Path, defaults: dict[str, Any]) -> dic
     key = "sequence" if sequence else "subject"
     if not isinstance(entry.get(key), str) or not entry[key]:
         raise InputError(f"{key}: required (a path to the {'frames' if sequence else 'subject image'})")
-    found = {
-        name: _path(entry.get(name), folder, name) for name in ("background", "mask", "light_map", "hdri", "masks")
-    }
+    found = {name: _path(entry.get(name), folder, name) for name in ("background", *O.FILES)}
     for name, given in defaults.items():
         if found[name] is None and given is not None:
             found[name] = str(given)
@@ -156,9 +160,9 @@ def _files(entry: dict[str, Any], folder: Path, defaults: dict[str, Any]) -> dic
 
 def _spec(entry: dict[str, Any], files: dict[str, Any], values: dict[str, Any]):
     encoded = encoding(values.pop("output_format", None), values.pop("output_quality", None))
-    images = {"mask": files["mask"], "light_map": files["light_map"], "hdri": files["hdri"]}
+    images = {name: files[name] for name in O.RELIGHT_FILES}
     if files["sequence"]:
-        values = values | images | {"masks": files["masks"]}
+        values = values | images | {name: files[name] for name in O.FILES if name not in O.RELIGHT_FILES}
         return sequence_spec(files["subject"], files["background"], **values), encoded
     values = {k: v for k, v in values.items() if k not in SEQUENCE_ONLY}
     return relight_spec(files["subject"], files["background"], **values | images), encoded
@@ -187,29 +191,42 @@ def _key(
     values: dict[str, Any],
     save_matte: bool,
     folder: Path,
+    identity: Identity | None,
 ) -> str:
-    """A hash of the files (relative to the list) and every setting as given (a drawn seed is no
-    part of it): the same job keeps its key, and its derived id, across runs; a changed one does not."""
-    key = {k: None if files.get(k) is None else _relative(files[k], folder) for k in IMAGE_FIELDS}
-    key = {k: v for k, v in key.items() if k not in NEWER_THAN_IDS or v is not None}
+    """A hash of everything that decides a job's images: its files (relative to the list), every
+    option as the table says each counts (a drawn seed is no part of it), and with `identity` the
+    content of its files and the model. The same job keeps its key, and its derived id, across
+    runs; a changed one does not."""
     relight = spec.relight if isinstance(spec, SequenceSpec) else spec
-    params = _id_params(relight, values) | {"output_format": encoded.format, "output_quality": encoded.quality}
+    named = {o.name: files[o.name] for o in O.RELIGHT if o.is_file and (o.in_id != O.WHERE_SET or files[o.name])}
+    key = {k: None if v is None else _relative(v, folder) for k, v in ({d: files[d] for d in DOORS} | named).items()}
+    params = {o.name: _id_value(o, relight, values, encoded) for o in (*O.RELIGHT, *O.OUTPUT) if _counts(o, relight)}
     if isinstance(spec, SequenceSpec):
         params["sequence"] = spec.record() | {"masks": files["masks"] and _relative(files["masks"], folder)}
-    return _digest({"files": key, "params": params, "save_matte": save_matte})
+    found = {"files": key, "params": params, "save_matte": save_matte}
+    if identity is not None:
+        inputs = [path for name, path in files.items() if name != "sequence" and path]
+        found |= identity.of(relight, inputs, folder)
+    return _digest(found)
 
 
-def _id_params(spec: RelightSpec, values: dict[str, Any]) -> dict[str, Any]:
-    """A job's settings as its id covers them: the checked ones, the seed and a light's settings as
-    given (a drawn seed is no part of what the job is)."""
-    found = {o.name: getattr(spec, o.name) for o in O.HOSTED}
-    found["seed"] = None if values.get("seed") is None else spec.seed
-    found |= {name: values.get(name) for name in (*L.FIELDS, "light_mix")}
-    found |= {n: getattr(spec, n) for n in ("detail_transfer", "keep_colors", "keep_background", "matting")}
-    found |= {"sampler": spec.sampler, "light_start": spec.light_start}
-    found["loras"] = None if spec.loras is None else [lora.record() for lora in spec.loras]
-    newer = {n: getattr(spec, n) for n in NEWER_THAN_IDS if getattr(spec, n) != O.default(n)}
-    return found | newer
+def _counts(option: O.Option, spec: RelightSpec) -> bool:
+    """Whether a job's id counts `option`: an option of the first ids always, a later one where set."""
+    if option.kind is None or option.is_file:  # a `Light` (its settings count one by one); files count as files
+        return False
+    return option.in_id != O.WHERE_SET or getattr(spec, option.name) != option.default
+
+
+def _id_value(option: O.Option, spec: RelightSpec, values: dict[str, Any], encoded: Encoding) -> Any:
+    """The option's value as the id counts it (`options.ALWAYS` and the others)."""
+    if option.in_id == O.AS_GIVEN:
+        return values.get(option.name)
+    if option.in_id == O.WHERE_GIVEN and values.get(option.name) is None:
+        return None
+    if option in O.OUTPUT:
+        return getattr(encoded, option.name.removeprefix("output_"))
+    value = getattr(spec, option.name)
+    return [lora.record() for lora in value] if option.name == "loras" and value is not None else value
 
 
 def _relative(path: str, folder: Path) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
+from ..core import options as O
 from ..core.lora import Lora
 from ..core.spec import Encoding, RelightSpec
 from ..core.validation import InputError
@@ -71,7 +72,7 @@ def models_record(relighter, spec: RelightSpec) -> dict[str, Any]:
 
 def check_models(models: dict[str, Any], base_model: Path | None) -> None:
     """An InputError naming the base model or LoRA file a recipe needs that is missing or differs."""
-    from ..models.basemodel import resolve
+    from ..store.basemodel import resolve
 
     recorded = (models.get("base_model") or {}).get("files", {})
     if recorded:
@@ -86,6 +87,16 @@ def check_models(models: dict[str, Any], base_model: Path | None) -> None:
             raise InputError(f"loras: {lora['path']} is missing")
         if lora_record(Lora(lora["path"], lora["scale"]))["sha256"] != lora["sha256"]:
             raise InputError(f"loras: {lora['path']} differs from the recipe's (sha256)")
+
+
+def recipe_for(relighter, spec: RelightSpec, encoded: Encoding, seed: int, images: dict[str, Any]) -> dict[str, Any]:
+    """A relight's recipe (its first image's): every setting, the seed, the sha256 of `images` (the
+    door's own: the subject or a sequence's video, the background) and of every file option, of the
+    weights and the models, and the versions."""
+    inputs = input_records(images | {name: getattr(spec, name) for name in O.RELIGHT_FILES})
+    settings = parameters(spec, encoded, relighter.matting)
+    recipe = make_recipe(settings, seed, 0, inputs, relighter.weights_hashes(), str(relighter.device))
+    return recipe | {"models": models_record(relighter, spec)}
 
 
 def make_recipe(

@@ -19,11 +19,11 @@ from PIL import Image
 from ..core.hooks import NO_HOOKS, QUIET, Hooks
 from ..core.spec import SequenceSpec
 from ..core.validation import InputError
-from ..pipeline import sequence
-from . import sequences
+from ..pipeline import windows
+from . import sequence_files
 from .files import commit
 from .job import Job, JobFailed, Outcome, OutputFile, Task
-from .recipe import encode_with_recipe, input_records, make_recipe, models_record, parameters
+from .recipe import encode_with_recipe, recipe_for
 
 log = logging.getLogger("iclight")
 
@@ -52,8 +52,8 @@ def execute_task(relighter, task: Task, plans: dict[str, Any], hooks: Hooks = QU
     job, start = task.job, time.perf_counter()
     try:
         if job.id not in plans:
-            plans[job.id] = sequence.plan(job.spec)
-        return sequences.window_files(relighter, job, plans[job.id], task.window, job.id, hooks)
+            plans[job.id] = windows.plan(job.spec)
+        return sequence_files.window_files(relighter, job, plans[job.id], task.window, job.id, hooks)
     except Exception as e:  # one window's failure fails its job, never the batch
         error = str(e) if isinstance(e, InputError | ValueError | OSError) else f"{type(e).__name__}: {e}"
         return Outcome(job.id, error, job.seed, time.perf_counter() - start, window=task.window)
@@ -62,14 +62,12 @@ def execute_task(relighter, task: Task, plans: dict[str, Any], hooks: Hooks = QU
 def _run(relighter, job: Job, hooks: Hooks) -> list[OutputFile]:
     spec = job.spec
     result = relighter.run(spec, hooks)
-    images = {"subject_image": spec.subject, "background_image": spec.background, "mask": spec.mask}
-    inputs = input_records(images | {"light_map": spec.light_map, "hdri": spec.hdri})
-    settings = parameters(spec, job.encoding, relighter.matting)
-    weights, device, models = relighter.weights_hashes(), str(relighter.device), models_record(relighter, spec)
+    images = {"subject_image": spec.subject, "background_image": spec.background}
+    first = recipe_for(relighter, spec, job.encoding, result.seed, images)
     fmt, quality = job.encoding.format, job.encoding.quality
     files = []
     for i, image in enumerate(result.images):
-        recipe = make_recipe(settings, result.seed, i, inputs, weights, device) | {"models": models}
+        recipe = first | {"index": i}
         files.append(OutputFile(f"{job.id}-{i}.{fmt}", encode_with_recipe(image, fmt, quality, recipe), recipe))
     if job.save_matte:
         matte = Image.fromarray((result.matte * 255).round().astype("uint8"))
@@ -92,7 +90,7 @@ def relight_one(relighter, job: Job, out: Path, hooks: Hooks = NO_HOOKS) -> dict
         raise JobFailed(job.error)
     if isinstance(job.spec, SequenceSpec):
         try:
-            return sequences.run_here(relighter, job, out, hooks, with_seed=True)
+            return sequence_files.run_here(relighter, job, out, hooks, with_seed=True)
         except (InputError, ValueError, OSError) as e:
             raise JobFailed(str(e)) from e
     job = replace(job, id=f"{job.id}-{job.seed}")

@@ -20,7 +20,7 @@ from diffusers.models.attention_processor import Attention
 
 from ..core.options import DEFAULT_LAYERS
 from ..core.validation import InputError
-from .unet import is_fused
+from .fusion import is_fused
 
 
 def layers(unet: torch.nn.Module, rule: str = DEFAULT_LAYERS) -> tuple[str, ...]:

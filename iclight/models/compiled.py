@@ -19,21 +19,30 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from .timing import sync
 
-if TYPE_CHECKING:
-    from .speed import SpeedSettings
-
 log = logging.getLogger("iclight")
 
 CACHE_DIR = "compile-cache"
 REFUSED = "Detected recompile when torch.compile stance is 'fail_on_recompile'"
 EAGER_KEPT = 64  # call signatures remembered as running eager
+
+
+class CompileSettings(Protocol):
+    """What compiling reads of the speed settings (`speed.SpeedSettings`)."""
+
+    compile_backend: str
+    cuda_graphs: bool
+
+    @property
+    def label(self) -> str: ...
+
+    def key(self) -> str: ...
 
 
 @dataclass
@@ -108,7 +117,7 @@ class CompiledModule(nn.Module):
         return self.call(*inputs)
 
 
-def options(settings: SpeedSettings) -> dict[str, Any]:
+def options(settings: CompileSettings) -> dict[str, Any]:
     """torch.compile's arguments for `settings`, with the shape settings every compiled graph needs."""
     import torch.fx.experimental._config as fx_config
 
@@ -129,7 +138,7 @@ class CompileCache:
     """torch.compile's results beside the weights: Inductor's caches for one device, torch and
     CUDA, and one bundle of artifacts per setting (`torch.compiler.save_cache_artifacts`)."""
 
-    def __init__(self, weights_root: Path, device: torch.device, settings: SpeedSettings) -> None:
+    def __init__(self, weights_root: Path, device: torch.device, settings: CompileSettings) -> None:
         self.folder = weights_root / CACHE_DIR / cache_key(device)
         self.artifacts = self.folder / f"artifacts-{settings.key()}.bin"
 
@@ -167,7 +176,7 @@ def cache_key(device: torch.device) -> str:
 
 
 def boot_compiled(
-    settings: SpeedSettings,
+    settings: CompileSettings,
     device: torch.device,
     weights_root: Path | None,
     warm_up: Callable[[], None],

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..core.lora import Lora
 from ..core.validation import InputError
 from ..store import fetch
-from .unet import unfuse_qkv
+from .fusion import unfuse_qkv
 
 if TYPE_CHECKING:  # loaded with the adapters: the command line checks `--lora` without torch
     from diffusers import UNet2DConditionModel

@@ -42,7 +42,8 @@ from diffusers import AutoencoderKL
 from ..core import config
 from .compiled import Compiled, CompiledModule, options
 from .cudagraphs import Capture, UNetGraphs, cuda_capture
-from .unet import ConditionedUNet, fuse_qkv, has_lora_layers
+from .fusion import fuse_qkv, has_lora_layers
+from .unet import ConditionedUNet
 
 log = logging.getLogger("iclight")
 

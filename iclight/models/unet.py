@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from accelerate import init_empty_weights
 from diffusers import UNet2DConditionModel
-from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
+from diffusers.models.attention_processor import Attention
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from safetensors import safe_open
 from torch import nn
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from .loras import Loras
 
 MAPPED_WINDOW = 512 << 20
-FUSED = (FusedAttnProcessor2_0,)  # the processors that use the fused projections
 
 
 @torch.no_grad()
@@ -188,40 +187,6 @@ class ConditionedUNet(nn.Module):
         """The noise prediction for a sample already joined with its condition: what a graph
         records and what is compiled."""
         return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
-
-
-def has_lora_layers(unet: nn.Module) -> bool:
-    """Whether LoRA adapters (peft) wrap any of the UNet's layers."""
-    return any(hasattr(m, "lora_A") for m in unet.modules())
-
-
-def fuse_qkv(model: nn.Module) -> None:
-    """One projection for query, key and value (diffusers' `fuse_qkv_projections`), its new
-    weights frozen like the rest."""
-    model.fuse_qkv_projections()
-    model.requires_grad_(False)
-
-
-@torch.no_grad()
-def unfuse_qkv(unet: nn.Module) -> bool:
-    """Back to separate projections wherever a fused processor is in place (LoRAs target the
-    separate ones); True where any was. Decided from the processors themselves: diffusers'
-    `unfuse_qkv_projections` restores its saved processors once and leaves `fused_projections` set."""
-    found = False
-    for module in unet.modules():
-        if isinstance(module, Attention) and isinstance(module.processor, FUSED):
-            module.set_processor(AttnProcessor2_0())
-            for name in ("to_qkv", "to_kv"):
-                if hasattr(module, name):
-                    delattr(module, name)
-            module.fused_projections = False
-            found = True
-    return found
-
-
-def is_fused(processor: object) -> bool:
-    """Whether an attention processor projects through the fused `to_qkv` (or `to_kv`)."""
-    return isinstance(processor, FUSED)
 
 
 def _describe(processor: object) -> object:

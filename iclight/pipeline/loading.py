@@ -20,9 +20,9 @@ from ..core import config
 from ..core.config import DeviceError
 from ..matting import mattes as matting
 from ..models import basemodel
-from ..models.basemodel import BaseModel
 from ..models.unet import empty_unet, merged_state
 from ..store import fetch, layout
+from ..store.basemodel import BaseModel
 
 log = logging.getLogger("iclight")
 
@@ -217,7 +217,7 @@ def prepared_unet(root: Path, dtype: torch.dtype, base: BaseModel | None = None)
     return path
 
 
-def prepare(root: Path, dtype: torch.dtype, base: BaseModel | None = None) -> Path:
+def write_prepared(root: Path, dtype: torch.dtype, base: BaseModel | None = None) -> Path:
     """Write the widened, merged UNet in `dtype` (merged in float32, rounded once)."""
     unet = load_unet(root, torch.device("cpu"), dtype, base)
     path = prepared_path(root, dtype, base)

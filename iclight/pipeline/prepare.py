@@ -46,7 +46,7 @@ class Caches:
     panoramas: hdri.Panoramas
 
 
-def prepare(spec: RelightSpec, caches: Caches, variant: tuple, device: torch.device, live: bool) -> Prepared:
+def prepare_relight(spec: RelightSpec, caches: Caches, variant: tuple, device: torch.device, live: bool) -> Prepared:
     """Everything `spec` needs before its diffusion. `variant`: what changes the text encoder
     beyond the texts (its LoRAs). `live`: stage times are logged as they end (else kept)."""
     if live:
@@ -61,18 +61,22 @@ def prepare(spec: RelightSpec, caches: Caches, variant: tuple, device: torch.dev
     with stage("text"):
         embeds = caches.prompts(*spec.texts, spec.clip_skip, variant)
     bg = None
-    if spec.hdri is not None:
-        with stage("panorama"):
-            bg, bg_upload = _panorama(spec, caches.panoramas)
-    elif not spec.compute_normal:
-        s = spec
-        bg = condition_image(s.light_source, bg_upload, s.width, s.height, s.light, light_map, s.light_mix)
+    if not spec.compute_normal:  # (compute_normal makes its four lights per pass)
+        with stage("panorama" if spec.hdri is not None else "condition"):
+            bg, kept = condition_of(spec, bg_upload, light_map, caches.panoramas)
+        bg_upload = kept if spec.hdri is not None else bg_upload
     return Prepared(spec, stage, image, bg_upload, matte, fg, bg, embeds)
 
 
-def _panorama(s: RelightSpec, panoramas: hdri.Panoramas) -> tuple[np.ndarray, np.ndarray | None]:
-    """The panorama's view with its light (the condition), and at the output's size the view the
-    relit subject is put over where `keep_background` asks."""
+def condition_of(
+    s: RelightSpec, background: np.ndarray | None, light_map: np.ndarray | None, panoramas: hdri.Panoramas
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image the model sees beside the subject, at the low-res size: the background's, a
+    designed light's or a light map's (`imaging.lighting.condition_image`), or a panorama's view
+    with its light; and, from a panorama, at the output's size the view the relit subject is put
+    over where `keep_background` asks. The web app's light preview shows the same image."""
+    if s.hdri is None:
+        return condition_image(s.light_source, background, s.width, s.height, s.light, light_map, s.light_mix), None
     pano, light = panoramas.get(s.hdri)
     turn = (s.hdri_heading, s.hdri_pitch, s.hdri_fov)
     cond, _, _, _ = hdri.condition(pano, light, s.width, s.height, *turn, s.hdri_exposure, s.hdri_light)

@@ -26,7 +26,7 @@ from ..core.hooks import NO_HOOKS, Hooks
 from ..core.lora import Lora
 from ..core.lora import parse as parse_loras
 from ..core.options import STOCHASTIC_SAMPLERS
-from ..core.spec import ImageLike, RelightSpec, SequenceSpec, Settings, relight_spec, sequence_spec
+from ..core.spec import ImageLike, RelightSpec, Settings, relight_spec, sequence_spec
 from ..core.validation import InputError, choice
 from ..imaging import hdri
 from ..imaging.compositing import on_grey
@@ -34,7 +34,6 @@ from ..imaging.images import load_image_and_alpha, unit_to_uint8
 from ..imaging.lighting import light_background
 from ..imaging.normals import normal_map
 from ..matting import mattes as matting
-from ..models import basemodel
 from ..models.attention import Consistency
 from ..models.compiled import boot_compiled
 from ..models.cudagraphs import Capture
@@ -46,11 +45,12 @@ from ..models.speed import apply as apply_speed
 from ..models.timing import StageTimer
 from ..models.unet import ConditionedUNet
 from ..store import layout
+from ..store.basemodel import resolve as resolve_base
 from ..store.fetch import HashCache
-from . import sequence
+from . import windows
 from .loading import Components, load_components, load_matting, resolve_device
 from .passes import Diffusion, Models
-from .prepare import Caches, Prepared, finish, matte_of, prepare
+from .prepare import Caches, Prepared, finish, matte_of, prepare_relight
 from .results import GPUOutOfMemoryError, RelightResult, SequenceResult, Stopped
 
 log = logging.getLogger("iclight")
@@ -109,7 +109,7 @@ class Relighter:
         graph capture; the CPU's emulation of a deployment gives one that runs there)."""
         config.check()
         picked = choice("matting", matting_choice or config.MATTING.read(), C.MATTING_CHOICES)
-        base = basemodel.resolve(base_model or config.BASE_MODEL.read(), base_vae)
+        base = resolve_base(base_model or config.BASE_MODEL.read(), base_vae)
         defaults = parse_loras(loras if loras is not None else [(str(p), s) for p, s in config.LORAS.read()]) or ()
         dev = resolve_device(device)
         start = time.perf_counter()
@@ -196,11 +196,7 @@ class Relighter:
         `number_of_images` and `compute_normal`; `consistency`, `shared_noise`, `smooth_mattes`,
         `window`, `layers` and `hdri_turn` say how frames are relit together. Every frame is held
         in memory: the command line and manifests write long clips as they go."""
-        return self.run_sequence(sequence_spec(frames, background, prompt, **options))
-
-    def run_sequence(self, spec: SequenceSpec, hooks: Hooks = NO_HOOKS) -> SequenceResult:
-        """One checked sequence (see `relight_sequence` and `sequence.py`)."""
-        return sequence.run(self, spec, hooks)
+        return windows.run(self, sequence_spec(frames, background, prompt, **options), NO_HOOKS)
 
     def run(self, spec: RelightSpec, hooks: Hooks = NO_HOOKS) -> RelightResult:
         """One checked relight (see `relight`)."""
@@ -274,7 +270,7 @@ class Relighter:
 
     def _prepared(self, spec: RelightSpec, live: bool = False) -> Prepared:
         caches = Caches(self.mattes, self.prompts, self.panoramas)
-        return prepare(spec, caches, self.adapters.text_key, self.device, live)
+        return prepare_relight(spec, caches, self.adapters.text_key, self.device, live)
 
     def _relight(self, spec: RelightSpec, hooks: Hooks) -> RelightResult:
         self._use(spec)

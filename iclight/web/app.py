@@ -23,16 +23,16 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from ..core import options as O
 from ..core.hooks import NO_HOOKS, Hooks
-from ..core.light import BACKGROUND_SOURCES, from_fields
-from ..core.spec import HDRI_SETTINGS, check_light
+from ..core.light import BACKGROUND_SOURCES, FIELDS, from_fields
+from ..core.spec import HDRI_SETTINGS, relight_spec
 from ..core.validation import InputError
-from ..imaging import hdri
 from ..imaging.images import load_image, resize_and_center_crop
-from ..imaging.lighting import condition_image
 from ..jobs.job import JobFailed
 from ..jobs.manifest import make_job, safe_name
 from ..jobs.run import relight_one
+from ..pipeline.prepare import condition_of
 from ..store.outputs import OutputFolders
 from . import controls as ui_controls
 from .controls import (
@@ -58,6 +58,9 @@ QUICK_PROMPTS = (
     "light and shadow, dramatic",
 )
 MAX_UPLOAD = "50mb"
+# The options a light preview takes: the light's (a designed light, a map, a panorama), its source and the size.
+LIGHT_OPTIONS = {o.name for o in O.RELIGHT if o.group in ("light", "hdri")} | {"light_source", "width", "height"}
+NO_SUBJECT = "no subject yet"  # a light preview's door takes one; nothing reads it
 # A theme with the system's fonts: the default one would fetch fonts from Google.
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "monospace"]
@@ -99,26 +102,21 @@ class RelightApp:
 
     def preview_light(self, background: Any, values: dict[str, Any]) -> Any:
         """The condition image the model will see for the page's light settings (`values`, by
-        name), before any relight: a panorama's view with its light, or the light designed."""
-        background, light_map = path_of(background), path_of(values.get("light_map"))
-        width, height, light_source = int(values["width"]), int(values["height"]), values["light_source"]
-        pad = {name: values[name] for name in LIGHT_PAD if name in values}
+        name), before any relight: a panorama's view with its light, or the light designed. They
+        go through a relight's door (`relight_spec`), with no subject yet (it is read only when
+        a relight runs)."""
+        panorama, light_map = path_of(values.get("hdri")), path_of(values.get("light_map"))
+        background = None if panorama else path_of(background)  # a panorama is the background
+        options = {k: v for k, v in settings_of(values).items() if k in LIGHT_OPTIONS}
+        options |= {"light_map": light_map, "hdri": panorama}
         try:
-            panorama = path_of(values.get("hdri"))
-            if panorama:
-                s = {name: float(values[name]) for name in HDRI_SETTINGS}
-                pano, light = self.relighter.panoramas.get(panorama)
-                turn = (s["hdri_heading"], s["hdri_pitch"], s["hdri_fov"])
-                return hdri.condition(pano, light, width, height, *turn, s["hdri_exposure"], s["hdri_light"])[0]
-            fields = light_fields(values.get("design_light", False), pad)
-            mix = fields.pop("light_mix")
-            light = from_fields(fields)
-            if background is None and light is None and light_map is None and light_source in BACKGROUND_SOURCES:
-                return None
-            check_light(light_source, background is not None, light, light_map is not None, mix)
+            unlit = not (background or light_map or panorama or from_fields(light_of(options)))
+            if unlit and values["light_source"] in BACKGROUND_SOURCES:
+                return None  # nothing to show before a background or a light
+            spec = relight_spec(NO_SUBJECT, background, "preview", **options)
             bg = load_image(background, "background_image") if background else None
             lit = load_image(light_map, "light_map") if light_map else None
-            return condition_image(light_source, bg, width, height, light, lit, mix)
+            return condition_of(spec, bg, lit, self.relighter.panoramas)[0]
         except InputError as e:
             raise gr.Error(str(e), title="Cannot use this light") from None
 
@@ -137,7 +135,7 @@ class RelightApp:
         if not subject:
             raise gr.Error("subject_image: required, but no value was given", title="Missing input")
         entry = {"id": safe_name(Path(subject).stem)[:100], "subject": subject, "background": background}
-        entry |= {"mask": mask, "light_map": path_of(values.get("light_map")), "hdri": path_of(values.get("hdri"))}
+        entry |= {name: path_of(values.get(name)) for name in O.RELIGHT_FILES} | {"mask": mask}
         try:
             job = make_job(entry, settings_of(values) | {"seed": seed}, Path.cwd(), "web app")
             with self.outputs.folder() as folder:
@@ -272,11 +270,16 @@ def settings_of(values: dict[str, Any]) -> dict[str, Any]:
     controls' as LoRAs, sampler and light start; every other one by its own name."""
     pad = {name: values[name] for name in LIGHT_PAD if name in values}
     model_names = ("loras", "lora_scale", "sampler", "light_start")
-    own = (*LIGHT_PAD, *model_names, *HDRI_SETTINGS, "design_light", "light_map", "hdri")
+    own = (*LIGHT_PAD, *model_names, *HDRI_SETTINGS, *O.RELIGHT_FILES, "design_light")
     found = {k: v for k, v in values.items() if k not in own} | model_fields(values)
     if path_of(values.get("hdri")):
         return found | {name: float(values[name]) for name in HDRI_SETTINGS if name in values}
     return found | light_fields(values.get("design_light", False), pad)
+
+
+def light_of(options: dict[str, Any]) -> dict[str, Any]:
+    """A designed light's flat settings among `options`."""
+    return {name: options.get(name) for name in FIELDS}
 
 
 def _enlarged(preview: np.ndarray) -> np.ndarray:

@@ -305,8 +305,8 @@ def test_a_clip_plays_on_the_first_screen_and_comes_back_relit_over_a_moving_bac
 ) -> None:
     """At 1280x800: the clip shows as a video that plays, the background may be a video, and the
     prompt, the light and the button are on the first screen; the relit clip plays."""
+    from media import clip
     from playwright.sync_api import expect
-    from test_video import clip
 
     subject = clip(tmp_path / "clip.mp4", count=3)
     street = clip(tmp_path / "street.mp4", count=2, colors=[(200, 40, 40), (40, 40, 200)])
@@ -371,8 +371,8 @@ def test_the_light_pad_in_a_real_browser(served: str, relighter: Relighter, imag
 
 @NEEDS_CHROMIUM
 def test_a_panorama_shows_its_view_and_light_before_any_relight(served: str, relighter: Relighter, tmp_path: Path):
+    from media import panorama
     from playwright.sync_api import expect
-    from test_hdri import panorama
 
     from iclight.imaging import hdri
 

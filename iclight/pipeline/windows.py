@@ -21,13 +21,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
 from ..core.hooks import Hooks
-from ..core.spec import SequenceSpec
+from ..core.spec import RelightSpec, SequenceSpec
 from ..core.validation import InputError
 from ..imaging import video
 from ..imaging.images import IMAGE_SUFFIXES, load_image_and_alpha
@@ -37,6 +37,18 @@ REFERENCES = 2  # frames of the first window carried into every later one
 # What `run` may hold in memory of relit frames and their mattes (a resource: the host's memory);
 # longer clips go window by window to disk (`iclight sequence`, a manifest, `jobs.sequences`).
 IN_MEMORY_BYTES = 4 << 30
+
+
+class Relights(Protocol):
+    """What running a sequence's windows needs of a relighter (`pipeline.Relighter`): its UNet's
+    modules (where the attention layers are), mattes, and diffusion batches the frames share."""
+
+    @property
+    def unet(self) -> Any: ...
+
+    def matte(self, subject: Any, mask: Any = None, matting_choice: str | None = None) -> tuple[np.ndarray, Any]: ...
+
+    def run_shared(self, specs: list[RelightSpec], hooks: Hooks, consistency: Any = None) -> list[Any]: ...
 
 
 class Source:
@@ -136,7 +148,7 @@ def plan(spec: SequenceSpec) -> Plan:
     return Plan(spec, frames, picks, backgrounds, masks, windows, carried, spec.seeds(len(picks)))
 
 
-def consistency_of(relighter, spec: SequenceSpec):
+def consistency_of(relighter: Relights, spec: SequenceSpec):
     """Consistent light attention (`models.attention.Consistency`) on the relighter's UNet: its
     layers chosen by `layers` (named where they cannot be), its groups by the guidance."""
     if spec.consistency == 0:
@@ -193,7 +205,7 @@ class Relit:
     matte: np.ndarray
 
 
-def run_window(relighter, p: Plan, number: int, hooks: Hooks) -> list[Relit]:
+def run_window(relighter: Relights, p: Plan, number: int, hooks: Hooks) -> list[Relit]:
     """Window `number` of the plan: its frames (and the first window's references) read, matted
     and relit in one shared batch; the window's own frames back, in order."""
     consistency = consistency_of(relighter, p.spec)  # a bad rule fails before any frame is read
@@ -222,7 +234,7 @@ def _read(p: Plan, indices: list[int]) -> dict[int, Any]:
     return images
 
 
-def _masks(relighter, p: Plan, members: list[int], images: dict[int, Any]) -> dict[int, Any]:
+def _masks(relighter: Relights, p: Plan, members: list[int], images: dict[int, Any]) -> dict[int, Any]:
     """Each member's mask: the given one, else its estimated matte smoothed over its neighbours
     (as 0..255), else none (the relight estimates it)."""
     if p.masks is not None:
@@ -248,12 +260,15 @@ def _backgrounds(p: Plan, members: list[int]) -> dict[int, Any]:
     return {i: got[k] for i, k in wanted.items()}
 
 
-def stream(relighter, p: Plan, hooks: Hooks, done: set[int] = frozenset()) -> Iterator[tuple[int, list[Relit]]]:
-    """The windows not `done`, in order, each as soon as it is relit."""
+def stream(
+    relighter: Relights, p: Plan, hooks: Hooks, done: set[int] = frozenset()
+) -> Iterator[tuple[int, list[Relit]]]:
+    """The windows not `done`, in order, each as soon as it is relit; `hooks.frames_done` is told
+    the frames done before, then after each window."""
     finished = sum(len(p.windows[w]) for w in done)
-    for number in range(len(p.windows)):
-        if number in done:
-            continue
+    if hooks.frames_done is not None:
+        hooks.frames_done(finished, p.count)
+    for number in [n for n in range(len(p.windows)) if n not in done]:
         relit = run_window(relighter, p, number, hooks)
         finished += len(relit)
         if hooks.frames_done is not None:
@@ -261,7 +276,7 @@ def stream(relighter, p: Plan, hooks: Hooks, done: set[int] = frozenset()) -> It
         yield number, relit
 
 
-def run(relighter, spec: SequenceSpec, hooks: Hooks) -> SequenceResult:
+def run(relighter: Relights, spec: SequenceSpec, hooks: Hooks) -> SequenceResult:
     """Every frame relit and held in memory (`stream` gives long clips window by window)."""
     p = plan(spec)
     try:

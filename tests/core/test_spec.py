@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from iclight.core import constants as C
+from iclight.core import options as O
 from iclight.core.spec import encoding, relight_spec
 from iclight.core.validation import InputError
 
@@ -112,3 +113,41 @@ def test_the_wide_parity_cases_are_valid_hosted_inputs() -> None:
     assert any(c["compute_normal"] for c in found) and max(c["number_of_images"] for c in found) > 1
     long = next(c for c in found if c["name"] == "long prompts")
     assert min(len(long[k].split()) for k in ("prompt", "negative_prompt")) > 77  # past CLIP's 77 tokens
+
+
+# -- every door makes the one value --------------------------------------------------------------------
+
+SET = {  # the hosted inputs and options beyond them, away from their defaults
+    "prompt": "sun", "appended_prompt": "", "negative_prompt": "blur", "width": 320, "height": 384, "steps": 3,
+    "cfg": 2.5, "highres_scale": 1.25, "highres_denoise": 0.6, "light_source": C.LEFT_LIGHT, "seed": 5,
+    "number_of_images": 2,
+}  # fmt: skip
+EXTRA = {"detail_transfer": 0.5, "keep_colors": 0.25, "sampler": "euler", "clip_skip": 2, "light_start": 0.7}
+LIGHT = {"light_angle": 180.0, "light_color": "orange", "light_bright": 200.0}
+
+
+def _record(spec) -> dict:
+    return spec.record() | {"subject": str(spec.subject), "background": str(spec.background)}
+
+
+def test_every_door_makes_the_same_value(tmp_path) -> None:
+    """The API, the command line, a manifest line, the web app and the Cog predictor make one
+    `RelightSpec` for the same inputs: the checks and the defaults are the door's, once."""
+    from iclight import cli
+    from iclight.cli.options import files, job_settings
+    from iclight.jobs.manifest import make_job
+
+    subject, background = str(tmp_path / "s.png"), str(tmp_path / "b.png")
+    api = _record(relight_spec(subject, background, **SET | EXTRA | LIGHT))
+    flags = [f for name, value in (SET | EXTRA | LIGHT).items() for f in (O.BY_NAME[name].cli_flag, str(value))]
+    args = cli.build_parser().parse_args(["relight", subject, background, *flags])
+    entry = {"subject": subject, "background": background}
+    assert _record(make_job(entry | files(args), job_settings(args), tmp_path, "cli").spec) == api
+    assert _record(make_job(entry | SET | EXTRA | LIGHT, {}, tmp_path, "line").spec) == api
+    web = pytest.importorskip("iclight.web.app")
+    values = web.LIGHT_PAD | SET | EXTRA | {"design_light": True, "light_start": 0.7} | LIGHT
+    assert _record(make_job(entry, web.settings_of(values), tmp_path, "web").spec) == api
+    from predict import _checked
+
+    hosted = _record(_checked({"subject_image": subject, "background_image": background} | SET)[0])
+    assert hosted == _record(relight_spec(subject, background, **SET))

@@ -1,6 +1,6 @@
 """Speed settings: defaults per device, the environment, what they put in place, and compiling:
 torch.compile with Inductor, its cache written and then loaded by a fresh process. Every feature's
-pixels under each setting against eager: `tests/test_deployment.py`."""
+pixels under each setting against eager: `tests/models/test_deployment.py`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from diffusers.models.attention_processor import FusedAttnProcessor2_0
 from torch.nn.attention import SDPBackend
 
@@ -241,7 +242,7 @@ def test_inductor_writes_its_cache_beside_the_weights_and_a_fresh_process_loads_
     """What `iclight weights prepare --compile` leaves for every replica: a cold boot compiles with
     Inductor and saves; the next process loads it (a tiny module stands in for the UNet)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ICLIGHT_", "TORCHINDUCTOR_"))}
-    env |= {"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "TORCHINDUCTOR_VEC_ISA_OK": "0"}
+    env |= {"PYTHONPATH": str(ROOT), "TORCHINDUCTOR_VEC_ISA_OK": "0"}
 
     def boot() -> dict:
         run = subprocess.run(

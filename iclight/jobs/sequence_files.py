@@ -25,10 +25,10 @@ from PIL import Image
 from ..core.hooks import Hooks
 from ..core.spec import SequenceSpec
 from ..imaging.images import encode_image
-from ..pipeline import sequence
+from ..pipeline import windows
 from .files import DONE_DIR, record, write_atomic
 from .job import Job, Outcome, OutputFile
-from .recipe import input_records, make_recipe, models_record, parameters, sidecar_text
+from .recipe import recipe_for, sidecar_text
 
 log = logging.getLogger("iclight")
 PROGRESS_DIR = ".progress"
@@ -57,35 +57,36 @@ def frame_name(name: str, index: int, fmt: str) -> str:
     return f"{name}-frame-{index:05d}.{fmt}"
 
 
-def window_files(relighter, job: Job, p: sequence.Plan, number: int, name: str, hooks: Hooks) -> Outcome:
-    """Window `number` of a sequence job relit and encoded (where it runs: here, or on an actor);
-    the first window also carries the job's recipe (made once: it hashes every input file)."""
+def window_files(relighter, job: Job, p: windows.Plan, number: int, name: str, hooks: Hooks) -> Outcome:
+    """Window `number` of a sequence job relit and encoded where it runs (here, or on an actor)."""
     start = time.perf_counter()
-    relit = sequence.run_window(relighter, p, number, hooks)
+    relit = windows.run_window(relighter, p, number, hooks)
+    return _encoded(relighter, job, p, number, relit, name, time.perf_counter() - start)
+
+
+def _encoded(relighter, job: Job, p: windows.Plan, number: int, relit: list, name: str, seconds: float) -> Outcome:
+    """A window's frames encoded; the first window also carries the job's recipe (made once: it
+    hashes every input file)."""
     fmt, quality = job.encoding.format, job.encoding.quality
     files = [OutputFile(frame_name(name, r.index, fmt), encode_image(r.image, fmt, quality)) for r in relit]
-    seconds = time.perf_counter() - start
     recipe = recipe_of(relighter, job, p) if number == 0 else None
     return Outcome(job.id, None, job.seed, seconds, files, window=number, recipe=recipe)
 
 
-def recipe_of(relighter, job: Job, p: sequence.Plan) -> dict[str, Any]:
+def recipe_of(relighter, job: Job, p: windows.Plan) -> dict[str, Any]:
     """What makes the frames again (`iclight reproduce NAME.json`)."""
     spec: SequenceSpec = job.spec
-    relight = spec.relight
     video_file = spec.frames if isinstance(spec.frames, str | Path) and Path(spec.frames).is_file() else None
-    inputs = input_records({"frames": video_file, "background_image": relight.background})
-    inputs |= input_records({"light_map": relight.light_map, "hdri": relight.hdri})
-    settings = parameters(relight, job.encoding, relighter.matting)
-    recipe = make_recipe(settings, p.seeds[0], 0, inputs, relighter.weights_hashes(), str(relighter.device))
+    images = {"frames": video_file, "background_image": spec.relight.background}
+    recipe = recipe_for(relighter, spec.relight, job.encoding, p.seeds[0], images)
     recipe |= {"kind": "sequence", "frames": str(spec.frames), "sequence": spec.record(), "seeds": p.seeds}
-    return recipe | {"windows": p.windows, "models": models_record(relighter, relight)}
+    return recipe | {"windows": p.windows}
 
 
-class Output:
+class SequenceFiles:
     """A sequence job's files, written as its windows are done (see the module's docstring)."""
 
-    def __init__(self, out: Path, job: Job, p: sequence.Plan, name: str, done: set[int]) -> None:
+    def __init__(self, out: Path, job: Job, p: windows.Plan, name: str, done: set[int]) -> None:
         from ..imaging import video
 
         self.out, self.job, self.p, self.name = out, job, p, name
@@ -169,19 +170,16 @@ def run_here(relighter, job: Job, out: Path, hooks: Hooks, with_seed: bool = Fal
     (named ID-SEED-... with `with_seed`, as `iclight sequence` and the web app name them)."""
     start = time.perf_counter()
     job, done = resume(out, job)
-    p = sequence.plan(job.spec)
+    p = windows.plan(job.spec)
     name = f"{job.id}-{job.seed}" if with_seed else job.id
-    output = Output(out, job, p, name, done)
+    output = SequenceFiles(out, job, p, name, done)
     if done:
         log.info("%s: %d of %d windows done before; going on after them", job.id, len(done), len(p.windows))
     try:
-        for number in range(len(p.windows)):
-            if hooks.frames_done is not None:  # frames done of all (the first call: what was done before)
-                hooks.frames_done(sum(len(p.windows[w]) for w in output.done), p.count)
-            if number not in output.done:
-                output.add(window_files(relighter, job, p, number, name, hooks))
-        if hooks.frames_done is not None:
-            hooks.frames_done(p.count, p.count)
+        began = time.perf_counter()
+        for number, relit in windows.stream(relighter, p, hooks, set(output.done)):
+            output.add(_encoded(relighter, job, p, number, relit, name, time.perf_counter() - began))
+            began = time.perf_counter()
         return output.finish(time.perf_counter() - start, mark_done=not with_seed)
     except BaseException:
         output.abandon()

@@ -20,8 +20,8 @@ from iclight.imaging import video
 from iclight.models import attention as cla
 from iclight.models.speed import SpeedSettings
 from iclight.pipeline import Relighter
-from iclight.pipeline.sequence import plan_windows, references, smooth
-from iclight.standins import write_lora
+from iclight.pipeline.standins import write_lora
+from iclight.pipeline.windows import plan_windows, references, smooth
 
 av = pytest.importorskip("av")
 
@@ -265,7 +265,7 @@ def test_bad_videos_and_masks_fail_naming_the_input(relighter: Relighter, tmp_pa
 def test_the_command_line_and_reproduce_give_the_apis_frames(
     relighter: Relighter, weights_dir: Path, tmp_path: Path
 ) -> None:
-    """(A manifest's sequence line: tests/test_ray.py, locally and on Ray.)"""
+    """(A manifest's sequence line: tests/jobs/test_ray.py, locally and on Ray.)"""
     src = _clip(tmp_path / "clip.mp4", count=4)
     masks = tmp_path / "masks"
     masks.mkdir()

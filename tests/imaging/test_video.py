@@ -11,12 +11,12 @@ import signal
 import subprocess
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import ROOT
+from media import clip, frame
 from PIL import Image
 
 from iclight.imaging import video
@@ -26,34 +26,6 @@ from iclight.pipeline import Relighter
 av = pytest.importorskip("av")
 
 FAST = dict(width=256, height=256, steps=1, highres_scale=1.0, light_source="Left Light", seed=6)
-
-
-def _frame(i: int, w: int = 96, h: int = 64) -> np.ndarray:
-    """A frame that shows which way is up: a red block top left, a green one top right, a bar moving."""
-    img = np.full((h, w, 3), 40, np.uint8)
-    img[: h // 4, : w // 4] = (230, 40, 40)
-    img[: h // 4, -w // 8 :] = (40, 230, 40)
-    img[-h // 6 :, 4 + 3 * i : 12 + 3 * i] = 220
-    return img
-
-
-def clip(path: Path, count: int = 6, rotation: int = 0, hflip: bool = False, times: list[float] | None = None,
-         codec: str = "libx264", pix_fmt: str = "yuv420p", colors: list | None = None) -> Path:  # fmt: skip
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=8)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, pix_fmt
-        if rotation or hflip:
-            stream.set_display_rotation(rotation, hflip=hflip)
-        if times is not None:
-            stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
-        for i in range(count):
-            img = _frame(i) if colors is None else np.full((64, 96, 3), colors[i], np.uint8)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            if times is not None:
-                frame.pts, frame.time_base = round(times[i] * 1000), Fraction(1, 1000)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-    return path
 
 
 def _stored(path: Path) -> list[np.ndarray]:
@@ -68,9 +40,9 @@ def test_a_phone_clip_is_read_upright(tmp_path: Path, rotation: int, hflip: bool
     path = clip(tmp_path / "phone.mp4", 3, rotation, hflip)
     info = video.probe(path)
     stored = _stored(path)
-    for i, frame in video.Frames(info).get([0, 2]).items():
+    for i, got in video.Frames(info).get([0, 2]).items():
         want = np.rot90(stored[i], rotation // 90)
-        assert np.array_equal(frame, want[:, ::-1] if hflip else want)
+        assert np.array_equal(got, want[:, ::-1] if hflip else want)
     assert info.size == ((64, 96) if rotation % 180 else (96, 64))
 
 
@@ -125,8 +97,8 @@ def test_a_ten_bit_clip_decodes(tmp_path: Path, relighter: Relighter) -> None:
     path = clip(tmp_path / "main10.mp4", 3, codec="libx265", pix_fmt="yuv420p10le")
     info = video.probe(path)
     assert info.ten_bit and not info.hdr and info.count == 3
-    frame = video.Frames(info).get([1])[1]
-    assert frame.dtype == np.uint8 and np.abs(frame.astype(int) - _frame(1)).mean() < 12
+    decoded = video.Frames(info).get([1])[1]
+    assert decoded.dtype == np.uint8 and np.abs(decoded.astype(int) - frame(1)).mean() < 12
     masks = [np.full((64, 96), 255, np.uint8)] * 3
     assert len(relighter.relight_sequence(path, None, "x", masks=masks, **FAST).images) == 3
 

@@ -5,7 +5,7 @@ import torch
 from transformers import CLIPTokenizer
 
 from iclight.models.prompts import PromptEncoder, chunk_token_ids, join_chunks, repeat_to
-from iclight.standins import tiny_text_encoder, write_tokenizer
+from iclight.pipeline.standins import tiny_text_encoder, write_tokenizer
 
 BOS, EOS = 1000, 1001
 

@@ -191,3 +191,13 @@ def test_every_command_offers_the_options_it_takes_from_the_one_table(capsys) ->
             wanted = option.kind is not None and not (command == "sequence" and option.single)
             assert offered == wanted, (command, option.name)
     assert "--clip-skip" in shown and "--compute-normal" not in shown and "--masks" in shown
+
+
+@pytest.mark.parametrize("command", ["relight", "sequence", "batch", "reproduce", "ui", "weights"])
+def test_each_commands_help_shows_its_own_examples(command: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    text = capsys.readouterr().out
+    examples = text.split("examples:", 1)[1].split("\n\n", 1)[0]
+    lines = [line for line in examples.splitlines() if "python -m iclight" in line]
+    assert lines and all(f"python -m iclight {command}" in line or "iclight.weights" in line for line in lines)

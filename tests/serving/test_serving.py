@@ -17,10 +17,10 @@ from cogserver import cog_server, decode, image_uri, predict, wait_ready
 from conftest import _subject
 from PIL import Image
 
-from iclight import serving
 from iclight.core.spec import relight_spec
 from iclight.core.validation import InputError
 from iclight.pipeline import GPUOutOfMemoryError, Relighter, RelightResult
+from iclight.serving import batcher as serving
 
 SMALL = dict(width=256, height=256, steps=3, highres_scale=1.0, output_format="png")
 SLOW = SMALL | {"steps": 40}  # long enough to cancel mid-batch or to fill the server

@@ -13,9 +13,9 @@ from conftest import ROOT
 from safetensors.torch import load_file, save_file
 
 from benchmarks import birefnet_ref
-from iclight import standins
 from iclight.matting import mattes as matting
 from iclight.matting.birefnet import BiRefNet, deform_conv2d, estimate_matte
+from iclight.pipeline import standins
 from iclight.store import layout
 
 PUBLISHED = json.loads((ROOT / "tests" / "data" / "birefnet_state_dict.json").read_text())

@@ -4,15 +4,23 @@ resumable, a bad line or file failing only its job, results.jsonl for every job.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from iclight import cli
-from iclight.jobs import files, run
+from iclight.core import options as O
+from iclight.core.lora import Lora
+from iclight.jobs import files, identity, run
+from iclight.jobs.identity import Contents, Identity, Model
 from iclight.jobs.manifest import read_jobs
+from iclight.pipeline import standins
+from iclight.store import layout
+from iclight.store.basemodel import resolve
 
 SMALL = ["--width", "256", "--height", "256", "--steps", "2", "--highres-scale", "1.0"]
 
@@ -29,6 +37,11 @@ def catalogue(tmp_path: Path, subject_array: np.ndarray, background_array: np.nd
     (folder / "broken.png").write_bytes(b"not a png")
     Image.fromarray(background_array).save(tmp_path / "bg.png")
     return tmp_path
+
+
+@pytest.fixture
+def user_lora(weights_dir: Path, tmp_path: Path) -> Path:
+    return standins.write_lora(weights_dir, tmp_path / "style.safetensors")
 
 
 def _manifest(path: Path, lines: list) -> Path:
@@ -185,3 +198,108 @@ def test_random_seeds_are_recorded(weights_dir: Path, catalogue: Path) -> None:
     assert isinstance(record["seed"], int)
     recipe = json.loads(Path(record["outputs"][0]).with_suffix(".json").read_text())
     assert recipe["parameters"]["seed"] == record["seed"]
+
+
+# -- a job's id covers everything that makes its images --------------------------------------------
+
+# A value other than the default for every option a line can hold (light settings under a designed
+# light's rules, an HDRI's under a panorama); a new option needs one here, or the walk fails.
+OTHER = {
+    "prompt": "moon", "appended_prompt": "", "negative_prompt": "blur", "compute_normal": True, "width": 320,
+    "height": 320, "steps": 4, "cfg": 3.0, "highres_scale": 2.0, "highres_denoise": 0.7,
+    "light_source": "Right Light", "seed": 9, "number_of_images": 2, "output_format": "png",
+    "output_quality": 90, "detail_transfer": 0.5, "keep_background": True, "matting": "birefnet-lite",
+    "light_angle": 30.0, "light_color": "orange", "light_bright": 200.0, "light_dark": 10.0, "light_shape": "spot",
+    "light_x": 0.2, "light_y": 0.3, "light_radius": 0.4, "fill_angle": 90.0, "fill_color": "blue",
+    "fill_strength": 0.3, "light_mix": 0.5, "hdri_heading": 90.0, "hdri_pitch": 10.0, "hdri_fov": 70.0,
+    "hdri_exposure": 1.0, "hdri_light": 0.2, "keep_colors": 0.5, "sampler": "euler", "light_start": 0.8,
+    "clip_skip": 2, "consistency": 0.2, "shared_noise": False, "smooth_mattes": False, "window": 4,
+    "layers": "attn1", "background_fit": "loop", "hdri_turn": 10.0, "start": 1, "end": 3, "stride": 2,
+}  # fmt: skip
+FILE_OPTIONS = {"mask": "subjects/b.png", "light_map": "bg.png", "hdri": "pano.png", "masks": "subjects"}
+
+
+def _ids(catalogue: Path, lines: list[dict], identity=None) -> list[str]:
+    jobs = read_jobs(_manifest(catalogue / "ids.jsonl", lines), identity=identity)
+    assert [j.error for j in jobs] == [None] * len(jobs), [j.error for j in jobs]
+    return [j.id for j in jobs]
+
+
+def _line(name: str) -> dict:
+    """A line that can take option `name`, with and without the background it needs."""
+    sequence = name in [o.name for o in O.SEQUENCE]
+    line = {"sequence": "subjects"} if sequence else {"subject": "subjects/a.png"}
+    line |= {"prompt": "sun", "background": "bg.png"}
+    if name.startswith("hdri") and name != "hdri_turn":
+        del line["background"]
+        line["hdri"] = "pano-2.png" if name == "hdri" else "pano.png"
+    if name in ("mask", "light_map"):
+        line[name] = "subjects/c.png"
+    if name.startswith("fill_") and name != "fill_angle":
+        line["fill_angle"] = 45.0
+    if name == "light_mix":
+        line["light_source"] = "Left Light"
+    return line
+
+
+def test_every_option_and_every_file_changes_the_id(catalogue: Path, user_lora: Path) -> None:
+    for name in ("pano.png", "pano-2.png"):
+        Image.fromarray(np.zeros((64, 128, 3), np.uint8)).save(catalogue / name)
+    table = [o.name for o in (*O.RELIGHT, *O.OUTPUT, *O.SEQUENCE) if o.kind is not None]
+    others = OTHER | FILE_OPTIONS | {"loras": [str(user_lora)]}
+    assert sorted(set(table) - set(others)) == []
+    for name in table:
+        line = _line(name)
+        other = line | {name: others[name]}
+        base, changed = _ids(catalogue, [line, other])
+        assert base != changed, name
+
+
+def test_the_model_and_the_content_of_every_file_change_the_id(
+    catalogue: Path, weights_dir: Path, tmp_path: Path, user_lora: Path
+) -> None:
+    """Each part of the model by content (the bundled SD1.5's, the IC-Light offset, the matting
+    model, a LoRA's), a base model and VAE of one's own, the deployment's LoRAs: each makes a new
+    job. A job whose files are as the output folder first saw them keeps the id it had before."""
+    weights = tmp_path / "weights"
+    shutil.copytree(weights_dir, weights)
+    lines = [{"subject": "subjects/a.png", "background": "bg.png", "prompt": "sun", "loras": [str(user_lora)]}]
+    legacy = _ids(catalogue, lines)[0]
+
+    def ids(model: Model) -> str:
+        return _ids(catalogue, lines, Identity(Contents(tmp_path / "out"), model))[0]
+
+    bundled = Model(weights, None, "rmbg-1.4")
+    assert ids(bundled) == legacy == ids(bundled)  # first seen now; the same after
+    seen = {legacy}
+    for rel in (layout.OFFSET_FILE, layout.RMBG_FILE, identity.SD_WEIGHTS[0], str(user_lora)):
+        path = weights / rel if not Path(rel).is_absolute() else Path(rel)
+        tensors = load_file(str(path))
+        save_file({k: v + 1 if v.is_floating_point() else v for k, v in tensors.items()}, str(path))
+        seen.add(ids(bundled))
+    assert len(seen) == 5  # each changed file made its own id
+    single = standins.write_single_file(weights_dir, tmp_path / "own.safetensors")
+    other = standins.write_single_file(weights_dir, tmp_path / "other.safetensors", with_vae=False)
+    own = Model(weights, resolve(single), "rmbg-1.4")
+    vae = Model(weights, resolve(single, other.with_name("other.vae.safetensors")), "rmbg-1.4")
+    assert len(seen | {ids(own), ids(vae)}) == 7
+    named_none = [{k: v for k, v in lines[0].items() if k != "loras"}]
+    with_lora = Model(weights, None, "rmbg-1.4", (Lora(str(user_lora)),))
+    served = (Identity(Contents(tmp_path / "out"), m) for m in (bundled, with_lora))
+    assert len({_ids(catalogue, named_none, i)[0] for i in served}) == 2  # ICLIGHT_LORAS count too
+
+
+def test_a_batch_with_another_base_model_relights_beside_the_first(
+    weights_dir: Path, catalogue: Path, tmp_path: Path, capsys
+) -> None:
+    out, source, bg = catalogue / "out", catalogue / "subjects" / "a.png", str(catalogue / "bg.png")
+    listed = catalogue / "one.txt"
+    listed.write_text(f"{source}\n")
+    assert _batch(weights_dir, listed, out, "--background", bg, "--seed", "3") == 0
+    own = standins.write_single_file(weights_dir, tmp_path / "own.safetensors")
+    capsys.readouterr()
+    assert _batch(weights_dir, listed, out, "--background", bg, "--seed", "3", "--base-model", str(own)) == 0
+    assert "done: 1 succeeded, 0 skipped" in capsys.readouterr().out
+    assert len(list(out.glob("*.webp"))) == 2
+    assert _batch(weights_dir, listed, out, "--background", bg, "--seed", "3") == 0
+    assert "done: 0 succeeded, 1 skipped" in capsys.readouterr().out

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from media import LANDMARKS, SUN, panorama
 from PIL import Image
 
 from iclight import cli
@@ -22,26 +23,7 @@ try:
 except InputError:
     pytest.skip("the `hdri` extra is not installed", allow_module_level=True)
 
-SUN = (60.0, 30.0)  # longitude, latitude in degrees
-SUN_RGB = np.array([1.0, 0.9, 0.7]) * 2000
-LANDMARKS = {0.0: (0.9, 0.1, 0.1), 90.0: (0.1, 0.8, 0.1), -90.0: (0.1, 0.1, 0.9)}  # longitude: colour
 FAST = dict(width=256, height=256, steps=2, highres_scale=1.0, seed=8)
-
-
-def panorama(w: int = 512, h: int = 256) -> np.ndarray:
-    lat = 90 - (np.arange(h) + 0.5) / h * 180
-    lon = (np.arange(w) + 0.5) / w * 360 - 180
-    lat2, lon2 = np.meshgrid(lat, lon, indexing="ij")
-    sky = np.array([0.15, 0.2, 0.3]) * (1 - lat2[..., None] / 180)
-    out = np.where(lat2[..., None] > 0, sky, np.array([0.08, 0.06, 0.04]))
-    for centre, colour in LANDMARKS.items():
-        near = (np.abs((lon2 - centre + 180) % 360 - 180) < 6) & (np.abs(lat2) < 20)
-        out[near] = colour
-    phi, sun_phi = np.radians(lat2), math.radians(SUN[1])
-    cos_d = np.sin(phi) * math.sin(sun_phi) + np.cos(phi) * math.cos(sun_phi) * np.cos(np.radians(lon2 - SUN[0]))
-    d = np.degrees(np.arccos(np.clip(cos_d, -1, 1)))
-    out[d < 2.0] = SUN_RGB
-    return out.astype(np.float32)
 
 
 @pytest.fixture(scope="module")

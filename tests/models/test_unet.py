@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from iclight.models.unet import ConditionedUNet, empty_unet, merged_state, widen_conv_in
-from iclight.standins import offset_for, tiny_unet
+from iclight.pipeline.standins import offset_for, tiny_unet
 
 
 @pytest.fixture

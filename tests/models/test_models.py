@@ -17,13 +17,13 @@ from iclight.core import options as samplers
 from iclight.core.spec import relight_spec
 from iclight.core.validation import InputError
 from iclight.jobs.recipe import models_record, read_recipe
-from iclight.models.basemodel import BaseModelError
 from iclight.models.sharing import SharedImage2Image
 from iclight.models.speed import SpeedSettings
 from iclight.pipeline import Relighter
-from iclight.pipeline.loading import prepare, prepared_unet
-from iclight.standins import write_lora, write_user_models
+from iclight.pipeline.loading import prepared_unet, write_prepared
+from iclight.pipeline.standins import write_lora, write_user_models
 from iclight.store import layout
+from iclight.store.basemodel import BaseModelError
 
 FAST = dict(width=256, height=256, steps=3, highres_scale=1.0, light_source="Left Light", seed=3)
 
@@ -82,10 +82,10 @@ def test_the_prepared_unet_is_keyed_by_the_checkpoint(weights_dir: Path, user: d
     shutil.copytree(weights_dir, root)
     checkpoint = tmp_path / "mine.safetensors"
     shutil.copyfile(user["single_file"], checkpoint)
-    from iclight.models.basemodel import resolve
+    from iclight.store.basemodel import resolve
 
     base = resolve(checkpoint)
-    path = prepare(root, torch.float32, base)
+    path = write_prepared(root, torch.float32, base)
     assert prepared_unet(root, torch.float32, base) == path and prepared_unet(root, torch.float32) is None
     state = load_file(str(checkpoint))
     key = next(k for k in state if k.endswith("out.2.bias"))

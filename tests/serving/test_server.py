@@ -145,7 +145,7 @@ def test_missing_prompt_fails(server: str, images: dict) -> None:
 def test_every_hosted_input_over_http_relights_or_names_an_input(
     server: str, values: dict, subject, background
 ) -> None:
-    """The fuzzer's property (tests/test_fuzz.py) through the real server, for the hosted 17 inputs."""
+    """The fuzzer's property (tests/pipeline/test_fuzz.py) through the real server, for the hosted 17 inputs."""
     files = {"subject_image": bytes_uri(*subject), "background_image": bytes_uri(*background)}
     if any(isinstance(v, float) and not math.isfinite(v) for v in values.values()):
         # NaN and Infinity are not JSON (RFC 8259): Cog answers without a JSON body, and stays up
@@ -196,7 +196,7 @@ def _readme_block(marker: str) -> str:
 
 def test_readme_curl_works_as_pasted(server: str, tmp_path: Path) -> None:
     """The README's request, run by bash as it is written, only pointed at this server's port."""
-    script = _readme_block("<!-- tested: tests/test_server.py").replace("http://localhost:5000", server)
+    script = _readme_block("<!-- tested: tests/serving/test_server.py").replace("http://localhost:5000", server)
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     # 409 while the one slot is released after the previous test's prediction: wait for it.
     for _ in range(100):

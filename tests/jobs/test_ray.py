@@ -226,9 +226,9 @@ def test_killed_driver_rerun_skips_finished_jobs(cluster: str, manifest: Path, w
 def test_a_long_clips_windows_run_across_the_actors(cluster: str, weights_dir: Path, tmp_path: Path, monkeypatch):
     """A manifest's sequence line on Ray: its windows as tasks over two actors, one actor SIGKILLed
     part-way; every window written once, and the frames and the video equal the local run's."""
-    from test_video import clip
+    from media import clip
 
-    from iclight.jobs import sequences
+    from iclight.jobs import sequence_files
 
     clip(tmp_path / "turn.mp4", 12)
     masks = tmp_path / "masks"
@@ -239,13 +239,13 @@ def test_a_long_clips_windows_run_across_the_actors(cluster: str, weights_dir: P
     manifest = tmp_path / "jobs.jsonl"
     manifest.write_text(json.dumps(line | {"window": 3, "consistency": 0.5}) + "\n")
     written: Counter[int] = Counter()
-    real_add = sequences.Output.add
+    real_add = sequence_files.SequenceFiles.add
 
     def counting_add(self, outcome):
         written[outcome.window] += outcome.window not in self.done
         return real_add(self, outcome)
 
-    monkeypatch.setattr(sequences.Output, "add", counting_add)
+    monkeypatch.setattr(sequence_files.SequenceFiles, "add", counting_add)
     on_ray, local = tmp_path / "ray", tmp_path / "local"
     with killing_an_actor(lambda: len(written)) as killed:
         assert cli.main(_argv(manifest, on_ray, weights_dir, "--ray", "--workers", "2", "--device", "cpu")) == 0

@@ -2,7 +2,7 @@
 replays copy new inputs into the recorded buffers and write every output into one buffer.
 
 That every feature replays its graphs with the eager pixels, a graph never serving another
-computation (a LoRA set, consistent light attention), is `tests/test_deployment.py`'s matrix, whose
+computation (a LoRA set, consistent light attention), is `tests/models/test_deployment.py`'s matrix, whose
 recorder freezes what ran as a CUDA graph does. What only a GPU shows (that torch records the UNet,
 and the time it saves) is measured by `make gpu-quick` and `make gpu-check`.
 """
@@ -20,11 +20,10 @@ import torch
 from accelerate import init_empty_weights
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from iclight import standins
 from iclight.models.cudagraphs import Forward, UNetGraphs, cuda_capture
 from iclight.models.speed import SpeedSettings
 from iclight.models.unet import ConditionedUNet, widen_conv_in
-from iclight.pipeline import Relighter
+from iclight.pipeline import Relighter, standins
 
 COMPILE_ENV, UNET_GRAPHS_ENV = "ICLIGHT_COMPILE", "ICLIGHT_UNET_GRAPHS"
 SMALL = dict(width=256, height=320, steps=3, highres_scale=1.5, seed=5)

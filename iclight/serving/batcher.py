@@ -23,10 +23,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .core import config
-from .core.hooks import Hooks
-from .core.spec import RelightSpec
-from .pipeline import Relighter, RelightResult, Stopped
+from ..core import config
+from ..core.hooks import Hooks
+from ..core.spec import RelightSpec
+from ..pipeline import Relighter, RelightResult, Stopped
 
 log = logging.getLogger("iclight")
 MAX_CONCURRENCY = 8  # the most predictions the predictor declares it takes at once (the bench measured 1 to 8)

@@ -1,0 +1,1 @@
+"""Serving the Cog predictor: concurrent predictions sharing diffusion batches (`batcher.py`)."""
