@@ -7,8 +7,8 @@ WEIGHTS ?= weights
 OUT ?= out
 BENCH_WEIGHTS ?= /tmp/iclight-full
 
-.PHONY: install test fuzz lint format parity parity-wide weights prepare examples docs-lights docs-hdri bench bench-matting bench-serving gpu-check gpu-quick \
-	reference reference-birefnet reference-lav gpu-wheels clean
+.PHONY: install test fuzz lint format parity parity-wide weights prepare examples docs-lights docs-fc docs-hdri bench bench-matting bench-serving gpu-check gpu-quick \
+	reference reference-fc reference-birefnet reference-lav gpu-wheels clean
 
 install: $(VENV)/.installed
 
@@ -72,6 +72,10 @@ examples: install
 docs-lights: install
 	$(PY) docs/make_light_grid.py docs/lights.png
 
+# The grid of the fc model's light sources in docs/models.md (relit on random stand-in weights).
+docs-fc: install
+	$(PY) docs/make_fc_grid.py docs/fc-lights.png
+
 # The grid of one made-up panorama's condition images in docs/lighting.md.
 docs-hdri: install
 	$(PY) docs/make_hdri_grid.py docs/hdri.png
@@ -103,12 +107,20 @@ gpu-quick:
 #   make reference REF_CLONE=../IC-Light/.git REF_RUNNER=path/to/ref_run.py
 REF_CLONE ?= ../IC-Light/.git
 REF_RUNNER ?=
-reference:
+reference: reference-fc
 	@test -n "$(REF_RUNNER)" || { echo "make reference: set REF_RUNNER to the hosted code's runner"; exit 2; }
 	mkdir -p .ref
 	git --git-dir=$(REF_CLONE) show background-model:predict.py > .ref/ref_predict.py
 	git --git-dir=$(REF_CLONE) show background-model:briarmbg.py > .ref/briarmbg.py
 	cp $(REF_RUNNER) .ref/ref_run.py
+
+# The hosted fc model's code (branch main of the same repository: predict.py and briarmbg.py) into
+# .ref/fc/, the baseline of the fc parity cases (benchmarks/parity/fc_hosted.py drives it).
+#   make reference-fc REF_CLONE=../IC-Light/.git
+reference-fc:
+	mkdir -p .ref/fc
+	git --git-dir=$(REF_CLONE) show main:predict.py > .ref/fc/ref_predict.py
+	git --git-dir=$(REF_CLONE) show main:briarmbg.py > .ref/fc/briarmbg.py
 
 # BiRefNet's own model code, the baseline for iclight/birefnet.py, into the git-ignored .ref/birefnet/
 # (never committed), from a clone of ZhengPeng7/BiRefNet:
@@ -122,16 +134,18 @@ reference-birefnet:
 		git --git-dir=$(BIREFNET_CLONE) show $(BIREFNET_REV):$$f > .ref/birefnet/$$f || exit 1; done
 	$(PY) -m benchmarks.birefnet_ref parity
 
-# Light-A-Video's consistent light attention, the baseline for sequences (bcmi/Light-A-Video,
-# Apache-2.0), into the git-ignored .ref/ (never committed): tests/pipeline/test_windows.py checks ours
-# against its attention function on the same weights.
+# Light-A-Video's consistent light attention and its IC-Light stage, the baselines for sequences
+# (bcmi/Light-A-Video, Apache-2.0), into the git-ignored .ref/ (never committed): tests/pipeline/
+# test_windows.py checks ours against its attention function on the same weights, test_fc.py an fc
+# sequence against its relighting stage (benchmarks/lav_fc.py).
 #   make reference-lav LAV_CLONE=../Light-A-Video/.git
 LAV_CLONE ?= ../Light-A-Video/.git
 LAV_REV ?= HEAD
+LAV_FILES := lav_relight.py src/ic_light.py src/ic_light_pipe.py utils/tools.py
 reference-lav:
-	mkdir -p .ref/light-a-video
-	git --git-dir=$(LAV_CLONE) show $(LAV_REV):lav_relight.py > .ref/light-a-video/lav_relight.py
-	$(PY) -m pytest tests/pipeline/test_windows.py -k light_a_video -q
+	for f in $(LAV_FILES); do mkdir -p .ref/light-a-video/$$(dirname $$f); \
+		git --git-dir=$(LAV_CLONE) show $(LAV_REV):$$f > .ref/light-a-video/$$f || exit 1; done
+	$(PY) -m pytest tests/pipeline/test_windows.py tests/pipeline/test_fc.py -k light_a_video -q
 
 # Seconds and peak memory of one matte per matting choice (real-shaped stand-ins in MATTING_WEIGHTS).
 MATTING_WEIGHTS ?= /tmp/iclight-matting-weights

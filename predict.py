@@ -1,41 +1,30 @@
-"""Cog runner: the hosted `zsxkib/ic-light-background` inputs, over `iclight.Relighter`.
+"""Cog runner: the hosted `zsxkib/ic-light-background` inputs (IC-Light fbc: a subject relit to a
+background), over `iclight.Relighter` (`iclight/serving/runner.py`; `predict_fc.py` serves fc).
 
 Where the server takes several predictions at once (`COG_MAX_CONCURRENCY` above 1, at most
-`serving.MAX_CONCURRENCY`; `cog.yaml` sets it for the image), `run` is async and the predictions
+`batcher.MAX_CONCURRENCY`; `cog.yaml` sets it for the image), `run` is async and the predictions
 share the model's diffusion batches (`iclight/serving/batcher.py`). With one at a time (the default
 elsewhere) `run` is the plain method: called with every input, it returns the files.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from typing import Optional
 
-from cog import BaseRunner, Input, Path
+from cog import Path
 
-from iclight import Relighter
 from iclight.core import constants as C
-from iclight.core.spec import Encoding, RelightSpec, encoding, relight_spec
-from iclight.imaging.images import save_images
-from iclight.serving import batcher as serving
-from iclight.store.outputs import OutputFolders
-
-log = logging.getLogger("iclight")
+from iclight.serving import batcher
+from iclight.serving.runner import Runner, cog_input
 
 
 def _input(name: str):
-    return Input(**C.INPUT_SPECS[name].cog_kwargs())
+    return cog_input(C.INPUT_SPECS[name])
 
 
-class Predictor(BaseRunner):
-    def setup(self) -> None:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-        logging.getLogger("iclight").setLevel(logging.INFO)
-        self.outputs = OutputFolders.from_env()
-        self.relighter = Relighter.load()
-        self.batcher = serving.Batcher(self.relighter) if serving.concurrency() > 1 else None
+class Predictor(Runner):
+    model = C.FBC
+    newest_first = True  # the hosted model lists its outputs last-made first
 
     def run(
         self,
@@ -57,33 +46,7 @@ class Predictor(BaseRunner):
         output_format: str = _input("output_format"),
         output_quality: int = _input("output_quality"),
     ) -> list[Path]:
-        encoded = encoding(output_format, output_quality)
-        spec = relight_spec(
-            subject_image, background_image, prompt, appended_prompt=appended_prompt,
-            negative_prompt=negative_prompt, compute_normal=compute_normal, width=width, height=height, steps=steps,
-            cfg=cfg, highres_scale=highres_scale, highres_denoise=highres_denoise, light_source=light_source,
-            seed=seed, number_of_images=number_of_images,
-        )  # fmt: skip
-        return self.save(self.relighter.run(spec).images, encoded)
+        return self.answer(locals())
 
-    async def run_concurrently(self, **inputs) -> list[Path]:
-        spec, encoded = _checked(inputs)  # a bad input fails here, alone
-        result = await self.batcher.relight(spec)
-        return await asyncio.to_thread(self.save, result.images, encoded)
-
-    if serving.concurrency() > 1:
-        run = serving.concurrent(run, run_concurrently)  # run's inputs, async, sharing batches
-
-    def save(self, images: list, encoded: Encoding) -> list[Path]:
-        start = time.perf_counter()
-        # The hosted model lists its outputs last-made first.
-        with self.outputs.folder() as folder:
-            paths = save_images(list(reversed(images)), encoded.format, encoded.quality, folder)
-        log.info("encode: %.2f s", time.perf_counter() - start)
-        return [Path(p) for p in paths]
-
-
-def _checked(inputs: dict) -> tuple[RelightSpec, Encoding]:
-    """The relight and the output's encoding the inputs ask for, checked at the door."""
-    encoded = encoding(inputs.pop("output_format", None), inputs.pop("output_quality", None))
-    return relight_spec(inputs.pop("subject_image", None), inputs.pop("background_image", None), **inputs), encoded
+    if batcher.concurrency() > 1:
+        run = batcher.concurrent(run, Runner.run_concurrently)  # run's inputs, async, sharing batches

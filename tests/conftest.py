@@ -36,6 +36,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # fill in around them.
 LONGEST_FIRST = (
     "test_deployment.py", "test_ui.py", "test_matting.py", "test_fuzz.py", "test_ray.py", "test_server.py",
+    "test_server_fc.py",
     "test_serving.py", "test_video.py",
 )  # fmt: skip
 
@@ -62,6 +63,14 @@ def relighter(weights_dir: Path):
     from iclight.pipeline import Relighter
 
     return Relighter.load(weights_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def both(weights_dir: Path):
+    """A relighter serving both models (fbc, the default, and fc)."""
+    from iclight.pipeline import Relighter
+
+    return Relighter.load(weights_dir, device="cpu", model="both")
 
 
 def _subject(size: tuple[int, int] = (96, 128)) -> np.ndarray:

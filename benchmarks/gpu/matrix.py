@@ -148,6 +148,19 @@ def _loras(r: Relighter, i: Inputs) -> list[np.ndarray]:
     return [image for loras in sets for image in _relight(r, i, loras=loras)]
 
 
+def _fc(r: Relighter, i: Inputs, **options: Any) -> list[np.ndarray]:
+    """The fc model: the subject and a light, no background."""
+    options = {"loras": [], **SIZE, "model": "fc", "mask": i.masks[0], **options}
+    return _images(r.relight(i.subjects[0], None, "sunlight", **options))
+
+
+def _fc_sequence(r: Relighter, i: Inputs) -> list[np.ndarray]:
+    """Three whole frames relit with fc as Light-A-Video relights them: one window, its noise, no high-res pass."""
+    frames = [i.subjects[0], i.subjects[2], i.subjects[0]]
+    options = dict(model="fc", matting="none", window=0, batch_noise=True, highres_pass=False, consistency=0.5)
+    return _images(r.relight_sequence(frames, None, "sunlight", light_source="Left Light", loras=[], **SIZE, **options))
+
+
 def _sequence(r: Relighter, i: Inputs, loras: list[str]) -> list[np.ndarray]:
     """Three frames with consistent light attention, in windows of two: the second window carries
     references of the first."""
@@ -170,12 +183,17 @@ FEATURES: dict[str, Feature] = {
     # its four relightings (the normal and ratio images divide by them, which magnifies any rounding in the dark)
     "compute_normal": lambda r, i: _relight(r, i, compute_normal=True)[-4:],
     "CLA sequence": lambda r, i: _sequence(r, i, []),
+    "fc, Left Light": lambda r, i: _fc(r, i, light_source="Left Light"),  # its first pass from the light
+    "fc, no light": lambda r, i: _fc(r, i),  # from noise
+    "fc, whole frame, no high-res": lambda r, i: _fc(r, i, mask=None, matting="none", highres_pass=False),
+    "fc sequence, Light-A-Video's way": _fc_sequence,
     "LoRAs": _loras,
     "CLA sequence, LoRA": lambda r, i: _sequence(r, i, [i.lora_a]),
 }
 # Where compiled code cannot serve without compiling again, so runs eager, logged: a computation
 # the warm-up did not run (LoRAs not served to every relight, consistent light attention).
-NOT_WARMED = ("LoRAs", "CLA sequence", "CLA sequence, LoRA")
+NOT_WARMED = ("LoRAs", "CLA sequence", "CLA sequence, LoRA", "fc sequence, Light-A-Video's way")
+FC_FEATURES = tuple(name for name in FEATURES if name.startswith("fc"))
 
 
 @dataclass
@@ -194,13 +212,17 @@ class Row:
 
 
 def served(relighter: Relighter) -> dict[str, Any]:
-    """What the UNet's calls went through so far: graph replays, compiled code, eager."""
-    fast = relighter.unet.fast
-    if isinstance(fast, UNetGraphs):
-        return {"kind": "graphs", **fast.summary()}
-    if isinstance(fast, Compiled):
-        return {"kind": "compiled", **fast.summary()}
-    return {"kind": "eager"}
+    """What the UNets' calls (each model's) went through so far: graph replays, compiled code, eager."""
+    found: dict[str, Any] = {"kind": "eager"}
+    for unet in relighter.unets.values():
+        fast = unet.fast
+        kind = "graphs" if isinstance(fast, UNetGraphs) else "compiled" if isinstance(fast, Compiled) else None
+        if kind is None:
+            continue
+        found["kind"] = kind
+        for key, value in fast.summary().items():
+            found[key] = found.get(key, [] if isinstance(value, list) else 0) + value
+    return found
 
 
 def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -211,11 +233,14 @@ def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 
 
 def load(setting: Setting | None, weights: Path, device: torch.device, inputs: Inputs) -> Relighter:
-    """A relighter as a deployment loads it with `setting` (None: plain eager)."""
+    """A relighter as a deployment loads it with `setting` (None: plain eager), serving both models
+    where the row runs an fc feature."""
     speed = setting.speed if setting else SpeedSettings()
     capture = trace_capture if speed.unet_graphs and device.type != "cuda" else None
     loras = [inputs.lora_a] if setting and setting.boot_loras else []
-    return Relighter.load(weights, device=str(device), speed=speed, loras=loras, graph_capture=capture)
+    fc = setting is None or setting.features is None or bool(set(setting.features) & set(FC_FEATURES))
+    model = "both" if fc else "fbc"
+    return Relighter.load(weights, device=str(device), speed=speed, loras=loras, graph_capture=capture, model=model)
 
 
 def reference(weights: Path, device: torch.device, inputs: Inputs) -> dict[str, list[np.ndarray]]:

@@ -8,8 +8,8 @@ Two sections, OUT_DIR/gpu-quick.json saved after each part of each:
   matrix    every speed setting of a deployment (fused QKV, the UNet's graphs, the CUDA defaults,
             channels_last, compiled as ICLIGHT_COMPILE=1, compiled with a LoRA served to every
             relight) through every feature that reaches the UNet (a shared batch, every sampler,
-            light_start, clip_skip 2, HDRI, compute_normal, LoRAs A, B, none, A and B, consistent
-            light attention with and without a LoRA), each against plain eager on the same inputs,
+            light_start, clip_skip 2, HDRI, compute_normal, the fc model's four, LoRAs A, B, none,
+            A and B, consistent light attention with and without a LoRA), each against plain eager,
             on tiny stand-ins (`matrix.py`); and BiRefNet in half precision against float32
   defaults  full-size stand-ins at the hosted defaults: setup; 1 image; 4 images; 4 clients
             sharing one batch; a LoRA; a 16-frame sequence with consistent light attention; best

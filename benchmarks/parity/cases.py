@@ -2,8 +2,10 @@
 
     python -m benchmarks.parity.cases tests/data/parity/cases.json > cases.json
 
-Every light source, batches, long prompts, an empty appended prompt, high-res scales and
-denoise, compute_normal, an extreme aspect ratio, cfg, one step, a seed above 2**63.
+fbc: every light source, batches, long prompts, an empty appended prompt, high-res scales and
+denoise, compute_normal, an extreme aspect ratio, cfg, one step, a seed above 2**63. fc
+(`fc_cases`, from the stored fc case): every light source, batches with and without a light,
+high-res scales 1 to 2, low-res denoise, long prompts, cfg 1, two steps.
 """
 
 from __future__ import annotations
@@ -40,3 +42,18 @@ def cases(base: dict) -> list[dict]:
 if __name__ == "__main__":
     with open(sys.argv[1]) as f:
         json.dump(cases(json.load(f)[0]), sys.stdout, indent=1)
+
+
+def fc_cases(base: dict) -> list[dict]:
+    return [
+        *(dict(base, name=f"fc light {light}", light_source=light, seed=7) for light in C.FC_LIGHT_SOURCES),
+        dict(base, name="fc 3 images, Left Light", number_of_images=3, light_source=C.LEFT_LIGHT, seed=99),
+        dict(base, name="fc 2 images, no light", number_of_images=2, light_source=C.NO_LIGHT, seed=5),
+        *(dict(base, name=f"fc highres {s}", highres_scale=s, seed=21) for s in (1.0, 1.3, 2.0)),
+        *(dict(base, name=f"fc lowres {d}", lowres_denoise=d, seed=4) for d in (0.5, 1.0)),
+        dict(base, name="fc long prompts", prompt=LONG, negative_prompt=" ".join(["blurry deformed"] * 60), seed=3),
+        dict(base, name="fc 512x256, Top Light", width=512, height=256, light_source=C.TOP_LIGHT, seed=2),
+        dict(base, name="fc cfg 1", cfg=1.0, seed=1),
+        # One step crashes the hosted code (its first pass runs int(1 * 0.9) = 0 steps); ours runs one.
+        dict(base, name="fc 2 steps", steps=2, seed=0),
+    ]

@@ -16,6 +16,7 @@ import argparse
 import gzip
 import json
 import shutil
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -25,12 +26,15 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from iclight.core import constants as C
+from iclight.models.unet import IN_CHANNELS
 from iclight.pipeline.standins import BOS, EOS, _byte_chars
 from iclight.store import layout
 
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 VOCAB = DATA / "parity" / "bpe_simple_vocab_16e6.txt.gz"
 RMBG_SPEC = DATA / "rmbg14_state_dict.json"
+DEFAULT = Path(tempfile.gettempdir()) / "iclight-parity-weights"
 CLIP_VOCAB_SIZE = 49408  # 2 x 256 byte tokens, the merges, and the two special tokens
 UNET = dict(
     sample_size=32,
@@ -118,13 +122,14 @@ def write_tokenizer(folder: Path) -> int:
     return len(vocab)
 
 
-def offset(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
-    """Every UNet key; conv_in 12 channels wide and drawn like a weight, the rest small."""
-    found = {}
+def offset(unet: UNet2DConditionModel, model: str = C.FBC) -> dict[str, torch.Tensor]:
+    """Every UNet key; conv_in as wide as `model`'s (12 channels for fbc, 8 for fc) and drawn like
+    a weight, the rest small; fc's tensors named apart from fbc's, so the two differ."""
+    found, prefix = {}, "offset" if model == C.FBC else f"offset-{model}"
     for k, t in unet.state_dict().items():
         wide = k == "conv_in.weight"
-        shape = (t.shape[0], 12, *t.shape[2:]) if wide else tuple(t.shape)
-        found[k] = values(f"offset/{k}", shape, "matrix" if wide else "small").contiguous()
+        shape = (t.shape[0], IN_CHANNELS[model], *t.shape[2:]) if wide else tuple(t.shape)
+        found[k] = values(f"{prefix}/{k}", shape, "matrix" if wide else "small").contiguous()
     return found
 
 
@@ -151,7 +156,8 @@ def write(root: Path) -> Path:
     index = {name: ["transformers" if cls.startswith("CLIP") else "diffusers", cls] for name, cls in parts.items()}
     index = {"_class_name": "StableDiffusionPipeline", **index, "vae": ["diffusers", "AutoencoderKL"]}
     (sd / "model_index.json").write_text(json.dumps(index))
-    save_file(offset(unet), str(root / layout.OFFSET_FILE))
+    for model in C.MODELS:
+        save_file(offset(unet, model), str(root / layout.OFFSET_FILES[model]))
     (root / layout.RMBG_FILE).parent.mkdir(parents=True, exist_ok=True)
     save_file(rmbg(), str(root / layout.RMBG_FILE))
     (root / layout.RMBG_FILE).with_name("config.json").write_text(json.dumps({"in_ch": 3, "out_ch": 1}))
@@ -159,7 +165,13 @@ def write(root: Path) -> Path:
 
 
 def ensure(root: Path) -> Path:
-    """`root`, written once (into a temporary folder renamed when complete), then reused."""
+    """`root`, written once (into a temporary folder renamed when complete), then reused; a folder
+    written before the fc model was served gains its offset."""
+    fc = root / layout.OFFSET_FILES[C.FC]
+    if root.is_dir() and not fc.is_file():
+        unet = filled(UNet2DConditionModel(**UNET))
+        save_file(offset(unet, C.FC), str(fc.with_name(fc.name + ".part")))
+        fc.with_name(fc.name + ".part").rename(fc)
     if root.is_dir():
         return root
     part = root.with_name(root.name + ".part")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core.validation import InputError
 from ..jobs import run
-from ..jobs.job import Task
+from ..jobs.job import Task, models_for
 from ..jobs.manifest import read_jobs
 from .options import ENVIRONMENT, OUTPUTS, add_model_options, epilog, files, identity, job_settings, load_relighter
 
@@ -85,18 +85,19 @@ def cmd_batch(args: argparse.Namespace) -> int:
             device=args.device,
             base_model=None if args.base_model is None else str(args.base_model.resolve()),
             matting=args.matting,
+            model=models_for(jobs),
         )
         executor = ray_executor(settings)
     else:
-        executor = local_executor(args)
+        executor = local_executor(args, models_for(jobs))
     summary = run_batch(jobs, args.out, executor)
     print(report(summary))
     return 1 if summary.failures else 0
 
 
-def local_executor(args: argparse.Namespace):
+def local_executor(args: argparse.Namespace, model: str | None = None):
     def execute_all(tasks: list[Task]):
-        relighter = load_relighter(args)  # only once there is something to run
+        relighter = load_relighter(args, model=model)  # only once there is something to run
         plans: dict = {}
         for task in tasks:
             yield run.execute(relighter, task.job) if task.window is None else run.execute_task(relighter, task, plans)

@@ -166,14 +166,16 @@ def identity(args: argparse.Namespace):
     return Identity(Contents(args.out), Model(weights, base, matting, loras))
 
 
-def load_relighter(args: argparse.Namespace, matting: str | None = None):
+def load_relighter(args: argparse.Namespace, matting: str | None = None, model: str | None = None):
+    """The relighter a command runs on: the matting asked for is the one loaded (and fetched where
+    missing), no other; `model` (default `--model`, else ICLIGHT_MODEL): the IC-Light models served."""
     from ..pipeline import Relighter
 
-    # The matting asked for is the one loaded (and fetched where missing): no other is.
     return Relighter.load(
         args.weights,
         device=args.device,
         matting_choice=matting or getattr(args, "matting", None),
         base_model=getattr(args, "base_model", None),
         base_vae=getattr(args, "base_vae", None),
+        model=model or getattr(args, "model", None),
     )

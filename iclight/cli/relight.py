@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..core import constants as C
 from ..core import options as O
 from ..jobs.job import Job
 from ..jobs.manifest import make_job, safe_name
@@ -78,8 +79,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         args.base_model = Path(models["base_model"]["path"])
     check_models(models, args.base_model)
     inputs = {name: rec["path"] for name, rec in recipe["inputs"].items() if rec}
-    settings = {k: v for k, v in recipe["parameters"].items() if k in O.BY_NAME}
-    relighter = load_relighter(args, matting=settings.get("matting"))
+    # A recipe written before the fc model was served is an fbc relight's.
+    settings = {"model": C.FBC} | {k: v for k, v in recipe["parameters"].items() if k in O.BY_NAME}
+    relighter = load_relighter(args, matting=settings.get("matting"), model=settings["model"])
     if recipe.get("kind") == "sequence":
         entry = {"id": safe_name(Path(recipe["frames"]).stem)[:100], "sequence": recipe["frames"]}
         entry |= {"background": inputs.get("background_image")} | {

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..core import constants as C
 from ..core.validation import InputError
 from .options import ENVIRONMENT, add_runtime_options, epilog, load_relighter
 
 EXAMPLES = """\
 python -m iclight ui                              # http://127.0.0.1:7860
-python -m iclight ui --port 8080 --device cuda"""
+python -m iclight ui --port 8080 --device cuda
+python -m iclight ui --model fbc                  # one model: less memory, a faster boot"""
 
 
 def register(command) -> None:
@@ -29,6 +31,12 @@ def register(command) -> None:
         "this machine use the page, its GPU and its disk space)",
     )
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument(
+        "--model",
+        choices=C.MODEL_CHOICES,
+        default=C.BOTH,
+        help="the IC-Light models the page offers (default both: fbc to a background, fc from a prompt and a light)",
+    )
     add_runtime_options(p, outputs=False)
     p.set_defaults(run=cmd_ui)
 

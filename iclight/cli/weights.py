@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ..core import config
+from ..core import constants as C
 from ..matting import mattes as matting
 from ..store import fetch, layout
 from .options import ENVIRONMENT, add_base_model_options, add_debug_option, epilog
@@ -14,6 +15,7 @@ from .options import ENVIRONMENT, add_base_model_options, add_debug_option, epil
 EXAMPLES = """\
 python -m iclight weights fetch --dest weights          # or: python -m iclight.weights fetch ...
 python -m iclight weights fetch --dest weights --matting birefnet
+python -m iclight weights fetch --dest weights --model fc   # the fc model's offset, not fbc's
 python -m iclight weights prepare weights --compile     # a fast boot, and the compile cache for this GPU
 python -m iclight weights lock weights && python -m iclight weights verify weights"""
 
@@ -42,6 +44,7 @@ def register(sub) -> None:
         default=None,
         help="the matting models to fetch (default: ICLIGHT_MATTING, else rmbg-1.4); none fetches no matting model",
     )
+    _add_model_option(p, "the IC-Light offsets to fetch")
     add_debug_option(p)
     p = cmds.add_parser("lock", help="write DIR/manifest.json (path, size, sha256 of every file)")
     p.add_argument("dir", type=Path)
@@ -58,6 +61,7 @@ def register(sub) -> None:
         help="default: what ICLIGHT_DEVICE resolves to needs (float16 on CUDA, float32 on the CPU)",
     )
     p.add_argument("--force", action="store_true", help="write the prepared UNet even if it is up to date")
+    _add_model_option(p, "the IC-Light models whose UNets to prepare")
     add_base_model_options(p)
     p.add_argument(
         "--compile",
@@ -72,6 +76,15 @@ def register(sub) -> None:
     )
     add_debug_option(p)
     w.set_defaults(run=cmd_weights)
+
+
+def _add_model_option(p: argparse.ArgumentParser, what: str) -> None:
+    help = f"{what}: fbc, fc or both (default: ICLIGHT_MODEL, else fbc)"
+    p.add_argument("--model", choices=C.MODEL_CHOICES, default=None, help=help)
+
+
+def _served(args: argparse.Namespace) -> tuple[str, ...]:
+    return C.served(args.model or config.MODEL.read())
 
 
 def _compile_mode(text: str) -> str:
@@ -90,8 +103,9 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 def cmd_weights_fetch(args: argparse.Namespace) -> int:
     root = layout.weights_dir(args.dest)
-    unused = matting.not_needed(*(args.matting or [config.MATTING.read()]))  # only what is asked for
-    got = fetch.fetch(root, args.source, args.workers, [f.dest for f in layout.MANIFEST if f.dest not in unused])
+    unused = (*matting.not_needed(*(args.matting or [config.MATTING.read()])), *layout.not_served(*_served(args)))
+    wanted = [f.dest for f in layout.MANIFEST if f.dest not in unused]
+    got = fetch.fetch(root, args.source, args.workers, wanted, skip=layout.not_served(*_served(args)))
     print(f"{len(got)} file(s) downloaded into {root}" if got else f"all files present and valid in {root}")
     return 0
 
@@ -119,12 +133,13 @@ def cmd_weights_prepare(args: argparse.Namespace) -> int:
     root = layout.weights_dir(args.dir)
     dtype = getattr(torch, args.dtype) if args.dtype else dtypes_for(resolve_device()).unet
     base = resolve(args.base_model or config.BASE_MODEL.read(), args.base_vae)
-    existing = None if args.force else prepared_unet(root, dtype, base)
-    if existing:
-        print(f"{existing} is up to date with the sources present (--force writes it again)")
-    else:
+    for model in _served(args):
+        existing = None if args.force else prepared_unet(root, dtype, base, model)
+        if existing:
+            print(f"{existing} is up to date with the sources present (--force writes it again)")
+            continue
         start = time.perf_counter()
-        path = write_prepared(root, dtype, base)
+        path = write_prepared(root, dtype, base, model)
         print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
     if args.compile not in (None, "off"):
         from ..models.speed import SpeedSettings
@@ -133,7 +148,7 @@ def cmd_weights_prepare(args: argparse.Namespace) -> int:
         device = resolve_device()
         speed = SpeedSettings.default(device, args.compile)
         chosen = {"base_model": base.path} if base else {}
-        relighter = Relighter.load(root, device=str(device), speed=speed, **chosen)
+        relighter = Relighter.load(root, device=str(device), speed=speed, model=args.model, **chosen)
         report = relighter.compile_report or {}
         print(f"compiled for {device} in {report.get('compile_s', 0):.1f} s; cache in {root / 'compile-cache'}")
     return 0

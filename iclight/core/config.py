@@ -205,6 +205,13 @@ ATTENTION = Variable(
     "auto, flash, efficient, cudnn or math",
     "the scaled-dot-product attention backend tried first",
 )
+MODEL = Variable(
+    "ICLIGHT_MODEL",
+    _choice(*C.MODEL_CHOICES),
+    C.FBC,
+    "fbc (the background-conditioned model), fc (the text-conditioned one) or both",
+    "the IC-Light model loaded at boot and used by a relight that names none (both: fbc by default); docs/models.md",
+)
 MATTING = Variable(
     "ICLIGHT_MATTING",
     _choice(*C.MATTING_CHOICES),
@@ -262,6 +269,7 @@ VARIABLES: tuple[Variable, ...] = (
     UNET_GRAPHS,
     CHANNELS_LAST,
     ATTENTION,
+    MODEL,
     MATTING,
     BASE_MODEL,
     LORAS,

@@ -39,7 +39,6 @@ SEED_MIN = -(2**63)
 
 # A sequence's frames diffused together: at most what `number_of_images` allows in one request.
 SEQUENCE_MAX_WINDOW = 12
-RANDOM_SEED_BITS = 32
 
 
 @dataclass(frozen=True)
@@ -171,9 +170,51 @@ INPUTS: tuple[InputSpec, ...] = (
 )
 INPUT_SPECS: dict[str, InputSpec] = {spec.name: spec for spec in INPUTS}
 
+# -- the sibling hosted model, IC-Light fc (`zsxkib/ic-light`): a subject, a prompt and a light ---------
+
+FBC, FC = "fbc", "fc"
+MODELS: tuple[str, ...] = (FBC, FC)  # background-conditioned (the hosted `ic-light-background`), text-conditioned
+BOTH = "both"  # a process serving both models (ICLIGHT_MODEL)
+MODEL_CHOICES: tuple[str, ...] = (*MODELS, BOTH)
+SEED_BITS = {FBC: 32, FC: 16}  # a missing seed's draw: each hosted model's (fc's from 2 random bytes)
+NO_LIGHT = "None"  # fc: no initial light, text to image from noise
+FC_LIGHT_SOURCES: tuple[str, ...] = (NO_LIGHT, LEFT_LIGHT, RIGHT_LIGHT, TOP_LIGHT, BOTTOM_LIGHT)
+_FC_OWN = (
+    InputSpec(
+        "lowres_denoise",
+        float,
+        "Controls the amount of denoising applied when generating the initial latent from the background image "
+        "(higher = more adherence to the background, lower = more creative interpretation)",
+        default=0.9,
+        ge=0.1,
+        le=1,
+    ),
+    InputSpec(
+        "light_source",
+        str,
+        "The type and position of lighting to apply to the initial background latent",
+        default=NO_LIGHT,
+        choices=FC_LIGHT_SOURCES,
+    ),
+)
+# The hosted fc model's inputs, in its order: fbc's but the background, compute_normal and the light
+# sources, with lowres_denoise (the strength of the light as the first pass's start).
+FC_ORDER = (
+    "subject_image", "prompt", "appended_prompt", "negative_prompt", "width", "height", "steps", "cfg",
+    "highres_scale", "highres_denoise", "lowres_denoise", "light_source", "seed", "number_of_images",
+    "output_format", "output_quality",
+)  # fmt: skip
+FC_INPUT_SPECS: dict[str, InputSpec] = {s.name: s for s in INPUTS} | {s.name: s for s in _FC_OWN}
+FC_INPUTS: tuple[InputSpec, ...] = tuple(FC_INPUT_SPECS[name] for name in FC_ORDER)
+
 
 def default(name: str) -> Any:
     return INPUT_SPECS[name].default
+
+
+def served(choice: str) -> tuple[str, ...]:
+    """The models a choice of MODEL_CHOICES serves, the default one first."""
+    return MODELS if choice == BOTH else (choice,)
 
 
 # Model constants (IC-Light's published settings).
@@ -187,11 +228,14 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 CONDITION_CHANNELS = 8  # foreground latent (4) then background latent (4)
 UNET_IN_CHANNELS = 4 + CONDITION_CHANNELS
+# Each model's condition: fbc's foreground and background latents, fc's foreground latent alone.
+MODEL_CONDITION_CHANNELS = {FBC: CONDITION_CHANNELS, FC: 4}
 LATENT_FACTOR = 8
 HIGHRES_MULTIPLE = 64
 
 GREY = 127  # neutral fill of the subject-on-grey
 AMBIENT_GREY = 64
+FC_LIGHT_BRIGHT, FC_LIGHT_DARK = 255, 0  # the fc model's gradients, its first pass's start
 LIGHT_BRIGHT = 224
 LIGHT_DARK = 32
 RELIGHT_SIGMA = 0.0

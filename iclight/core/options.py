@@ -11,7 +11,7 @@ background, and a sequence's frames) are the doors' own arguments, not options.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,12 @@ LIGHT_HELP = {  # the flat settings of a designed light (core/light.py): (type, 
     "fill_strength": (float, "S", "0..1: how much the second light adds (default 0.5)"),
 }  # fmt: skip
 
+
+def _light_source(value: Any) -> str:
+    """A light source of either model's (`spec.py` checks it against the relight's model)."""
+    return V.choice("light_source", V.check(_SOURCE, value), (*C.LIGHT_SOURCES, C.NO_LIGHT))
+
+
 HOSTED: tuple[Option, ...] = (
     _hosted("prompt"),
     _hosted("appended_prompt"),
@@ -137,7 +143,13 @@ HOSTED: tuple[Option, ...] = (
     _hosted("cfg"),
     _hosted("highres_scale"),
     _hosted("highres_denoise"),
-    _hosted("light_source"),
+    replace(
+        _hosted("light_source"),
+        check=_light_source,
+        choices=(*C.LIGHT_SOURCES, C.NO_LIGHT),
+        help=f"{_hosted('light_source').help}; the fc model's: None (no light, what fc takes when none is given), "
+        f"{', '.join(C.FC_LIGHT_SOURCES[1:])}",
+    ),
     _hosted("seed"),
     _hosted("number_of_images", single=True),
 )
@@ -184,6 +196,14 @@ EXTRAS: tuple[Option, ...] = (
     Option("clip_skip", 1, lambda v: V.choice("clip_skip", V.check(_INT, v), CLIP_SKIPS),
            "1: the text encoder's last layer (the hosted model's); 2: the layer before it, which many "
            "community SD1.5 checkpoints are made for", "models", int, "N", choices=CLIP_SKIPS),
+    Option("model", C.FBC, lambda v: V.choice("model", v, C.MODELS),
+           "the IC-Light model: fbc (a subject and a background, the default) or fc (a subject, a prompt and "
+           "a light, no background); default ICLIGHT_MODEL", "models", str, choices=C.MODELS),
+    _number("lowres_denoise", None, "fc: the first pass starts from the light's latent at this denoise (the "
+            "hosted fc model's; default 0.9)", "models", "DENOISE", 0.1, 1),
+    Option("highres_pass", True, lambda v: V.boolean("highres_pass", v), "end after the low-res pass: its "
+           "image is the result (as Light-A-Video's relighting stage does)", "models", bool,
+           flag="--no-highres-pass"),
 )  # fmt: skip
 SEQUENCE: tuple[Option, ...] = (  # a sequence's id holds its every setting (`SequenceSpec.record`)
     _number("consistency", 0.5, "consistent light attention's mix (0: every frame on its own)", "sequence",
@@ -194,7 +214,8 @@ SEQUENCE: tuple[Option, ...] = (  # a sequence's id holds its every setting (`Se
     Option("smooth_mattes", True, lambda v: V.boolean("smooth_mattes", v),
            "leave each frame's estimated matte as it is", "sequence", bool, flag="--no-smooth-mattes",
            in_id=ALWAYS),
-    _number("window", 8, "frames diffused together", "sequence", None, 1, C.SEQUENCE_MAX_WINDOW, int, in_id=ALWAYS),
+    _number("window", 8, "frames diffused together (0: every frame in one window, as Light-A-Video does; its "
+            "memory grows with the frames)", "sequence", None, 0, C.SEQUENCE_MAX_WINDOW, int, in_id=ALWAYS),
     Option("layers", DEFAULT_LAYERS, lambda v: V.pattern("layers", v, (DEFAULT_LAYERS,)),
            "the attention layers consistency acts on: up-but-last (Light-A-Video's) or a regular expression "
            "over the UNet's module names", "sequence", str, in_id=ALWAYS),
@@ -210,8 +231,12 @@ SEQUENCE: tuple[Option, ...] = (  # a sequence's id holds its every setting (`Se
     _number("end", None, "the frame to stop before (default: the last)", "sequence", None, 0, None, int,
             in_id=ALWAYS),
     _number("stride", 1, "every N-th frame", "sequence", None, 1, None, int, in_id=ALWAYS),
+    Option("batch_noise", False, lambda v: V.boolean("batch_noise", v), "Light-A-Video's noise: every frame of "
+           "a window starts from one noise, and one generator draws each step's noise frame after frame (instead "
+           "of a seed per frame)", "sequence", bool),
 )  # fmt: skip
 _INT = C.InputSpec("clip_skip", int, "")
+_SOURCE = C.InputSpec("light_source", str, "")
 
 RELIGHT: tuple[Option, ...] = HOSTED + EXTRAS
 BY_NAME: dict[str, Option] = {o.name: o for o in (*RELIGHT, *OUTPUT, *SEQUENCE)}

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from . import config
 from . import constants as C
 from . import light as L
 from . import options as O
@@ -44,6 +45,8 @@ class Settings:
     sampler: str = O.HOSTED_SAMPLER
     light_start: float | None = None  # the first pass starts from the light's latent at this denoise
     clip_skip: int = 1
+    model: str = C.FBC
+    highres_pass: bool = True
 
     @property
     def highres_size(self) -> tuple[int, int]:
@@ -122,13 +125,24 @@ class RelightSpec:
     sampler: str
     light_start: float | None
     clip_skip: int
+    model: str
+    lowres_denoise: float | None  # fc: the first pass's start from its light (None: from noise)
+    highres_pass: bool
 
     @property
     def settings(self) -> Settings:
+        start = self.lowres_denoise if self.model == C.FC and self.lit else self.light_start
         return Settings(
             self.width, self.height, self.steps, self.cfg, self.highres_scale, self.highres_denoise,
-            self.sampler, self.light_start, self.clip_skip,
+            self.sampler, start, self.clip_skip, self.model, self.highres_pass,
         )  # fmt: skip
+
+    @property
+    def lit(self) -> bool:
+        """fc: whether the first pass starts from a light (a gradient, a designed light, a light map
+        or a panorama) rather than from noise."""
+        given = (self.light, self.light_map, self.hdri)
+        return self.light_source != C.NO_LIGHT or any(v is not None for v in given)
 
     @property
     def texts(self) -> tuple[str, str]:
@@ -175,6 +189,7 @@ class SequenceSpec:
     start: int
     end: int | None
     stride: int
+    batch_noise: bool  # one generator draws a window's noise frame after frame (Light-A-Video's)
 
     def seeds(self, count: int) -> list[int]:
         """Every frame's seed: the relight's for all (shared noise), or one more for each frame."""
@@ -203,10 +218,10 @@ def relight_spec(subject: Any, background: Any = None, prompt: Any = None, **opt
     _known(options, O.RELIGHT, "option")
     if subject is None:
         raise InputError("subject_image: required, but no value was given")
-    values = _checked(O.RELIGHT, options | {"prompt": prompt})
+    values = _checked(O.RELIGHT, _model_defaults(options) | {"prompt": prompt})
     values["light"] = _designed(values.pop("light"), {name: values.pop(name) for name in L.FIELDS})
     if values["seed"] is None:
-        values["seed"] = random_seed()
+        values["seed"] = random_seed(C.SEED_BITS[values["model"]])
     spec = RelightSpec(subject=subject, background=background, **values)
     _consistent(spec)
     return spec
@@ -235,6 +250,17 @@ def sequence_spec(frames: Any, background: Any = None, prompt: Any = None, **opt
 def encoding(output_format: Any = None, output_quality: Any = None) -> Encoding:
     values = _checked(O.OUTPUT, {"output_format": output_format, "output_quality": output_quality})
     return Encoding(values["output_format"], values["output_quality"])
+
+
+def _model_defaults(options: dict[str, Any]) -> dict[str, Any]:
+    """The options with the relight's model (ICLIGHT_MODEL's where none is given) and that model's
+    defaults where they differ from the table's (fc: no light source, the hosted lowres_denoise)."""
+    model = options.get("model") or config.MODEL.read()
+    found = options | {"model": C.served(model)[0]}
+    if found["model"] == C.FC:
+        for name in ("light_source", "lowres_denoise"):
+            found[name] = C.FC_INPUT_SPECS[name].default if found.get(name) is None else found[name]
+    return found
 
 
 def _known(given: dict[str, Any], table: tuple[O.Option, ...], what: str) -> None:
@@ -268,6 +294,7 @@ def _given(value: Any) -> bool:
 
 def _consistent(s: RelightSpec) -> None:
     """An InputError naming the first input that contradicts another."""
+    _for_the_model(s)
     if s.compute_normal:
         extras = ("detail_transfer", "keep_background", "light", "light_map", "light_mix", "keep_colors")
         names = (*extras, "light_start", "hdri")
@@ -285,11 +312,37 @@ def _consistent(s: RelightSpec) -> None:
     check_light(s.light_source, s.background is not None, s.light, s.light_map is not None, s.light_mix)
 
 
+def _for_the_model(s: RelightSpec) -> None:
+    """An InputError naming an input the relight's model cannot use, and the model."""
+    if s.model == C.FBC:
+        if s.lowres_denoise is not None:
+            raise InputError(
+                "lowres_denoise: the fbc model takes none (light_start starts its first pass from a light)"
+            )
+        if s.light_source == C.NO_LIGHT:
+            raise InputError(
+                f"light_source: {C.NO_LIGHT!r} is the fc model's; the fbc model's: {list(C.LIGHT_SOURCES)}"
+            )
+        return
+    if s.background is not None:
+        raise InputError(
+            "background_image: the fc model takes no background; its light is light_source, a designed light, a "
+            "light map or an HDRI (model fbc relights to a background)"
+        )
+    if s.light_source not in C.FC_LIGHT_SOURCES:
+        raise InputError(
+            f"light_source: {s.light_source!r} is not the fc model's; choose one of {list(C.FC_LIGHT_SOURCES)}"
+        )
+    for name, why in (("compute_normal", "relights under fbc's four lights"), ("light_start", "uses lowres_denoise")):
+        if _given(getattr(s, name)):
+            raise InputError(f"{name}: the fc model takes none ({name} {why})")
+
+
 def _hdri_alone(s: RelightSpec) -> None:
     """A panorama is the background and the light: nothing else may claim to be either."""
     if s.background is not None:
         raise InputError("hdri: cannot be combined with a background image (the panorama's view is the background)")
-    if s.light_source != C.BACKGROUND_IMAGE:
+    if s.light_source not in (C.BACKGROUND_IMAGE, C.NO_LIGHT):
         raise InputError(f"light_source: {s.light_source!r} contradicts hdri; leave the default (the panorama's view)")
     for name in ("light", "light_map", "light_mix"):
         if getattr(s, name) is not None:
@@ -308,7 +361,7 @@ def check_light(source: str, background: bool, light: L.Light | None, light_map:
         raise InputError(f"light_mix: light_source {source!r} has no light to mix; pick a light or design one")
     if light_map and light is not None:
         raise InputError("light_map: cannot be combined with light settings (light_angle, light_color, ...)")
-    if (light_map or light is not None) and source not in (C.BACKGROUND_IMAGE, *L.PRESET_ANGLES):
+    if (light_map or light is not None) and source not in (C.BACKGROUND_IMAGE, C.NO_LIGHT, *L.PRESET_ANGLES):
         what = "light_map" if light_map else "light settings"
         raise InputError(f"light_source: {source!r} contradicts {what}; use a gradient or the default")
     preset = L.PRESET_ANGLES.get(source)

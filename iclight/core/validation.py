@@ -19,9 +19,9 @@ class InputError(ValueError):
     """A bad input value; the message starts with the input's name."""
 
 
-def random_seed() -> int:
-    """A full-range random seed (32 bits), for a request that gives none."""
-    return int.from_bytes(os.urandom(C.RANDOM_SEED_BITS // 8), "big")
+def random_seed(bits: int = 32) -> int:
+    """A random seed of `bits` bits (the hosted models': `constants.SEED_BITS`), for a request that gives none."""
+    return int.from_bytes(os.urandom(bits // 8), "big")
 
 
 def number(

@@ -5,6 +5,10 @@ model offers seven; here any of them is made from a description (`core/light.py`
 map (any image, resized and cropped as a background is), or blended into the uploaded background
 (`light_mix`), so a scene keeps its own content and still gets light from a chosen side. The door
 (`core/spec.py`) has checked that the light source, the background and the light agree.
+
+The text-conditioned model (fc) sees no background: its light is where its first pass starts (its
+latent, noised to `lowres_denoise`). Its gradients run from 255 to 0, its "None" is no light at
+all (the pass starts from noise), and the designed lights and light maps serve it the same way.
 """
 
 from __future__ import annotations
@@ -27,19 +31,25 @@ def preset(light_source: str) -> Light | None:
     return None if angle is None else Light(angle=angle)
 
 
-def light_background(light_source: str, width: int, height: int, uploaded: np.ndarray | None) -> np.ndarray:
-    """The image that conditions the UNet for a hosted light source (before resizing)."""
+def light_background(
+    light_source: str, width: int, height: int, uploaded: np.ndarray | None, model: str = C.FBC
+) -> np.ndarray | None:
+    """The image that conditions the UNet for a hosted light source (before resizing); for the fc
+    model, the light its first pass starts from (None for its "None")."""
+    if light_source == C.NO_LIGHT:
+        return None
     if light_source == C.BACKGROUND_IMAGE:
         return uploaded
     if light_source == C.FLIPPED_BACKGROUND_IMAGE:
         return np.ascontiguousarray(np.fliplr(uploaded))
     if light_source == C.AMBIENT:
         return np.zeros((height, width, 3), dtype=np.uint8) + C.AMBIENT_GREY
+    bright, dark = (C.FC_LIGHT_BRIGHT, C.FC_LIGHT_DARK) if model == C.FC else (C.LIGHT_BRIGHT, C.LIGHT_DARK)
     ramps = {
-        C.LEFT_LIGHT: (C.LIGHT_BRIGHT, C.LIGHT_DARK, False),
-        C.RIGHT_LIGHT: (C.LIGHT_DARK, C.LIGHT_BRIGHT, False),
-        C.TOP_LIGHT: (C.LIGHT_BRIGHT, C.LIGHT_DARK, True),
-        C.BOTTOM_LIGHT: (C.LIGHT_DARK, C.LIGHT_BRIGHT, True),
+        C.LEFT_LIGHT: (bright, dark, False),
+        C.RIGHT_LIGHT: (dark, bright, False),
+        C.TOP_LIGHT: (bright, dark, True),
+        C.BOTTOM_LIGHT: (dark, bright, True),
     }
     start, stop, vertical = ramps[light_source]
     if vertical:
@@ -98,15 +108,17 @@ def condition_image(
     light: Light | None = None,
     light_map: np.ndarray | None = None,
     mix: float | None = None,
-) -> np.ndarray:
-    """What conditions the UNet for these settings (before it is resized and cropped).
+    model: str = C.FBC,
+) -> np.ndarray | None:
+    """What conditions the UNet for these settings (before it is resized and cropped); for the
+    fc model, the light its first pass starts from (None: from noise).
 
     With none of `light`, `light_map` and `mix`, this is the hosted model's choice. With `mix`,
     the light is made at the background's size and blended into it: 0 the background alone, 1
     the light alone."""
     mixing = mix is not None and mix < 1.0
     size = (background.shape[1], background.shape[0]) if mixing else (width, height)
-    lit = _light(light_source, background, *size, light, light_map)
+    lit = _light(light_source, background, *size, light, light_map, model)
     if not mixing:
         return lit
     if lit.shape[:2] != background.shape[:2]:  # a light map of another size
@@ -121,10 +133,11 @@ def _light(
     height: int,
     light: Light | None,
     light_map: np.ndarray | None,
-) -> np.ndarray:
+    model: str,
+) -> np.ndarray | None:
     if light_map is not None:
         return light_map
     if light is None:
-        return light_background(light_source, width, height, background)
+        return light_background(light_source, width, height, background, model)
     angle = PRESET_ANGLES.get(light_source, DEFAULT_ANGLE)
     return design(light, width, height, default_angle=angle)

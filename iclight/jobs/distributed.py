@@ -38,6 +38,7 @@ class RaySettings:
     device: str | None = None
     base_model: str | None = None  # None: ICLIGHT_BASE_MODEL on the workers, else the bundled one
     matting: str | None = None  # None: ICLIGHT_MATTING on the workers, else rmbg-1.4
+    model: str | None = None  # the IC-Light models served (fbc, fc, both); None: ICLIGHT_MODEL on the workers
 
 
 class RelightWorker:
@@ -50,6 +51,7 @@ class RelightWorker:
         threads: int,
         base_model: str | None = None,
         matting: str | None = None,
+        model: str | None = None,
     ) -> None:
         import torch
 
@@ -57,7 +59,9 @@ class RelightWorker:
 
         logging.basicConfig(level=logging.WARNING)
         torch.set_num_threads(max(1, threads))
-        self.relighter = Relighter.load(weights, device=device, base_model=base_model, matting_choice=matting)
+        self.relighter = Relighter.load(
+            weights, device=device, base_model=base_model, matting_choice=matting, model=model
+        )
         self.plans: dict = {}  # the sequence plans of the windows this actor ran
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
@@ -128,6 +132,7 @@ def ray_executor(settings: RaySettings):
                 "threads": int(settings.cpus_per_worker),
                 "base_model": settings.base_model,
                 "matting": settings.matting,
+                "model": settings.model,
             },
             batch_size=1,
             compute=ActorPoolStrategy(size=settings.workers),

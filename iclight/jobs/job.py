@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core import constants as C
 from ..core.spec import Encoding, RelightSpec, SequenceSpec
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
@@ -25,10 +26,20 @@ class Job:
     key: str = ""  # what the job is (its files and settings, a seed only where one was given)
 
     @property
+    def relight(self) -> RelightSpec | None:
+        """The relight (a sequence's: the one its frames share)."""
+        return self.spec.relight if isinstance(self.spec, SequenceSpec) else self.spec
+
+    @property
     def seed(self) -> int | None:
-        if self.spec is None:
-            return None
-        return self.spec.relight.seed if isinstance(self.spec, SequenceSpec) else self.spec.seed
+        return None if self.relight is None else self.relight.seed
+
+
+def models_for(jobs: list[Job]) -> str | None:
+    """The IC-Light models a relighter must serve to run every job that can run: fbc, fc or both
+    (None where no job can run)."""
+    found = {job.relight.model for job in jobs if job.relight is not None}
+    return C.BOTH if len(found) > 1 else next(iter(found), None)
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,8 @@ def _key(
     key = {k: None if v is None else _relative(v, folder) for k, v in ({d: files[d] for d in DOORS} | named).items()}
     params = {o.name: _id_value(o, relight, values, encoded) for o in (*O.RELIGHT, *O.OUTPUT) if _counts(o, relight)}
     if isinstance(spec, SequenceSpec):
-        params["sequence"] = spec.record() | {"masks": files["masks"] and _relative(files["masks"], folder)}
+        own = {o.name: getattr(spec, o.name) for o in O.SEQUENCE if not o.is_file and _counts(o, spec)}
+        params["sequence"] = own | {"masks": files["masks"] and _relative(files["masks"], folder)}
     found = {"files": key, "params": params, "save_matte": save_matte}
     if identity is not None:
         inputs = [path for name, path in files.items() if name != "sequence" and path]
@@ -210,7 +211,7 @@ def _key(
     return _digest(found)
 
 
-def _counts(option: O.Option, spec: RelightSpec) -> bool:
+def _counts(option: O.Option, spec: RelightSpec | SequenceSpec) -> bool:
     """Whether a job's id counts `option`: an option of the first ids always, a later one where set."""
     if option.kind is None or option.is_file:  # a `Light` (its settings count one by one); files count as files
         return False

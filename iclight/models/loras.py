@@ -24,10 +24,11 @@ log = logging.getLogger("iclight")
 
 
 class Loras:
-    """The adapters loaded into one UNet and text encoder, and which are active at what scale."""
+    """The adapters loaded into the UNets served (one per IC-Light model: a LoRA of SD1.5 fits
+    both) and their one text encoder, and which are active at what scale."""
 
-    def __init__(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> None:
-        self.unet, self.text_encoder = unet, text_encoder
+    def __init__(self, unets: tuple[UNet2DConditionModel, ...], text_encoder: CLIPTextModel) -> None:
+        self.unets, self.text_encoder = unets, text_encoder
         self.names: dict[tuple[str, str], str] = {}  # (path, sha256) -> adapter name
         self.in_text: set[str] = set()  # adapters with text-encoder weights
         self.active: tuple[tuple[str, float], ...] = ()
@@ -62,11 +63,12 @@ class Loras:
 
         names, scales = [n for n, _ in wanted], [s for _, s in wanted]
         text = [(n, s) for n, s in wanted if n in self.in_text]
-        if names:  # (disabled adapters stay disabled until enabled again, whatever is set active)
-            self.unet.enable_lora()
-            self.unet.set_adapters(names, scales)
-        elif self._injected:
-            self.unet.disable_lora()
+        for unet in self.unets:
+            if names:  # (disabled adapters stay disabled until enabled again, whatever is set active)
+                unet.enable_lora()
+                unet.set_adapters(names, scales)
+            elif _injected(unet):
+                unet.disable_lora()
         if text:
             enable_lora_for_text_encoder(self.text_encoder)
             set_adapters_for_text_encoder([n for n, _ in text], self.text_encoder, [s for _, s in text])
@@ -75,13 +77,9 @@ class Loras:
         # peft makes the adapters it activates trainable: frozen like the rest, or a graph capture
         # takes their weights for values to differentiate (a trace refuses them; CUDA graph
         # capture would record a backward pass too)
-        self.unet.requires_grad_(False)
-        self.text_encoder.requires_grad_(False)
+        for module in (*self.unets, self.text_encoder):
+            module.requires_grad_(False)
         self.active = wanted
-
-    @property
-    def _injected(self) -> bool:
-        return getattr(self.unet, "peft_config", None) is not None and bool(self.unet.peft_config)
 
     def _in_text_encoder(self) -> bool:
         return bool(getattr(self.text_encoder, "peft_config", None))
@@ -112,14 +110,15 @@ class Loras:
         text_keys = {k: v for k, v in state.items() if k.startswith("text_encoder.")}
         if not unet_keys and not text_keys:
             raise InputError(f"loras: {path} has no UNet or text-encoder weights of an SD1.5 LoRA")
-        if unfuse_qkv(self.unet):
+        if any([unfuse_qkv(unet) for unet in self.unets]):
             log.info("unfused the UNet's QKV projections for LoRAs")
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 # peft warns whenever a second adapter joins a model: keeping several is the point here
                 warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-                if unet_keys:
-                    StableDiffusionLoraLoaderMixin.load_lora_into_unet(unet_keys, alphas, self.unet, adapter_name=name)
+                for unet in self.unets if unet_keys else ():  # (a copy each: the loader may consume them)
+                    load_unet_lora = StableDiffusionLoraLoaderMixin.load_lora_into_unet
+                    load_unet_lora(dict(unet_keys), alphas and dict(alphas), unet, adapter_name=name)
                 if text_keys:
                     # transformers' load report would list every other adapter's weights as missing here
                     with _quiet(logging.getLogger("transformers.integrations.peft")):
@@ -136,12 +135,17 @@ class Loras:
 
     def _remove(self, name: str) -> None:
         """What a load that failed half-way injected under `name`, deleted."""
-        if name in (getattr(self.unet, "peft_config", None) or {}):
-            self.unet.delete_adapters(name)
+        for unet in self.unets:
+            if name in (getattr(unet, "peft_config", None) or {}):
+                unet.delete_adapters(name)
         if name in (getattr(self.text_encoder, "peft_config", None) or {}):
             from diffusers.utils.peft_utils import delete_adapter_layers
 
             delete_adapter_layers(self.text_encoder, name)
+
+
+def _injected(unet: UNet2DConditionModel) -> bool:
+    return bool(getattr(unet, "peft_config", None))
 
 
 @contextmanager

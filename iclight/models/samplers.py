@@ -30,8 +30,9 @@ SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
 
 
 def make(name: str):
-    """A fresh scheduler for `name`; `members` is what a shared batch gives it (`sharing.py`)."""
+    """A fresh scheduler for `name`; `members` and `one_start` are what a shared batch gives it
+    (`sharing.py`)."""
     cls, settings = SCHEDULERS[name]
     scheduler = cls(**(C.SCHEDULER_CONFIG if name == HOSTED_SAMPLER else SCHEDULE | settings))
-    scheduler.members = None
+    scheduler.members, scheduler.one_start = None, False
     return scheduler

@@ -33,7 +33,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -111,40 +111,47 @@ def compile_request(mode: str) -> dict[str, bool]:
 
 def apply(
     settings: SpeedSettings,
-    unet: ConditionedUNet,
+    unets: Sequence[ConditionedUNet],
     vae: AutoencoderKL,
     device: torch.device,
     capture: Capture | None = None,
 ) -> tuple[Compiled, ...]:
-    """Put `settings` into effect on freshly loaded models (once: fusing and compiling change the
-    modules in place); returns what was compiled, to be warmed up. `capture` records the UNet's
-    graphs (default: CUDA graph capture; the CPU's emulation of a deployment gives its own)."""
+    """Put `settings` into effect on freshly loaded models, each UNet served and the VAE they share
+    (once: fusing and compiling change the modules in place); returns what was compiled, to be
+    warmed up. `capture` records the UNets' graphs (default: CUDA graph capture; the CPU's
+    emulation of a deployment gives its own)."""
     problems = settings.problems()
     if problems:
         raise ValueError("; ".join(problems))
+    if settings.unet_graphs and capture is None and device.type != "cuda":
+        raise ValueError(f"unet_graphs: CUDA graphs need a CUDA device, not {device}")
+    if settings.fused_qkv:
+        fuse_qkv(vae)
+    if settings.channels_last:
+        vae.to(memory_format=torch.channels_last)
+    found = [part for unet in unets for part in _apply_to_unet(settings, unet, capture)]
+    if settings.compile and settings.compile_vae:
+        given = options(settings)
+        vae.encoder = CompiledModule(vae.encoder, "the compiled VAE encoder", **given)
+        vae.decoder = CompiledModule(vae.decoder, "the compiled VAE decoder", **given)
+        found += [vae.encoder.call, vae.decoder.call]
+    return tuple(found)
+
+
+def _apply_to_unet(settings: SpeedSettings, unet: ConditionedUNet, capture: Capture | None) -> list[Compiled]:
     if settings.fused_qkv:
         if has_lora_layers(unet.unet):
             log.info("fused QKV: the VAE only (the UNet's LoRAs target its separate projections)")
         else:
             fuse_qkv(unet.unet)
-        fuse_qkv(vae)
     if settings.channels_last:
         unet.unet.to(memory_format=torch.channels_last)
-        vae.to(memory_format=torch.channels_last)
     if settings.unet_graphs:
-        if capture is None and device.type != "cuda":
-            raise ValueError(f"unet_graphs: CUDA graphs need a CUDA device, not {device}")
         unet.fast = UNetGraphs(unet.core, capture or cuda_capture())
     if not settings.compile:
-        return ()
-    given = options(settings)
-    unet.fast = Compiled(unet.core, "the compiled UNet", fullgraph=True, **given)
-    found = [unet.fast]
-    if settings.compile_vae:
-        vae.encoder = CompiledModule(vae.encoder, "the compiled VAE encoder", **given)
-        vae.decoder = CompiledModule(vae.decoder, "the compiled VAE decoder", **given)
-        found += [vae.encoder.call, vae.decoder.call]
-    return tuple(found)
+        return []
+    unet.fast = Compiled(unet.core, f"the compiled {unet.model} UNet", fullgraph=True, **options(settings))
+    return [unet.fast]
 
 
 @contextlib.contextmanager

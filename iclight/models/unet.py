@@ -1,4 +1,5 @@
-"""The IC-Light fbc UNet: SD1.5 with a 12-channel `conv_in` and merged offset weights."""
+"""The IC-Light UNets: SD1.5 with a wider `conv_in` and merged offset weights: 12 channels for fbc
+(noise, the subject's latent and the background's), 8 for fc (noise and the subject's)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,29 @@ if TYPE_CHECKING:
     from .loras import Loras
 
 MAPPED_WINDOW = 512 << 20
+IN_CHANNELS = {model: 4 + channels for model, channels in C.MODEL_CONDITION_CHANNELS.items()}
+
+
+def model_of(path: str | Path, name: str = "conv_in.weight") -> str:
+    """The IC-Light model whose `conv_in` a weights file holds (an offset or a prepared UNet), read
+    from its width; a ValueError naming the file where it is neither model's."""
+    with safe_open(str(path), framework="pt") as f:
+        width = f.get_slice(name).get_shape()[1] if name in set(f.keys()) else None
+    found = [model for model, channels in IN_CHANNELS.items() if channels == width]
+    if not found:
+        widths = ", ".join(f"{c} ({m})" for m, c in IN_CHANNELS.items())
+        raise ValueError(f"{path}: its {name} takes {width} channels, an IC-Light model's {widths}")
+    return found[0]
+
+
+def check_model(path: str | Path, model: str) -> None:
+    """A ValueError where `path` holds another model's `conv_in` than `model`'s."""
+    found = model_of(path)
+    if found != model:
+        raise ValueError(
+            f"{path}: holds the {found} model's UNet (conv_in {IN_CHANNELS[found]} channels wide), not the {model} "
+            f"model's ({IN_CHANNELS[model]})"
+        )
 
 
 @torch.no_grad()
@@ -43,12 +67,12 @@ def widen_conv_in(unet: UNet2DConditionModel, in_channels: int = C.UNET_IN_CHANN
     unet.conv_in = new
 
 
-def empty_unet(config_dir: str | Path) -> UNet2DConditionModel:
-    """The widened UNet with no storage yet (meta tensors), to be filled by `assign`."""
+def empty_unet(config_dir: str | Path, model: str = C.FBC) -> UNet2DConditionModel:
+    """`model`'s widened UNet with no storage yet (meta tensors), to be filled by `assign`."""
     config = UNet2DConditionModel.load_config(config_dir)
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(config)
-    widen_conv_in(unet)
+    widen_conv_in(unet, IN_CHANNELS[model])
     return unet
 
 
@@ -63,7 +87,8 @@ def merged_state(
 
     The base is a safetensors file or tensors already in memory (a converted single-file
     checkpoint: `basemodel.py`). Strict: both must have the same keys, with the offset's
-    `conv_in.weight` 12 channels wide. The sum is taken in float32 and rounded to `dtype` once.
+    `conv_in.weight` as wide as its model's (12 channels for fbc, 8 for fc). The sum is taken in
+    float32 and rounded to `dtype` once.
     """
     with _base_tensors(base_path) as (keys, get):
         with safe_open(str(offset_path), framework="pt", device="cpu") as offset:
@@ -124,11 +149,12 @@ class Fast(Protocol):
 
 
 class ConditionedUNet(nn.Module):
-    """Feeds the UNet its noisy latent joined with the 8-channel fg/bg condition.
+    """Feeds the UNet its noisy latent joined with its condition: fbc's 8 channels (the subject's
+    latent, then the background's), fc's 4 (the subject's).
 
     The condition travels in `cross_attention_kwargs["concat_conds"]`, so the stock diffusers
     pipelines drive it unchanged and no state is kept between calls. The join happens here, before
-    the UNet's core: a graph or compiled code sees one 12-channel sample whatever the condition's
+    the UNet's core: a graph or compiled code sees one joined sample whatever the condition's
     batch (one for a lone relight, one per image for a shared batch). With `fast` set (the speed
     settings, `speed.apply`), plain calls go through it, keyed on `computation()`: the active LoRAs
     (`adapters`) and the attention processors in place.
@@ -164,6 +190,11 @@ class ConditionedUNet(nn.Module):
     @property
     def config(self):
         return self.unet.config
+
+    @property
+    def model(self) -> str:
+        """The IC-Light model this UNet is (fbc, fc), from its `conv_in`'s width."""
+        return next(m for m, channels in IN_CHANNELS.items() if channels == self.unet.conv_in.in_channels)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -1,4 +1,5 @@
-"""One run's diffusion: the low-res text-to-image pass, then the high-res image-to-image pass.
+"""One run's diffusion: the low-res pass (text to image, or image to image from a light), then
+the high-res image-to-image pass.
 
 A `Diffusion` is made for each run from the relighter's loaded models and everything that varies
 per run: the sampler's fresh scheduler (with a shared batch's members), the VAE's tiling and
@@ -15,9 +16,10 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
+from ..core import constants as C
 from ..core.hooks import Hooks
 from ..core.spec import Settings, ran
-from ..imaging.images import resize, resize_and_center_crop
+from ..imaging.images import resize, resize_and_center_crop, unit_to_uint8
 from ..imaging.tensors import to_tensor, to_uint8, to_unit
 from ..models import samplers
 from ..models.previews import Previews
@@ -32,6 +34,14 @@ VAE_TILE_ABOVE = 2048  # high-res side (px) above which the VAE works in tiles o
 # it takes the batch at once like the hosted code: 6% faster with 4 images at the defaults on an
 # H200, at twice the peak memory (docs/performance.md).
 VAE_SLICE_ABOVE = 4_000_000
+
+
+def pixels(s: Settings, decoded: torch.Tensor) -> list[np.ndarray]:
+    """Decoded images as 8-bit HWC, each hosted model's way: fbc's through floats in [0, 1], fc's
+    at once (as between the passes); the two differ by one grey level here and there."""
+    if s.model == C.FC:
+        return to_uint8(decoded)
+    return [unit_to_uint8(x) for x in to_unit(decoded)]
 
 
 def vae_slicing(s: Settings, count: int) -> bool:
@@ -56,14 +66,21 @@ class Models:
 
 
 class Diffusion:
-    """Both passes for one run: `members` (a shared batch) each draw their own noise."""
+    """Both passes for one run: `members` (a shared batch) each draw their own noise, or with
+    `one_start` one stream for all (`models/sharing.py`)."""
 
     def __init__(
-        self, models: Models, s: Settings, count: int, hooks: Hooks, members: list[Member] | None = None
+        self,
+        models: Models,
+        s: Settings,
+        count: int,
+        hooks: Hooks,
+        members: list[Member] | None = None,
+        one_start: bool = False,
     ) -> None:
         self.models, self.s, self.hooks, self.members = models, s, hooks, members
         self.scheduler = samplers.make(s.sampler)
-        self.scheduler.members = members
+        self.scheduler.members, self.scheduler.one_start = members, one_start
         parts = dict(
             vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, unet=models.unet,
             scheduler=self.scheduler, safety_checker=None, feature_extractor=None, image_encoder=None,
@@ -78,10 +95,12 @@ class Diffusion:
         self.vae.use_tiling, self.vae.use_slicing = cuda and vae_tiling(s), cuda and vae_slicing(s, count)
         self.previews = Previews(hooks.previews) if hooks.previews else None
 
-    def run(self, fg, bg, embeds, count: int, seed: int | None, stage: StageTimer) -> list[np.ndarray]:
-        """Low-res text-to-image, then high-res latent refinement; floats in [0, 1]. In a shared
-        batch, `fg` and `bg` are lists (one per member), `seed` is None and the members' own
-        generators draw the noise."""
+    def run(self, fg, bg, embeds, count: int, seed: int | None, stage: StageTimer) -> torch.Tensor:
+        """The low-res pass, then (unless the settings skip it) the high-res latent refinement:
+        the decoded images, in [-1, 1] (`pixels` makes them 8-bit). `bg` is the background or the
+        light (the fc model's first pass's start; None: from noise). In a shared batch, `fg` and
+        `bg` are lists (one per member), `seed` is None and the members' own generators draw the
+        noise."""
         s, unet = self.s, self.models.unet
         rng = None if seed is None else torch.Generator(device=unet.device).manual_seed(seed)
         pos, neg = embeds
@@ -91,6 +110,9 @@ class Diffusion:
         )  # fmt: skip
         with stage("low-res diffusion"):
             latents = self._first_pass(fg, bg, common)
+        if not s.highres_pass:
+            with stage("final decode"):
+                return self.decode(latents)
         hw, hh = s.highres_size
         with stage("high-res condition"):
             # Before the decode waits for the low-res pass: on CUDA the host resizes fg and bg
@@ -103,7 +125,7 @@ class Diffusion:
         with stage("high-res diffusion"):
             latents = self._second_pass(latents, cond, common)
         with stage("final decode"):
-            return to_unit(self.decode(latents))
+            return self.decode(latents)
 
     def _second_pass(self, latents: torch.Tensor, cond: torch.Tensor, common: dict) -> torch.Tensor:
         s = self.s
@@ -130,18 +152,19 @@ class Diffusion:
         ).images  # fmt: skip
 
     def condition(self, fg, bg, width: int, height: int) -> torch.Tensor:
-        """fg and bg latents joined on channels, in the UNet's dtype (cast once, not at every step):
-        [1, 8, h, w]; in a shared batch, one per image of each member."""
+        """The UNet's condition, in its dtype (cast once, not at every step): fbc's fg and bg
+        latents joined on channels [1, 8, h, w], fc's fg latent [1, 4, h, w]; in a shared batch,
+        one per image of each member."""
         if isinstance(fg, list):
             conds = [self.condition(f, b, width, height) for f, b in zip(fg, bg, strict=True)]
             return torch.cat([c.expand(m.count, -1, -1, -1) for c, m in zip(conds, self.members, strict=True)])
-        pair = [resize_and_center_crop(fg, width, height), resize_and_center_crop(bg, width, height)]
-        latents = self.encode(to_tensor(pair))
+        seen = (fg, bg) if self.s.model == C.FBC else (fg,)
+        latents = self.encode(to_tensor([resize_and_center_crop(image, width, height) for image in seen]))
         return latents.reshape(1, -1, *latents.shape[2:]).to(self.models.unet.dtype)
 
     def light_latents(self, bg) -> torch.Tensor:
-        """The light (the condition's background image) as a latent at the low-res size; in a
-        shared batch one per image of each member."""
+        """The light (fbc: the condition's background image; fc: its light) as a latent at the
+        low-res size; in a shared batch one per image of each member."""
         if isinstance(bg, list):
             parts = [self.light_latents(b) for b in bg]
             return torch.cat([p.expand(m.count, -1, -1, -1) for p, m in zip(parts, self.members, strict=True)])

@@ -16,7 +16,7 @@ from ..imaging.colors import keep_colors
 from ..imaging.compositing import keep_background, on_grey, transfer_detail
 from ..imaging.images import fit_mask, load_image, load_image_and_alpha
 from ..imaging.lighting import condition_image
-from ..matting.mattes import Mattes
+from ..matting.mattes import NONE, Mattes
 from ..models.prompts import PromptEncoder
 from ..models.timing import StageTimer
 
@@ -33,7 +33,7 @@ class Prepared:
     bg_upload: np.ndarray | None
     matte: np.ndarray  # HxWx1
     fg: np.ndarray
-    bg: np.ndarray | None  # None with compute_normal: its four lights are made per pass
+    bg: np.ndarray | None  # fc: its light (None: none); None with compute_normal: its lights are made per pass
     embeds: tuple[torch.Tensor, torch.Tensor]
 
 
@@ -56,7 +56,7 @@ def prepare_relight(spec: RelightSpec, caches: Caches, variant: tuple, device: t
     bg_upload = None if spec.background is None else load_image(spec.background, "background_image")
     light_map = None if spec.light_map is None else load_image(spec.light_map, "light_map")
     with stage("background removal"):
-        matte = matte_of(image, alpha, spec.mask, caches.mattes, spec.matting)
+        matte = matte_of(image, alpha, spec.mask, caches.mattes, spec.matting, whole=spec.model == C.FC)
         fg = on_grey(image, matte, C.NORMAL_SIGMA if spec.compute_normal else C.RELIGHT_SIGMA)
     with stage("text"):
         embeds = caches.prompts(*spec.texts, spec.clip_skip, variant)
@@ -76,7 +76,8 @@ def condition_of(
     with its light; and, from a panorama, at the output's size the view the relit subject is put
     over where `keep_background` asks. The web app's light preview shows the same image."""
     if s.hdri is None:
-        return condition_image(s.light_source, background, s.width, s.height, s.light, light_map, s.light_mix), None
+        found = condition_image(s.light_source, background, s.width, s.height, s.light, light_map, s.light_mix, s.model)
+        return found, None
     pano, light = panoramas.get(s.hdri)
     turn = (s.hdri_heading, s.hdri_pitch, s.hdri_fov)
     cond, _, _, _ = hdri.condition(pano, light, s.width, s.height, *turn, s.hdri_exposure, s.hdri_light)
@@ -85,14 +86,22 @@ def condition_of(
 
 
 def matte_of(
-    image: np.ndarray, alpha: np.ndarray | None, mask: ImageLike | None, mattes: Mattes, choice: str | None
+    image: np.ndarray,
+    alpha: np.ndarray | None,
+    mask: ImageLike | None,
+    mattes: Mattes,
+    choice: str | None,
+    whole: bool = False,
 ) -> np.ndarray:
-    """A supplied mask, else the subject's own alpha, else the matting model's estimate (HxWx1)."""
+    """A supplied mask, else the subject's own alpha, else the matting model's estimate (HxWx1);
+    with `whole` (the fc model), matting `none` takes the whole frame as the subject."""
     if mask is not None:
         m = load_image(mask, "mask")[..., 0].astype(np.float32) / 255.0
         return fit_mask(m, image.shape[1], image.shape[0])[..., None]
     if alpha is not None:
         return alpha[..., None]
+    if whole and (choice or mattes.default) == NONE:
+        return np.ones((*image.shape[:2], 1), np.float32)
     return mattes.estimate(image, choice)
 
 

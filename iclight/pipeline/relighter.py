@@ -1,4 +1,5 @@
-"""The Relighter: loads once, relights many times (background-conditioned IC-Light).
+"""The Relighter: loads once, relights many times, with either IC-Light model or both (fbc:
+a subject and a background; fc: a subject, a prompt and a light).
 
 It holds the loaded models and their caches, nothing else. A relight is a checked `RelightSpec`
 (`core/spec.py`); what varies per run beyond it (the stop check, previews, progress bars, a
@@ -30,9 +31,10 @@ from ..core.spec import ImageLike, RelightSpec, Settings, relight_spec, sequence
 from ..core.validation import InputError, choice
 from ..imaging import hdri
 from ..imaging.compositing import on_grey
-from ..imaging.images import load_image_and_alpha, unit_to_uint8
+from ..imaging.images import load_image_and_alpha
 from ..imaging.lighting import light_background
 from ..imaging.normals import normal_map
+from ..imaging.tensors import to_unit
 from ..matting import mattes as matting
 from ..models.attention import Consistency
 from ..models.compiled import boot_compiled
@@ -49,7 +51,7 @@ from ..store.basemodel import resolve as resolve_base
 from ..store.fetch import HashCache
 from . import windows
 from .loading import Components, load_components, load_matting, resolve_device
-from .passes import Diffusion, Models
+from .passes import Diffusion, Models, pixels
 from .prepare import Caches, Prepared, finish, matte_of, prepare_relight
 from .results import GPUOutOfMemoryError, RelightResult, SequenceResult, Stopped
 
@@ -72,9 +74,10 @@ class Relighter:
         self._weights_hashes: dict[str, str] | None = None
         self.base_model = components.base
         self.default_loras = default_loras  # what a relight naming no LoRAs gets (ICLIGHT_LORAS)
-        self.adapters = Loras(components.unet, components.text_encoder)
-        self.unet = ConditionedUNet(components.unet, self.adapters)
-        self.models = Models(components.vae, self.unet, components.text_encoder, components.tokenizer)
+        self.adapters = Loras(tuple(components.unets.values()), components.text_encoder)
+        self.unets = {m: ConditionedUNet(unet, self.adapters) for m, unet in components.unets.items()}
+        parts = (components.text_encoder, components.tokenizer)
+        self._models = {m: Models(components.vae, unet, *parts) for m, unet in self.unets.items()}
         self.prompts = PromptEncoder(components.tokenizer, components.text_encoder)
         default = next(iter(components.matters), matting.NONE)
         loader = partial(self._load_matting, weights_root) if weights_root else None
@@ -96,6 +99,7 @@ class Relighter:
         base_vae: str | os.PathLike | None = None,
         loras: list | None = None,
         graph_capture: Capture | None = None,
+        model: str | None = None,
     ) -> Relighter:
         """Load from `weights_dir` (default: ICLIGHT_WEIGHTS_DIR, else weights/) onto `device`.
 
@@ -106,23 +110,40 @@ class Relighter:
         (`models/basemodel.py`; `base_vae`: its VAE file), `loras` (default ICLIGHT_LORAS) are
         loaded now and applied to every relight that names none of its own (`models/loras.py`).
         `graph_capture` records the UNet's graphs where `speed` asks for them (default: CUDA
-        graph capture; the CPU's emulation of a deployment gives one that runs there)."""
+        graph capture; the CPU's emulation of a deployment gives one that runs there). `model`
+        (default ICLIGHT_MODEL): fbc, fc or both, the IC-Light models served; a relight naming
+        none gets the first (fbc where both are)."""
         config.check()
         picked = choice("matting", matting_choice or config.MATTING.read(), C.MATTING_CHOICES)
+        served = C.served(choice("model", model or config.MODEL.read(), C.MODEL_CHOICES))
         base = resolve_base(base_model or config.BASE_MODEL.read(), base_vae)
         defaults = parse_loras(loras if loras is not None else [(str(p), s) for p, s in config.LORAS.read()]) or ()
         dev = resolve_device(device)
         start = time.perf_counter()
         root = layout.weights_dir(weights_dir)
-        relighter = cls(load_components(root, dev, use_prepared, picked, base), dev, root, defaults)
+        relighter = cls(load_components(root, dev, use_prepared, picked, base, served), dev, root, defaults)
         relighter.adapters.activate(defaults)  # before the speed settings: fusing and warm-up see them
         settings = speed or SpeedSettings.default(dev)
-        compiled = apply_speed(settings, relighter.unet, relighter.vae, dev, graph_capture)
+        compiled = apply_speed(settings, tuple(relighter.unets.values()), relighter.vae, dev, graph_capture)
         relighter.speed = settings
         if settings.compile:
             relighter.compile_report = boot_compiled(settings, dev, root, relighter.warm_up, compiled)
         log.info("ready on %s (%s) in %.2f s", dev, settings.label, time.perf_counter() - start)
         return relighter
+
+    @property
+    def model(self) -> str:
+        """The IC-Light model a relight naming none uses: the first served."""
+        return next(iter(self.unets))
+
+    @property
+    def unet(self) -> ConditionedUNet:
+        """The default model's UNet."""
+        return self.unets[self.model]
+
+    @property
+    def models(self) -> Models:
+        return self._models[self.model]
 
     @property
     def vae(self):
@@ -165,24 +186,28 @@ class Relighter:
         return found[..., 0], on_grey(image, found, C.RELIGHT_SIGMA)
 
     def warm_up(self) -> None:
-        """2-step relights through both passes at the hosted defaults' sizes, with the relighter's
-        LoRAs and, where it has some, without (compiles a compiled model for what it serves)."""
+        """2-step relights through both passes at the hosted defaults' sizes with every model
+        served, with the relighter's LoRAs and, where it has some, without (compiles a compiled
+        model for what it serves)."""
         subject = np.full((64, 64, 3), 200, np.uint8)
         mask = np.full((64, 64), 255, np.uint8)
         sizes = {name: C.default(name) for name in ("width", "height", "highres_scale")}  # the sizes served most
-        for loras in (None, []) if self.default_loras else (None,):
-            self.relight(
-                subject, None, "warm up", light_source=C.LEFT_LIGHT, steps=2, seed=0, mask=mask, loras=loras, **sizes
-            )
+        for model in self.unets:
+            for loras in (None, []) if self.default_loras else (None,):
+                self.relight(
+                    subject, None, "warm up", model=model, light_source=C.LEFT_LIGHT, steps=2, seed=0, mask=mask,
+                    loras=loras, **sizes,
+                )  # fmt: skip
 
     def relight(self, subject: ImageLike, background: ImageLike | None, prompt: str, **options: Any) -> RelightResult:
         """Relight `subject` to match `background` (or a synthetic light) as `prompt` says.
 
         Every hosted input is a keyword with the hosted default; beyond them `mask`, the light
         (`light=Light(...)` or its settings, `light_map`, `light_mix`), `detail_transfer`,
-        `keep_colors`, `keep_background`, `matting`, `loras`, `sampler`, `light_start` and
-        `clip_skip`: `iclight.core.options` says what each does, docs/ shows them in use."""
-        return self.run(relight_spec(subject, background, prompt, **options))
+        `keep_colors`, `keep_background`, `matting`, `loras`, `sampler`, `light_start`,
+        `clip_skip`, `model` (default: the first served), `lowres_denoise` and `highres_pass`:
+        `iclight.core.options` says what each does, docs/ shows them in use."""
+        return self.run(relight_spec(subject, background, prompt, **self._with_model(options)))
 
     def relight_sequence(
         self, frames: Any, background: ImageLike | None, prompt: str, **options: Any
@@ -196,10 +221,23 @@ class Relighter:
         `number_of_images` and `compute_normal`; `consistency`, `shared_noise`, `smooth_mattes`,
         `window`, `layers` and `hdri_turn` say how frames are relit together. Every frame is held
         in memory: the command line and manifests write long clips as they go."""
-        return windows.run(self, sequence_spec(frames, background, prompt, **options), NO_HOOKS)
+        return windows.run(self, sequence_spec(frames, background, prompt, **self._with_model(options)), NO_HOOKS)
+
+    def _with_model(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The options with this relighter's model where they name none."""
+        return options if options.get("model") is not None else options | {"model": self.model}
+
+    def check_served(self, spec: RelightSpec) -> None:
+        """An InputError naming `model` where this relighter does not serve the relight's."""
+        if spec.model not in self.unets:
+            raise InputError(
+                f"model: {spec.model!r} is not loaded here (this relighter serves {', '.join(self.unets)}); load it "
+                f"with model={spec.model!r} or 'both' (ICLIGHT_MODEL)"
+            )
 
     def run(self, spec: RelightSpec, hooks: Hooks = NO_HOOKS) -> RelightResult:
         """One checked relight (see `relight`)."""
+        self.check_served(spec)
         with self._lock:
             try:
                 with attention_backend(self.speed.attention):
@@ -216,19 +254,27 @@ class Relighter:
         return (spec.settings, chunks, self.loras_of(spec))
 
     def run_shared(
-        self, specs: list[RelightSpec], hooks: Hooks = NO_HOOKS, consistency: Consistency | None = None
+        self,
+        specs: list[RelightSpec],
+        hooks: Hooks = NO_HOOKS,
+        consistency: Consistency | None = None,
+        one_generator: bool = False,
     ) -> list[RelightResult | Exception]:
         """Relights with one `share_key` in one diffusion batch: each its own subject, background
         or light, prompts, seed and image count, and its own images; `consistency`: a sequence
-        window's light attention. A relight whose inputs fail fails alone (its exception in its
-        place); out of GPU memory, each is retried alone."""
+        window's light attention; `one_generator`: the first relight's seed draws every member's
+        noise in turn (a sequence's `batch_noise`), not each its own. A relight whose inputs fail
+        fails alone (its exception in its place); out of GPU memory, each is retried alone."""
         keys = {self.share_key(s) for s in specs}
         if len(keys) != 1 or None in keys:
             raise ValueError("run_shared: the requests cannot share a batch (see share_key)")
+        self.check_served(specs[0])
         with self._lock:
-            return self._run_shared(specs, hooks, consistency)
+            return self._run_shared(specs, hooks, consistency, one_generator)
 
-    def _run_shared(self, specs, hooks: Hooks, consistency: Consistency | None) -> list[RelightResult | Exception]:
+    def _run_shared(
+        self, specs, hooks: Hooks, consistency: Consistency | None, one_generator: bool
+    ) -> list[RelightResult | Exception]:
         s = specs[0].settings
         outcomes: list[RelightResult | Exception | None] = [None] * len(specs)
         shared = StageTimer(self.device, quiet=True)
@@ -243,9 +289,10 @@ class Relighter:
                 outcomes[i] = e
         if ready:
             try:
-                processors = consistency.processors(self.unet.unet) if consistency else {}
-                with attention_backend(self.speed.attention), self.unet.attention(processors):
-                    results = self._shared_passes([p for _, p in ready], s, shared, hooks)
+                unet = self.unets[s.model]
+                processors = consistency.processors(unet.unet) if consistency else {}
+                with attention_backend(self.speed.attention), unet.attention(processors):
+                    results = self._shared_passes([p for _, p in ready], s, shared, hooks, one_generator)
                 for (i, _), result in zip(ready, results, strict=True):
                     outcomes[i] = result
             except Stopped:
@@ -276,7 +323,7 @@ class Relighter:
         self._use(spec)
         p = self._prepared(spec, live=True)
         s, count = spec.settings, spec.count
-        diffusion = Diffusion(self.models, s, count, hooks)
+        diffusion = Diffusion(self._models[spec.model], s, count, hooks)
         if spec.compute_normal:
             runs = [
                 diffusion.run(
@@ -284,28 +331,32 @@ class Relighter:
                 )
                 for light in C.NORMAL_LIGHTS
             ]
-            images = normal_map(*(r[0] for r in runs), p.matte)
+            images = normal_map(*(to_unit(r)[0] for r in runs), p.matte)
         else:
-            floats = diffusion.run(p.fg, p.bg, p.embeds, count, spec.seed, p.stage)
-            images = [finish(spec, unit_to_uint8(x), p) for x in floats]
+            decoded = diffusion.run(p.fg, p.bg, p.embeds, count, spec.seed, p.stage)
+            images = [finish(spec, x, p) for x in pixels(s, decoded)]
         return RelightResult([Image.fromarray(x) for x in images], spec.seed, p.matte[..., 0], p.fg, p.stage.result())
 
     def _shared_passes(
-        self, prepared: list[Prepared], s: Settings, stage: StageTimer, hooks: Hooks
+        self, prepared: list[Prepared], s: Settings, stage: StageTimer, hooks: Hooks, one_generator: bool
     ) -> list[RelightResult]:
         """Both passes for every prepared relight at once (see `models/sharing.py`); `stage` times
         what the members share."""
-        members = [Member(p.spec.count, torch.Generator(device=self.device).manual_seed(p.spec.seed)) for p in prepared]
+        seeded = [torch.Generator(device=self.device).manual_seed(p.spec.seed) for p in prepared]
+        generators = [seeded[0]] * len(prepared) if one_generator else seeded
+        members = [Member(p.spec.count, g) for p, g in zip(prepared, generators, strict=True)]
         pos = torch.cat([p.embeds[0].expand(p.spec.count, -1, -1) for p in prepared])
         neg = torch.cat([p.embeds[1].expand(p.spec.count, -1, -1) for p in prepared])
-        diffusion = Diffusion(self.models, s, sum(m.count for m in members), hooks, members)
-        floats = diffusion.run([p.fg for p in prepared], [p.bg for p in prepared], (pos, neg), 1, None, stage)
+        count = sum(m.count for m in members)
+        diffusion = Diffusion(self._models[s.model], s, count, hooks, members, one_start=one_generator)
+        decoded = diffusion.run([p.fg for p in prepared], [p.bg for p in prepared], (pos, neg), 1, None, stage)
+        made = pixels(s, decoded)
         shared = stage.result()
         results, start = [], 0
         for p in prepared:
-            own = floats[start : start + p.spec.count]
+            own = made[start : start + p.spec.count]
             start += p.spec.count
-            images = [Image.fromarray(finish(p.spec, unit_to_uint8(x), p)) for x in own]
+            images = [Image.fromarray(finish(p.spec, x, p)) for x in own]
             results.append(RelightResult(images, p.spec.seed, p.matte[..., 0], p.fg, p.stage.result() | shared))
         return results
 

@@ -17,9 +17,11 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from ..core import constants as C
 from ..matting import mattes as matting
 from ..matting.birefnet import BiRefNet
 from ..matting.rmbg import BriaRMBG
+from ..models.unet import IN_CHANNELS
 from ..store import layout
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -127,12 +129,15 @@ def tiny_text_encoder(vocab_size: int) -> CLIPTextModel:
     return text_encoder(vocab_size, "tiny")
 
 
-def offset_for(unet: UNet2DConditionModel, scale: float = 0.02) -> dict[str, torch.Tensor]:
-    """A random IC-Light offset: every UNet key, `conv_in` 12 channels wide."""
+def offset_for(
+    unet: UNet2DConditionModel, scale: float = 0.02, model: str = C.FBC, generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
+    """A random IC-Light offset of `model`'s: every UNet key, `conv_in` as wide as the model's
+    (12 channels for fbc, 8 for fc)."""
     offset = {}
     for key, t in unet.state_dict().items():
-        shape = (t.shape[0], 12, *t.shape[2:]) if key == "conv_in.weight" else t.shape
-        offset[key] = (torch.randn(shape) * scale).contiguous()
+        shape = (t.shape[0], IN_CHANNELS[model], *t.shape[2:]) if key == "conv_in.weight" else t.shape
+        offset[key] = (torch.randn(shape, generator=generator) * scale).contiguous()
     return offset
 
 
@@ -163,9 +168,16 @@ def write_matting(root: Path, choice: str) -> Path:
     return path
 
 
-def write_weights(root: Path, size: str = "tiny", seed: int = 0, matting_models: tuple[str, ...] = MATTING) -> Path:
+def write_weights(
+    root: Path,
+    size: str = "tiny",
+    seed: int = 0,
+    matting_models: tuple[str, ...] = MATTING,
+    models: tuple[str, ...] = C.MODELS,
+) -> Path:
     """A weights folder at `root`: `tiny` or `full` (SD1.5 shapes in float32, as published: about
-    7.7 GB), with the matting models named (all three by default: 1.24 GB of them)."""
+    7.7 GB with one offset, 11.1 GB with both), with the offsets of `models` (both by default) and
+    the matting models named (all three by default: 1.24 GB of them)."""
     if size not in UNETS:
         raise ValueError(f"size: {size!r}; expected tiny or full")
     torch.manual_seed(seed)
@@ -175,9 +187,14 @@ def write_weights(root: Path, size: str = "tiny", seed: int = 0, matting_models:
     vae(size).save_pretrained(sd / "vae", safe_serialization=True)
     model = unet(size)
     model.save_pretrained(sd / "unet", safe_serialization=True)
-    save_file(offset_for(model), str(root / layout.OFFSET_FILE))
+    fbc = offset_for(model)  # (first, from the seed: the folders written before fc was served stay the same)
+    if C.FBC in models:
+        save_file(fbc, str(root / layout.OFFSET_FILES[C.FBC]))
     for choice in matting_models:
         write_matting(root, choice)
+    if C.FC in models:
+        fc = offset_for(model, model=C.FC, generator=torch.Generator().manual_seed(seed + 1))
+        save_file(fc, str(root / layout.OFFSET_FILES[C.FC]))
     return root
 
 
@@ -272,8 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also write into DIR what users bring: a single-file SD1.5 checkpoint (original key layout) "
         "with and without its VAE, an SDXL-shaped file, and LoRAs in the diffusers and kohya layouts",
     )
+    p.add_argument(
+        "--model", choices=C.MODEL_CHOICES, default=C.BOTH, help="the IC-Light offsets to write (default: both)"
+    )
     args = p.parse_args(argv)
-    root = write_weights(args.dir, args.size, matting_models=tuple(args.matting))
+    root = write_weights(args.dir, args.size, matting_models=tuple(args.matting), models=C.served(args.model))
     print(f"wrote {args.size} stand-in weights into {root}")
     if args.user_models:
         for path in write_user_models(root, args.user_models).values():

@@ -26,11 +26,13 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from ..core import constants as C
 from ..core.hooks import Hooks
 from ..core.spec import RelightSpec, SequenceSpec
 from ..core.validation import InputError
 from ..imaging import video
 from ..imaging.images import IMAGE_SUFFIXES, load_image_and_alpha
+from ..matting.mattes import NONE
 from .results import SequenceResult
 
 REFERENCES = 2  # frames of the first window carried into every later one
@@ -46,9 +48,14 @@ class Relights(Protocol):
     @property
     def unet(self) -> Any: ...
 
+    @property
+    def matting(self) -> str: ...
+
     def matte(self, subject: Any, mask: Any = None, matting_choice: str | None = None) -> tuple[np.ndarray, Any]: ...
 
-    def run_shared(self, specs: list[RelightSpec], hooks: Hooks, consistency: Any = None) -> list[Any]: ...
+    def run_shared(
+        self, specs: list[RelightSpec], hooks: Hooks, consistency: Any = None, one_generator: bool = False
+    ) -> list[Any]: ...
 
 
 class Source:
@@ -185,6 +192,8 @@ def smooth(mattes: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def plan_windows(count: int, size: int) -> list[list[int]]:
+    """Frames in windows of `size` (0: one window of every frame)."""
+    size = size or count
     return [list(range(i, min(i + size, count))) for i in range(0, count, size)]
 
 
@@ -215,7 +224,7 @@ def run_window(relighter: Relights, p: Plan, number: int, hooks: Hooks) -> list[
     masks = _masks(relighter, p, members, images)
     backgrounds = _backgrounds(p, members)
     specs = [p.spec.frame(i, images[i], masks[i], p.seeds[i], backgrounds[i]) for i in members]
-    results = relighter.run_shared(specs, hooks, consistency)
+    results = relighter.run_shared(specs, hooks, consistency, p.spec.batch_noise)
     found = {}
     for i, result in zip(members, results, strict=True):
         if isinstance(result, Exception):
@@ -239,7 +248,9 @@ def _masks(relighter: Relights, p: Plan, members: list[int], images: dict[int, A
     (as 0..255), else none (the relight estimates it)."""
     if p.masks is not None:
         return {i: p.masks[i] for i in members}
-    if not p.spec.smooth_mattes:
+    relight = p.spec.relight
+    whole = relight.model == C.FC and (relight.matting or relighter.matting) == NONE  # every frame whole
+    if not p.spec.smooth_mattes or whole:
         return dict.fromkeys(members)
     around = sorted({j for i in members for j in (i - 1, i, i + 1) if 0 <= j < p.count})
     images |= _read(p, [j for j in around if j not in images])

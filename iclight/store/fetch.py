@@ -217,14 +217,18 @@ def _accept(part: Path, target: Path, entry: Entry, hashes: HashCache) -> None:
     hashes.record(entry.path, digest)
 
 
-def fetch_mirror(base_url: str, root: Path, workers: int = 4) -> list[str]:
-    """Fetch every file a mirror's manifest lists; return the paths actually downloaded."""
+def fetch_mirror(base_url: str, root: Path, workers: int = 4, skip: Iterable[str] = ()) -> list[str]:
+    """Fetch every file a mirror's manifest lists but `skip`'s (and the prepared UNets of the models
+    whose offsets it skips); return the paths actually downloaded."""
     base = base_url.rstrip("/")
     try:
         with _open(f"{base}/{MANIFEST_NAME}") as response:
             entries = read_manifest(response.read().decode(), f"{base}/{MANIFEST_NAME}")
     except (OSError, http.client.HTTPException) as e:  # URLError and HTTPError are OSErrors
         raise SourceError(f"the weights' manifest for {root}", f"the mirror {base}/{MANIFEST_NAME}", e) from e
+    skipped = set(skip)
+    unserved = {layout.model_of_file(path) for path in skipped} - {None}
+    entries = [e for e in entries if e.path not in skipped and layout.model_of_file(e.path) not in unserved]
     root.mkdir(parents=True, exist_ok=True)
     hashes = HashCache(root)
     todo = [e for e in entries if not is_valid(root, e, hashes)]
@@ -322,23 +326,32 @@ def fetch_hub(root: Path, workers: int = 4, files: Iterable[layout.WeightFile] =
     return [h.entry.path for h in todo]
 
 
-def fetch(root: Path, source_url: str | None = None, workers: int = 4, only: Iterable[str] | None = None) -> list[str]:
+def fetch(
+    root: Path,
+    source_url: str | None = None,
+    workers: int = 4,
+    only: Iterable[str] | None = None,
+    skip: Iterable[str] = (),
+) -> list[str]:
     """Fetch from `source_url` / ICLIGHT_WEIGHTS_URL when set, else from the hub.
 
-    A mirror's manifest says what to fetch; from the hub, `only` limits it to those destinations.
+    A mirror's manifest says what to fetch, but `skip`'s files (an offset skipped skips its model's
+    prepared UNets too); from the hub, `only` limits it to those destinations.
     One process at a time per folder (a lock file): several workers booting on one node download
     once, the others then find every file present and valid."""
     root.mkdir(parents=True, exist_ok=True)
     with open(root / LOCK_NAME, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _fetch(root, source_url, workers, only)
+        return _fetch(root, source_url, workers, only, skip)
 
 
-def _fetch(root: Path, source_url: str | None, workers: int, only: Iterable[str] | None) -> list[str]:
+def _fetch(
+    root: Path, source_url: str | None, workers: int, only: Iterable[str] | None, skip: Iterable[str]
+) -> list[str]:
     url = source_url or config.WEIGHTS_URL.read()
     if url:
         log.info("fetching weights from mirror %s into %s", url, root)
-        return fetch_mirror(url, root, workers)
+        return fetch_mirror(url, root, workers, skip)
     log.info("fetching weights from the Hugging Face Hub into %s", root)
     wanted = None if only is None else set(only)
     return fetch_hub(root, workers, [f for f in layout.MANIFEST if wanted is None or f.dest in wanted])

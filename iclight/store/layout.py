@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import config
+from ..core import constants as C
 
 SD_DIR = "realistic-vision-v51"
-OFFSET_FILE = "iclight_sd15_fbc.safetensors"
+# Each IC-Light model's offset over SD1.5's UNet (lllyasviel/ic-light, Apache-2.0).
+OFFSET_FILES = {C.FBC: "iclight_sd15_fbc.safetensors", C.FC: "iclight_sd15_fc.safetensors"}
+OFFSET_FILE = OFFSET_FILES[C.FBC]
 RMBG_FILE = "RMBG-1.4/model.safetensors"
 BIREFNET_FILE = "BiRefNet/model.safetensors"
 BIREFNET_LITE_FILE = "BiRefNet_lite/model.safetensors"
@@ -44,19 +47,33 @@ _SD_FILES = (
 )
 MANIFEST: tuple[WeightFile, ...] = (
     *(WeightFile(SD_REPO, f, f"{SD_DIR}/{f}") for f in _SD_FILES),
-    WeightFile("lllyasviel/ic-light", OFFSET_FILE, OFFSET_FILE),
+    *(WeightFile("lllyasviel/ic-light", f, f) for f in OFFSET_FILES.values()),
     WeightFile("briaai/RMBG-1.4", "model.safetensors", RMBG_FILE),
     WeightFile("ZhengPeng7/BiRefNet", "model.safetensors", BIREFNET_FILE),
     WeightFile("ZhengPeng7/BiRefNet_lite", "model.safetensors", BIREFNET_LITE_FILE),
 )
 
 
-# What a prepared UNet is made from; not needed at boot when a valid one is present.
-UNET_SOURCES = (
-    f"{SD_DIR}/unet/config.json",
-    f"{SD_DIR}/unet/diffusion_pytorch_model.safetensors",
-    OFFSET_FILE,
-)
+SD_UNET = (f"{SD_DIR}/unet/config.json", f"{SD_DIR}/unet/diffusion_pytorch_model.safetensors")
+
+
+def unet_sources(model: str) -> tuple[str, ...]:
+    """What `model`'s prepared UNet is made from; not needed at boot when a valid one is present."""
+    return (*SD_UNET, OFFSET_FILES[model])
+
+
+def not_served(*models: str) -> tuple[str, ...]:
+    """The offsets of the models not among `models` (a deployment neither fetches nor loads them)."""
+    return tuple(f for model, f in OFFSET_FILES.items() if model not in models)
+
+
+def model_of_file(rel: str) -> str | None:
+    """The IC-Light model a file of the layout is for (its offset, or a prepared UNet: fbc's are
+    named `unet-DTYPE...`, fc's `unet-fc-DTYPE...`); None for what both models share."""
+    found = [model for model, offset in OFFSET_FILES.items() if rel == offset]
+    if not found and rel.startswith(f"{PREPARED_DIR}/unet-") and rel.endswith(".safetensors"):
+        found = [C.FC if rel.startswith(f"{PREPARED_DIR}/unet-{C.FC}-") else C.FBC]
+    return found[0] if found else None
 
 
 def weights_dir(override: str | os.PathLike | None = None) -> Path:

@@ -23,6 +23,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from ..core import constants as C
 from ..core import options as O
 from ..core.hooks import NO_HOOKS, Hooks
 from ..core.light import BACKGROUND_SOURCES, FIELDS, from_fields
@@ -38,9 +39,12 @@ from . import controls as ui_controls
 from .controls import (
     LIGHT_PAD,
     PHOTO_MIN_WIDTH,
+    for_the_model,
     light_choice,
     light_fields,
+    model_choice,
     model_fields,
+    model_settings,
     path_of,
     photo,
     prompt_box,
@@ -58,8 +62,10 @@ QUICK_PROMPTS = (
     "light and shadow, dramatic",
 )
 MAX_UPLOAD = "50mb"
-# The options a light preview takes: the light's (a designed light, a map, a panorama), its source and the size.
+# The options a light preview takes: the light's (a designed light, a map, a panorama), its source, the
+# size and the model (whose light it is).
 LIGHT_OPTIONS = {o.name for o in O.RELIGHT if o.group in ("light", "hdri")} | {"light_source", "width", "height"}
+LIGHT_OPTIONS |= {"model"}
 NO_SUBJECT = "no subject yet"  # a light preview's door takes one; nothing reads it
 # A theme with the system's fonts: the default one would fetch fonts from Google.
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
@@ -111,7 +117,7 @@ class RelightApp:
         options |= {"light_map": light_map, "hdri": panorama}
         try:
             unlit = not (background or light_map or panorama or from_fields(light_of(options)))
-            if unlit and values["light_source"] in BACKGROUND_SOURCES:
+            if unlit and values["light_source"] in (*BACKGROUND_SOURCES, C.NO_LIGHT):
                 return None  # nothing to show before a background or a light
             spec = relight_spec(NO_SUBJECT, background, "preview", **options)
             bg = load_image(background, "background_image") if background else None
@@ -132,6 +138,7 @@ class RelightApp:
         """Relight as `Relighter.relight` does with the page's `values` (by option name, the light
         pad's and the model controls' as they are shown); returns (gallery, downloads, seed used)."""
         subject, background, mask = path_of(subject), path_of(background), path_of(mask)
+        background = None if values.get("model") == C.FC else background  # (its drop zone is hidden for fc)
         if not subject:
             raise gr.Error("subject_image: required, but no value was given", title="Missing input")
         entry = {"id": safe_name(Path(subject).stem)[:100], "subject": subject, "background": background}
@@ -183,6 +190,7 @@ class RelightApp:
     def _relight_tab(self) -> None:
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=PHOTO_MIN_WIDTH):
+                model = model_choice(list(self.relighter.unets), "model")
                 with gr.Row():
                     subject = photo("Subject photo", "subject")
                     background = photo("Background photo", "background")
@@ -221,7 +229,8 @@ class RelightApp:
                     label="Download (recipe embedded)", file_count="multiple", interactive=False, elem_id="downloads"
                 )
         shown = gr.State([])
-        named |= pad | panorama | {"design_light": design, "light_map": light_map}
+        named |= pad | panorama | {"design_light": design, "light_map": light_map, "model": model}
+        model.change(for_the_model, [model], [background, named["light_source"], named["lowres_denoise"]])
         own = {"subject": subject, "background": background, "mask": mask, "random_seed": random_seed, "seed": seed}
         own["shown"] = shown
         raw = dict(preprocess=False)  # uploads as the files themselves: 16-bit, CMYK, alpha and EXIF kept
@@ -234,7 +243,8 @@ class RelightApp:
                 given["subject"], given["background"], given["mask"], chosen, given["shown"], values
             )
 
-        light_seen = {name: named[name] for name in ("light_source", "width", "height", "design_light", "light_map")}
+        seen = ("light_source", "width", "height", "design_light", "light_map", "model")
+        light_seen = {name: named[name] for name in seen}
         light_seen |= pad | panorama
 
         def preview_light(data: dict):
@@ -269,9 +279,9 @@ def settings_of(values: dict[str, Any]) -> dict[str, Any]:
     with a panorama, which makes the light), the panorama's settings where there is one, the model
     controls' as LoRAs, sampler and light start; every other one by its own name."""
     pad = {name: values[name] for name in LIGHT_PAD if name in values}
-    model_names = ("loras", "lora_scale", "sampler", "light_start")
+    model_names = ("loras", "lora_scale", "sampler", "light_start", "lowres_denoise")
     own = (*LIGHT_PAD, *model_names, *HDRI_SETTINGS, *O.RELIGHT_FILES, "design_light")
-    found = {k: v for k, v in values.items() if k not in own} | model_fields(values)
+    found = {k: v for k, v in values.items() if k not in own} | model_fields(values) | model_settings(values)
     if path_of(values.get("hdri")):
         return found | {name: float(values[name]) for name in HDRI_SETTINGS if name in values}
     return found | light_fields(values.get("design_light", False), pad)

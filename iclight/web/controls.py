@@ -45,7 +45,11 @@ ADVANCED = (
     ("compute_normal", "clip_skip"),
     ("output_format", "output_quality"),
     ("detail_transfer", "keep_colors", "keep_background"),
+    ("lowres_denoise", "highres_pass"),
 )
+# The model choice's labels: what each model takes.
+MODEL_LABELS = {C.FBC: "fbc: to a background photo", C.FC: "fc: from the prompt and a light"}
+FC_START = C.FC_INPUT_SPECS["lowres_denoise"].default  # the fc model's low-res denoise, its slider's start
 
 
 def control(name: str, elem_id: str | None = None, **overrides: Any) -> gr.components.Component:
@@ -75,10 +79,13 @@ def advanced(matting: str) -> dict[str, gr.components.Component]:
     """Every other hosted input and the extras, with their defaults, ranges and choices;
     `matting`: the loaded matting model, the default choice."""
     found: dict[str, gr.components.Component] = {}
+    fc_only = {"lowres_denoise": {"value": FC_START, "visible": False, "label": "Low-res denoise (fc)"}}
     for row in ADVANCED:
         with gr.Row():
             for name in row:
-                found[name] = control(name, info=None if len(row) > 1 else O.BY_NAME[name].help)
+                found[name] = control(
+                    name, info=None if len(row) > 1 else O.BY_NAME[name].help, **fc_only.get(name, {})
+                )
     found["matting"] = control(
         "matting", value=matting, label="Matting (for a subject without mask or alpha)",
         info="rmbg-1.4: the hosted model's (non-commercial weights); birefnet, birefnet-lite: MIT licence; "
@@ -200,6 +207,27 @@ def prompt_box(elem_id: str, placeholder: str) -> gr.Textbox:
 
 def light_choice(elem_id: str) -> gr.Dropdown:
     return gr.Dropdown(list(C.LIGHT_SOURCES), value=C.default("light_source"), label="Light", elem_id=elem_id)
+
+
+def model_choice(served: list[str], elem_id: str) -> gr.Radio:
+    """The IC-Light model, among those the relighter serves (a choice only where it serves both)."""
+    choices = [(MODEL_LABELS[m], m) for m in served]
+    return gr.Radio(choices, value=served[0], label="Model", interactive=len(served) > 1, elem_id=elem_id)
+
+
+def for_the_model(model: str) -> tuple[Any, Any, Any]:
+    """What the page shows for `model`: the background's drop zone (fbc only), its light sources
+    with its own default, and the fc model's low-res denoise."""
+    fc = model == C.FC
+    sources, default = (C.FC_LIGHT_SOURCES, C.NO_LIGHT) if fc else (C.LIGHT_SOURCES, C.default("light_source"))
+    light = gr.update(choices=list(sources), value=default)
+    return gr.update(visible=not fc), light, gr.update(visible=fc)
+
+
+def model_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The model's own options among the page's values: the fc model's low-res denoise, none for fbc."""
+    fc = values.get("model") == C.FC
+    return {"lowres_denoise": float(values.get("lowres_denoise") or FC_START) if fc else None}
 
 
 def path_of(value: Any) -> str | None:

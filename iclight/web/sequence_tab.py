@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from ..core import constants as C
 from ..core.hooks import Hooks
 from ..core.validation import InputError
 from ..imaging import video
@@ -19,7 +20,17 @@ from ..jobs.job import JobFailed
 from ..jobs.manifest import make_job, safe_name
 from ..jobs.run import relight_one
 from ..store.outputs import OutputFolders
-from .controls import PHOTO_MIN_WIDTH, control, light_choice, path_of, photo, prompt_box, whole
+from .controls import (
+    PHOTO_MIN_WIDTH,
+    control,
+    for_the_model,
+    light_choice,
+    model_choice,
+    path_of,
+    photo,
+    prompt_box,
+    whole,
+)
 
 
 class SequenceTab:
@@ -39,6 +50,8 @@ class SequenceTab:
         if source is None and not views:
             raise gr.Error("frames: upload a clip, or several images", title="Missing input")
         settings = values | {"output_format": "png"}
+        if values.get("model") == C.FC:  # (the background's drop zones are hidden for fc)
+            background = background_video = None
         hooks = Hooks(step_progress=False, frames_done=_reporter(progress))
         with self.outputs.folder() as folder:
             source = source or _frames_folder(views, folder)
@@ -58,11 +71,12 @@ class SequenceTab:
         named: dict[str, Any] = {}
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=PHOTO_MIN_WIDTH):
+                named["model"] = model_choice(list(self.relighter.unets), "seq-model")
                 with gr.Row():
                     clip = gr.Video(
                         label="Clip", sources=["upload"], height=220, min_width=PHOTO_MIN_WIDTH, elem_id="seq-input"
                     )
-                    with gr.Tabs(elem_id="seq-background-tabs"):
+                    with gr.Tabs(elem_id="seq-background-tabs") as backgrounds:
                         with gr.Tab("Photo", id="seq-bg-photo"):
                             background = photo("Background photo", "seq-background")
                         with gr.Tab("Video", id="seq-bg-video"):
@@ -90,6 +104,12 @@ class SequenceTab:
                 relit = gr.Video(label="Relit clip", elem_id="seq-video", interactive=False, autoplay=True, loop=True)
                 strip = gr.Gallery(label="Frames", columns=6, height=160, elem_id="seq-strip")
                 files_out = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="seq-downloads")
+
+        def on_model(model: str):
+            shown, light, _ = for_the_model(model)
+            return shown, light
+
+        named["model"].change(on_model, [named["model"]], [backgrounds, named["light_source"]])
 
         def relight_sequence(data: dict, progress=gr.Progress()):  # noqa: B008 - Gradio's progress tracker
             values = {name: data[c] for name, c in named.items()}

@@ -76,6 +76,25 @@ def test_sidecar_and_embedded_recipe_reproduce(weights_dir: Path, image_files, m
     assert np.array_equal(_pixels(again / "subject-21-1.webp"), _pixels(second))
 
 
+def test_an_fc_relight_records_its_model_and_reproduces(
+    weights_dir: Path, image_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--model fc` loads fc alone; its recipe says fc, and `reproduce` makes the same pixels whatever
+    ICLIGHT_MODEL the shell has."""
+    subject, _ = image_files
+    out = tmp_path / "out"
+    argv = ["relight", str(subject), "--prompt", "sun", *SMALL, "--model", "fc", "--light-source", "Top Light"]
+    argv += ["--output-format", "png"]
+    assert _run([*argv, "--lowres-denoise", "0.7", "--no-highres-pass", "-o", str(out)], weights_dir) == 0
+    (image,) = out.glob("*.png")
+    recipe = json.loads(image.with_suffix(".json").read_text())["parameters"]
+    assert (recipe["model"], recipe["lowres_denoise"], recipe["highres_pass"]) == ("fc", 0.7, False)
+    assert Image.open(image).size == (256, 256)  # the low-res pass's image
+    monkeypatch.setenv("ICLIGHT_MODEL", "fbc")
+    assert _run(["reproduce", str(image.with_suffix(".json")), "-o", str(tmp_path / "again")], weights_dir) == 0
+    assert np.array_equal(_pixels(tmp_path / "again" / image.name), _pixels(image))
+
+
 def test_png_carries_its_recipe(weights_dir: Path, image_files, mask_file, tmp_path: Path) -> None:
     subject, background = image_files
     assert (

@@ -27,6 +27,7 @@ BAD = {
     "ICLIGHT_UNET_GRAPHS": ("sometimes", config.BOOLEAN),
     "ICLIGHT_CHANNELS_LAST": ("sideways", "auto (on when compiling on CUDA)"),
     "ICLIGHT_ATTENTION": ("warp", "auto, flash, efficient, cudnn or math"),
+    "ICLIGHT_MODEL": ("fbc2", "fc (the text-conditioned one) or both"),
     "ICLIGHT_MATTING": ("birefnet-xl", "rmbg-1.4, birefnet, birefnet-lite or none"),
     "ICLIGHT_BASE_MODEL": ("README.md", "a diffusers SD1.5 folder or a single-file"),
     "ICLIGHT_LORAS": ("style.safetensors:loud", "FILE[:SCALE] items"),

@@ -147,7 +147,11 @@ def test_every_door_makes_the_same_value(tmp_path) -> None:
     web = pytest.importorskip("iclight.web.app")
     values = web.LIGHT_PAD | SET | EXTRA | {"design_light": True, "light_start": 0.7} | LIGHT
     assert _record(make_job(entry, web.settings_of(values), tmp_path, "web").spec) == api
-    from predict import _checked
+    from predict import Predictor
+    from predict_fc import Predictor as FcPredictor
 
-    hosted = _record(_checked({"subject_image": subject, "background_image": background} | SET)[0])
+    hosted = _record(Predictor().checked({"subject_image": subject, "background_image": background} | SET)[0])
     assert hosted == _record(relight_spec(subject, background, **SET))
+    fc = {name: value for name, value in SET.items() if name in C.FC_INPUT_SPECS}
+    hosted_fc = _record(FcPredictor().checked({"subject_image": subject, "lowres_denoise": 0.5} | fc)[0])
+    assert hosted_fc == _record(relight_spec(subject, None, model="fc", lowres_denoise=0.5, **fc))

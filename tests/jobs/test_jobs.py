@@ -215,6 +215,7 @@ OTHER = {
     "hdri_exposure": 1.0, "hdri_light": 0.2, "keep_colors": 0.5, "sampler": "euler", "light_start": 0.8,
     "clip_skip": 2, "consistency": 0.2, "shared_noise": False, "smooth_mattes": False, "window": 4,
     "layers": "attn1", "background_fit": "loop", "hdri_turn": 10.0, "start": 1, "end": 3, "stride": 2,
+    "model": "fc", "lowres_denoise": 0.5, "highres_pass": False, "batch_noise": True,
 }  # fmt: skip
 FILE_OPTIONS = {"mask": "subjects/b.png", "light_map": "bg.png", "hdri": "pano.png", "masks": "subjects"}
 
@@ -230,6 +231,9 @@ def _line(name: str) -> dict:
     sequence = name in [o.name for o in O.SEQUENCE]
     line = {"sequence": "subjects"} if sequence else {"subject": "subjects/a.png"}
     line |= {"prompt": "sun", "background": "bg.png"}
+    if name in ("model", "lowres_denoise"):  # the fc model: a subject and a light, no background
+        del line["background"]
+        line |= {"light_source": "Left Light"} | ({"model": "fc"} if name == "lowres_denoise" else {})
     if name.startswith("hdri") and name != "hdri_turn":
         del line["background"]
         line["hdri"] = "pano-2.png" if name == "hdri" else "pano.png"

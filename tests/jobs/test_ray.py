@@ -43,7 +43,7 @@ def cluster() -> str:
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Ten jobs: nine good ones (three subjects with their own alpha, assorted lights and
-    seeds) and one broken file."""
+    seeds, one with the fc model) and one broken file."""
     from conftest import _subject
 
     root = tmp_path_factory.mktemp("catalogue")
@@ -59,6 +59,7 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"subject": f"s{i % 3}.png", "background": "bg.jpg", "seed": 100 + i, "light_source": LIGHTS[i % 5]}
         for i in range(9)
     ]
+    lines[7] = {"subject": "s1.png", "model": "fc", "light_source": "Right Light", "seed": 107}  # fc: no background
     lines.insert(4, {"id": "broken-one", "subject": "broken.png", "background": "bg.jpg", "seed": 1})
     path = root / "jobs.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
@@ -99,6 +100,8 @@ def test_ray_matches_local_batch_and_predictor(
     assert cli.main(_argv(manifest, on_ray, weights_dir, "--ray", "--workers", "2", "--device", "cpu")) == 1
     results = _check_complete(on_ray)
     assert all(r["seconds"] > 0 for r in results if r["status"] == "succeeded")
+    models = sorted(json.loads(p.read_text())["parameters"]["model"] for p in on_ray.glob("*.json"))
+    assert models == ["fbc"] * 8 + ["fc"]  # the workers serve both models, each job its own
     with one_thread():
         assert cli.main(_argv(manifest, local, weights_dir, "--device", "cpu")) == 1
     ray_px, local_px = _outputs(on_ray), _outputs(local)

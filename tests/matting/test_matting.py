@@ -215,7 +215,7 @@ def test_reproduce_honours_the_recorded_matting(
     recipe = next(out.glob("*.json"))
     booted: list[str | None] = []
 
-    def load(args, matting=None):  # the relighter reproduce boots, with the matting it asks for
+    def load(args, matting=None, model=None):  # the relighter reproduce boots, with the matting it asks for
         booted.append(matting)
         return relighter
 

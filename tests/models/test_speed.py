@@ -178,6 +178,7 @@ def test_graphs_boot_warms_up_at_defaults_and_counts_runs_without_graphs(caplog:
 
     class Relighting:  # what Relighter.warm_up calls
         default_loras = ()
+        unets = ("fbc",)
 
         def relight(self, *args, **kwargs) -> None:
             sizes.append((kwargs["width"], kwargs["height"], kwargs["highres_scale"]))

@@ -114,9 +114,9 @@ def test_a_sequence_without_guidance_mixes_one_group(relighter: Relighter, monke
     seen = []
     run_shared = relighter.run_shared
 
-    def spy(specs, hooks, consistency=None):
+    def spy(specs, hooks, consistency=None, one_generator=False):
         seen.append(consistency.groups)
-        return run_shared(specs, hooks, consistency)
+        return run_shared(specs, hooks, consistency, one_generator)
 
     monkeypatch.setattr(relighter, "run_shared", spy)
     seq = pan(3)

@@ -1,4 +1,6 @@
-"""The predictor's inputs, read with Cog's own inspector, equal the hosted schema."""
+"""Each predictor's inputs, read with Cog's own inspector, equal its hosted model's schema: cog.yaml's
+the hosted fbc model's (`zsxkib/ic-light-background`), cog-fc.yaml's the hosted fc model's
+(`zsxkib/ic-light`)."""
 
 from __future__ import annotations
 
@@ -9,25 +11,30 @@ import pytest
 import yaml
 from conftest import DATA, ROOT
 
-HOSTED = DATA / "hosted_schema.json"
+HOSTED = {"cog.yaml": DATA / "hosted_schema.json", "cog-fc.yaml": DATA / "hosted_schema_fc.json"}
 COG_SCHEMA = DATA / "cog_config_schema_v1.0.json"
 TYPES = {"PATH": "file", "STRING": "string", "INTEGER": "integer", "FLOAT": "number", "BOOL": "boolean"}
 
 
-def _cog_config() -> dict:
-    return yaml.safe_load((ROOT / "cog.yaml").read_text())
+def _cog_config(name: str = "cog.yaml") -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+@pytest.fixture(scope="module", params=sorted(HOSTED))
+def config_name(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def inspected():
+def inspected(config_name):
     from cog._inspector import create_predictor
 
-    module, cls = _cog_config()["run"].split(":")
+    module, cls = _cog_config(config_name)["run"].split(":")
     return create_predictor(module.removesuffix(".py"), cls)
 
 
-def test_inputs_equal_the_hosted_schema(inspected) -> None:
-    hosted = json.loads(HOSTED.read_text())["inputs"]
+def test_inputs_equal_the_hosted_schema(inspected, config_name) -> None:
+    hosted = json.loads(HOSTED[config_name].read_text())["inputs"]
     ours = sorted(inspected.inputs.values(), key=lambda f: f.order)
     assert [f.name for f in ours] == [h["name"] for h in hosted]
     for field, h in zip(ours, hosted, strict=True):
@@ -51,8 +58,15 @@ def test_output_is_a_list_of_files(inspected) -> None:
     assert inspected.output.kind.name == "LIST" and inspected.output.type.name == "PATH"
 
 
-def test_cog_yaml_is_valid() -> None:
-    jsonschema.validate(_cog_config(), json.loads(COG_SCHEMA.read_text()))
+def test_cog_yaml_is_valid(config_name) -> None:
+    jsonschema.validate(_cog_config(config_name), json.loads(COG_SCHEMA.read_text()))
+
+
+def test_the_fc_image_is_the_fbc_image() -> None:
+    """cog-fc.yaml differs from cog.yaml in the predictor alone: one image's dependencies, one code."""
+    fbc, fc = _cog_config(), _cog_config("cog-fc.yaml")
+    assert fc.pop("run") == "predict_fc.py:Predictor" and fbc.pop("run") == "predict.py:Predictor"
+    assert fc == fbc
 
 
 def test_cog_yaml_build() -> None:

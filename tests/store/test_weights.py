@@ -15,6 +15,7 @@ from conftest import ROOT
 from fileserver import FileServer
 
 from iclight import cli
+from iclight.core import constants as C
 from iclight.pipeline import Relighter, loading
 from iclight.store import fetch, layout
 
@@ -62,6 +63,24 @@ def test_lock_and_verify(mirror_dir: Path, tmp_path: Path) -> None:
     assert any(p.startswith(f"{layout.RMBG_FILE}: missing") for p in problems)
     assert _weights(["verify", str(copy)]) == 1
     assert _weights(["verify", str(mirror_dir)]) == 0
+
+
+def test_a_deployment_fetches_only_the_offsets_it_serves(mirror_dir: Path, tmp_path: Path) -> None:
+    """`weights fetch --model fc` from a mirror holding both offsets (and a prepared fbc UNet):
+    fc's offset comes, fbc's and its prepared UNet do not; the folder verifies as it is."""
+    mirror = tmp_path / "mirror"
+    shutil.copytree(mirror_dir, mirror)
+    (mirror / layout.PREPARED_DIR).mkdir()
+    (mirror / layout.PREPARED_DIR / "unet-float16.safetensors").write_bytes(b"fbc's, prepared")
+    fetch.lock(mirror)
+    dest = tmp_path / "dest"
+    with FileServer(mirror) as srv:
+        argv = ["fetch", "--dest", str(dest), "--from", srv.url, "--model", "fc", "--matting", "none"]
+        assert _weights(argv) == 0
+    assert (dest / layout.OFFSET_FILES[C.FC]).is_file() and not (dest / layout.OFFSET_FILES[C.FBC]).exists()
+    assert not (dest / layout.PREPARED_DIR).exists()
+    assert fetch.verify(dest) == []
+    assert [f.dest for f in layout.MANIFEST if layout.model_of_file(f.dest)] == list(layout.OFFSET_FILES.values())
 
 
 def test_fetch_from_mirror_then_nothing_twice(
@@ -150,7 +169,7 @@ def test_fetch_from_hub_endpoint(mirror_dir: Path, tmp_path: Path) -> None:
         env = {**os.environ, "HF_ENDPOINT": srv.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_XET": "1"}
         env.pop(WEIGHTS_URL, None)
         cmd = [sys.executable, "-m", "iclight.weights", "fetch", "--dest", str(dest)]
-        cmd += ["--matting", "rmbg-1.4", "birefnet-lite"]
+        cmd += ["--matting", "rmbg-1.4", "birefnet-lite", "--model", "both"]
         run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-2000:]
         _same_tree(mirror_dir, dest)
@@ -247,7 +266,7 @@ def test_prepare_compile_boots_with_the_compile_setting_asked_for(
         def __init__(self) -> None:
             self.compile_report = {"compile_s": 12.5}
 
-    def load(path: Path, device: str, speed) -> Booted:
+    def load(path: Path, device: str, speed, model=None) -> Booted:
         booted.append((path, device, speed.label))
         return Booted()
 

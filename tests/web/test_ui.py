@@ -449,3 +449,42 @@ def _fill(page, selector: str, value: str) -> None:
     box.press("Enter")
     box.blur()
     expect(box).to_have_value(value)
+
+
+def test_the_fc_model_relights_from_the_prompt_as_the_api(both: Relighter, image_files, tmp_path: Path) -> None:
+    """With fc chosen, a background left in its (hidden) drop zone is not used; the light is fc's."""
+    app = ui.RelightApp(both, OutputFolders(tmp_path / "outputs"))
+    subject, background = (str(p) for p in image_files)
+    values = _values(prompt="sun", output_format="png", model="fc", light_source=C.LEFT_LIGHT, lowres_denoise=0.8)
+    _, downloads, _ = app.relight(subject, background, None, 4, values | SMALL)
+    api = both.relight(subject, None, "sun", model="fc", light_source=C.LEFT_LIGHT, lowres_denoise=0.8, seed=4, **SMALL)
+    assert np.array_equal(_pixels(downloads[0]), np.asarray(api.images[0]))
+    fbc = _values(prompt="sun", output_format="png", model="fbc", lowres_denoise=0.8)  # fc's slider, hidden for fbc
+    _, downloads, _ = app.relight(subject, background, None, 4, fbc | SMALL)
+    assert np.array_equal(
+        _pixels(downloads[0]), np.asarray(both.relight(subject, background, "sun", seed=4, **SMALL).images[0])
+    )
+    preview = app.preview_light(None, _values(model="fc", light_source=C.LEFT_LIGHT, width=256, height=256))
+    assert preview[0, 0, 0] == 255 and preview[0, -1, 0] == 0  # fc's gradient, 255 to 0
+    assert app.preview_light(None, _values(model="fc", light_source=C.NO_LIGHT, width=256, height=256)) is None
+
+
+@NEEDS_CHROMIUM
+def test_choosing_fc_hides_the_background_and_offers_its_lights(served: str, both: Relighter, image_files, tmp_path):
+    from playwright.sync_api import expect
+
+    subject, _ = image_files
+    with _page(served, height=800, width=1280) as page:
+        expect(page.locator("#background")).to_be_visible()
+        page.locator("#model").get_by_label("fc: from the prompt and a light").check()
+        expect(page.locator("#background")).to_be_hidden()
+        box = _box(page, "#relight")
+        assert box["y"] + box["height"] <= 800  # the first screen still does the job
+        page.locator("#subject input[type=file]").set_input_files(str(subject))
+        expect(page.locator("#subject img").first).to_be_visible(timeout=30_000)
+        link = _relight_small(page, seed=8)
+        with page.expect_download() as info:
+            link.click()
+        info.value.save_as(tmp_path / "fc.png")
+    api = both.relight(str(subject), None, "sun", model="fc", seed=8, **SMALL).images[0]
+    assert np.array_equal(_pixels(tmp_path / "fc.png"), np.asarray(api))
