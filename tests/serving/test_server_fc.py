@@ -76,9 +76,11 @@ def test_outputs_come_in_the_hosted_fc_order(server: str, weights_dir: Path) -> 
 
 @pytest.mark.parametrize("mode", ["RGBA", "L", "I;16", "CMYK"])
 def test_subjects_the_hosted_fc_code_refuses_are_relit(server: str, mode: str) -> None:
-    """The hosted fc code asserts three channels; ours relights these (16-bit and CMYK as TIFF)."""
+    """The hosted fc code asserts three channels; ours relights these (16-bit and CMYK as TIFF). The
+    16-bit subject spans the full range, the grey one's levels times 257: its matte is the grey one's."""
     base = Image.fromarray(_subject())
-    image = base.convert("L").convert("I;16") if mode == "I;16" else base.convert(mode)
+    grey = np.asarray(base.convert("L"), np.uint16) * 257
+    image = Image.fromarray(grey) if mode == "I;16" else base.convert(mode)  # uint16: I;16
     out = predict(server, subject_image=_uri(image, "TIFF" if mode == "CMYK" else "PNG"), **FAST)
     assert [p.shape for p in _pixels(out)] == [(256, 256, 3)]
 
