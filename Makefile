@@ -23,14 +23,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps $(GRADIO)
 	touch $@
 
-# pytest-xdist workers, a test module to a worker at a time, each torch on one thread
-# (tests/conftest.py). Three on two cores: the third runs while the others wait on servers,
+# pytest-xdist workers, a test module to a worker at a time, the longest first, each torch on one
+# thread (tests/conftest.py). Three on two cores: the third runs while the others wait on servers,
 # browsers and child processes. TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 3
 test: install
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The fuzzer's long profile (tests/pipeline/test_fuzz.py, tests/serving/test_server.py): random examples of every
 # input; it prints how many it tried and what each ended in. FUZZ_EXAMPLES overrides the count.

@@ -32,12 +32,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
-# The longest modules first: each worker takes one of them at once, and the many short modules
-# fill in around them.
+# The longest modules first (by their time in a run of the suite on 2 cores): each worker takes one
+# of them at once, and the many short modules fill in around them. The Makefile runs xdist with
+# --no-loadscope-reorder, which keeps this order (by default xdist puts the most tests first).
 LONGEST_FIRST = (
-    "test_deployment.py", "test_ui.py", "test_matting.py", "test_fuzz.py", "test_ray.py", "test_server.py",
-    "test_server_fc.py",
-    "test_serving.py", "test_video.py",
+    "test_deployment.py", "test_ui.py", "test_fuzz.py", "test_matting.py", "test_ray.py", "test_serving.py",
+    "test_server.py", "test_video.py", "test_speed.py", "test_models.py", "test_weights.py", "test_packaging.py",
+    "test_lighting.py", "test_server_fc.py", "test_gpucheck.py", "test_windows.py", "test_cli.py",
+    "test_cudagraphs.py", "test_fc.py", "test_outputs.py",
 )  # fmt: skip
 
 
