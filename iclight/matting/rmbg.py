@@ -107,13 +107,24 @@ class BriaRMBG(nn.Module):
         return model.to(device).eval().requires_grad_(False)
 
 
+# The most 64 px blocks the hosted rule gives a side: its other side then rounds to one block from 0.5.
+MOST_BLOCKS = round(C.RMBG_AREA / 0.5)
+
+
+def feed_size(width: int, height: int) -> tuple[int, int]:
+    """The size the matting net sees: the hosted sizes (64 px blocks, about RMBG_AREA of them). A
+    strip whose short side the hosted rule rounds to nothing (the hosted code then fails) gets one
+    block there and at most MOST_BLOCKS along, so no strip is fed more than the hosted code ever is."""
+    k = (C.RMBG_AREA / float(width * height)) ** 0.5
+    blocks = [min(max(1, round(side * k)), MOST_BLOCKS) for side in (width, height)]
+    return 64 * blocks[0], 64 * blocks[1]
+
+
 @torch.inference_mode()
 def estimate_matte(model: BriaRMBG, image: np.ndarray) -> np.ndarray:
     """The subject's alpha matte, HxWx1 floats in [0, 1]."""
     h, w = image.shape[:2]
-    k = (C.RMBG_AREA / float(h * w)) ** 0.5
-    # The hosted sizes; a side the hosted rule rounds to nothing (a strip) gets one 64 px block.
-    feed = resize(image, 64 * max(1, round(w * k)), 64 * max(1, round(h * k)))
+    feed = resize(image, *feed_size(w, h))
     param = next(model.parameters())
     alpha = model(to_tensor([feed]).to(device=param.device, dtype=param.dtype))
     alpha = F.interpolate(alpha, size=(h, w), mode="bilinear", align_corners=False)

@@ -10,7 +10,7 @@ from conftest import DATA
 from safetensors.torch import save_file
 
 from iclight.imaging.compositing import on_grey
-from iclight.matting.rmbg import BriaRMBG, estimate_matte
+from iclight.matting.rmbg import MOST_BLOCKS, BriaRMBG, estimate_matte, feed_size
 
 
 def test_state_dict_matches_published_checkpoint() -> None:
@@ -55,3 +55,18 @@ def test_on_grey() -> None:
     assert on_grey(img, np.ones((1, 1, 1), np.float32)).tolist() == [[[0, 127, 255]]]
     assert on_grey(img, np.ones((1, 1, 1), np.float32), sigma=16).tolist() == [[[16, 143, 255]]]
     assert on_grey(img, np.full((1, 1, 1), 0.5, np.float32)).tolist() == [[[63, 127, 191]]]
+
+
+@pytest.mark.parametrize("size", [(1024, 1024), (512, 640), (1, 1), (3000, 7), (7, 3000), (4032, 3024), (17, 9001)])
+def test_the_matting_net_sees_the_hosted_sizes(size: tuple[int, int]) -> None:
+    w, h = size
+    k = (256 / (w * h)) ** 0.5  # the hosted rule: about 256 blocks of 64x64 px
+    assert feed_size(w, h) == (64 * round(w * k), 64 * round(h * k))
+
+
+@pytest.mark.parametrize("size", [(5000, 1), (1, 1_000_000), (1_000_000, 3)])
+def test_a_strip_the_hosted_rule_cannot_size_is_fed_no_more_than_the_hosted_code_ever_is(size) -> None:
+    """The hosted rule rounds such a strip's short side to nothing; along it, it would grow without
+    bound (1x1,000,000: 64x1,024,000 px)."""
+    w, h = feed_size(*size)
+    assert min(w, h) == 64 and max(w, h) <= 64 * MOST_BLOCKS == 64 * 512
