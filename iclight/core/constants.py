@@ -6,7 +6,7 @@ hosted model's schema is written down exactly once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 SIZES: tuple[int, ...] = tuple(range(256, 1025, 64))
@@ -189,13 +189,7 @@ _FC_OWN = (
         ge=0.1,
         le=1,
     ),
-    InputSpec(
-        "light_source",
-        str,
-        "The type and position of lighting to apply to the initial background latent",
-        default=NO_LIGHT,
-        choices=FC_LIGHT_SOURCES,
-    ),
+    replace(INPUT_SPECS["light_source"], default=NO_LIGHT, choices=FC_LIGHT_SOURCES),  # fbc's description
 )
 # The hosted fc model's inputs, in its order: fbc's but the background, compute_normal and the light
 # sources, with lowres_denoise (the strength of the light as the first pass's start).
