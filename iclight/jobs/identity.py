@@ -80,9 +80,9 @@ class Model:
     loras: tuple[Lora, ...] = field(default_factory=tuple)
 
     def files(self, spec: RelightSpec) -> list[Path]:
-        """Every file the relight's model is made of: the bundled weights and the offset, its base
-        model's, its matting model's (where one runs), its LoRAs'."""
-        found = [self.weights / rel for rel in (*SD_WEIGHTS, layout.OFFSET_FILE)]
+        """Every file the relight's model is made of: the bundled weights and its model's offset, its
+        base model's, its matting model's (where one runs), its LoRAs'."""
+        found = [self.weights / rel for rel in (*SD_WEIGHTS, layout.OFFSET_FILES[spec.model])]
         found += [self.weights / rel for rel in matting.FILES[spec.matting or self.matting]]
         found += list(self.base.files) if self.base else []
         return found + [Path(lora.path) for lora in (self.loras if spec.loras is None else spec.loras)]

@@ -293,6 +293,20 @@ def test_the_model_and_the_content_of_every_file_change_the_id(
     assert len({_ids(catalogue, named_none, i)[0] for i in served}) == 2  # ICLIGHT_LORAS count too
 
 
+def test_an_fc_jobs_id_follows_the_fc_offset_not_fbcs(catalogue: Path, weights_dir: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "weights"
+    shutil.copytree(weights_dir, weights)
+    lines = [{"subject": "subjects/a.png", "prompt": "sun", "model": "fc", "light_source": "Left Light"}]
+    identity = Identity(Contents(tmp_path / "out"), Model(weights, None, "rmbg-1.4"))
+    first = _ids(catalogue, lines, identity)[0]
+    found = []
+    for model in ("fbc", "fc"):
+        path = weights / layout.OFFSET_FILES[model]
+        save_file({k: v + 1 for k, v in load_file(str(path)).items()}, str(path))
+        found.append(_ids(catalogue, lines, identity)[0])
+    assert found[0] == first != found[1]  # the other model's offset is no part of it
+
+
 def test_a_batch_with_another_base_model_relights_beside_the_first(
     weights_dir: Path, catalogue: Path, tmp_path: Path, capsys
 ) -> None:
